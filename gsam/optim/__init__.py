@@ -1,0 +1,8 @@
+"""The sharpness-aware optimizers. Depends on torch only (no Hydra, timm or data code)."""
+from .base import SharpnessAware, StepStats
+from .gsam import GSAM
+from .sam import SAM
+from .schedule import lr_at, rho_from_lr
+from .xsam import XSAM
+
+__all__ = ["SAM", "GSAM", "XSAM", "SharpnessAware", "StepStats", "rho_from_lr", "lr_at"]

@@ -1,0 +1,303 @@
+"""What every sharpness-aware method shares: the passes, perturb/restore, BN, DDP, AMP, clipping.
+
+A subclass only says what happens between the passes (``_sharpness_step``); this class runs a pass,
+saves and restores the weights, freezes BatchNorm statistics, synchronises the final update ``d``
+across data-parallel workers, unscales it, clips it and hands it to the base optimizer.
+
+Closure convention (the trainer's closure follows it)::
+
+    def closure():
+        loss = loss_fn(model(x), y)          # autocast inside if wanted
+        if torch.is_grad_enabled():          # False during XSAM's forward-only probes
+            opt.backward(loss)               # = loss.backward(), scaled when a GradScaler is given
+        return loss
+
+The optimizer zeroes the gradients before every pass, so a closure may loop over micro-batches and
+accumulate (``loss / n_micro``) and get the step of the big batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterable
+
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
+
+from .comm import all_reduce_mean_, world_size
+
+Closure = Callable[[], torch.Tensor]
+
+
+@dataclasses.dataclass
+class StepStats:
+    """Diagnostics of one step. Tensors stay on the device (no host sync) until ``as_dict``."""
+
+    loss: torch.Tensor  # f(w), the clean loss
+    perturbed_loss: torch.Tensor  # f_p(w) = f(w_adv)
+    surrogate_gap: torch.Tensor  # h = f_p - f (Eq. 4)
+    sharpness: torch.Tensor  # 2h / rho^2, the estimate of sigma_max (Lemma 3.3)
+    grad_norm: torch.Tensor  # ||g||, unscaled
+    perturbed_grad_norm: torch.Tensor  # ||g_p|| (XSAM: ||g_k||), unscaled
+    cos: torch.Tensor  # cos(g, g_p) (XSAM: cos phi between v0 and v1)
+    update_norm: torch.Tensor  # ||d|| after synchronisation and unscaling, before clipping
+    rho: float
+    alpha: float
+    skipped: bool = False  # a non-finite update: nothing was changed
+    searched: bool = False  # XSAM searched alpha* in this step
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: (v.item() if isinstance(v, torch.Tensor) else float(v))
+                for k, v in dataclasses.asdict(self).items()}
+
+
+def _params_of(params: Iterable) -> list[torch.Tensor]:
+    out = []
+    for p in params:
+        out.extend(p["params"] if isinstance(p, dict) else [p])
+    return out
+
+
+def _check_nonneg(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+class SharpnessAware(torch.optim.Optimizer):
+    """Base class of SAM, GSAM and XSAM.
+
+    Args:
+        params: the parameters (or groups) the base optimizer was built over; must be the same set.
+        base_optimizer: any ``torch.optim.Optimizer`` (SGD, AdamW, ...). It receives the final
+            update ``d`` as the gradient and adds weight decay, momentum etc. itself, so those never
+            enter ``g``, ``g_p`` or the decomposition.
+        rho: perturbation radius (settable between steps, e.g. from ``rho_from_lr``).
+        model: optional; how BatchNorm layers (their running statistics are updated by the clean
+            pass only) and a ``DistributedDataParallel`` wrapper are found.
+        sync_perturbation: False (default) perturbs each worker with its own gradient (m-sharpness,
+            as the GSAM paper and big_vision) and all-reduces only ``d``, once per step. True
+            averages the gradient of every pass, which equals one process on the whole batch.
+        max_grad_norm: clip the global norm of the final, synchronised, unscaled ``d``.
+        grad_scaler: a ``torch.amp.GradScaler`` for fp16; the closure scales through
+            ``opt.backward(loss)``; the optimizer unscales, skips non-finite steps and updates it.
+        eps: the epsilon of every normalisation (1e-12 as in the reference codes).
+    """
+
+    def __init__(self, params, base_optimizer: torch.optim.Optimizer, *, rho: float,
+                 model: torch.nn.Module | None = None, sync_perturbation: bool = False,
+                 max_grad_norm: float | None = None, grad_scaler=None, eps: float = 1e-12,
+                 bucket_cap_mb: float = 25.0):
+        if not isinstance(base_optimizer, torch.optim.Optimizer):
+            raise ValueError(f"base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer)}")
+        params = _params_of(params)
+        base_params = _params_of(base_optimizer.param_groups)
+        if {id(p) for p in params} != {id(p) for p in base_params} or len(params) != len(base_params):
+            raise ValueError("base_optimizer must be built over exactly the parameters passed as params "
+                             f"(params has {len(params)} tensors, base_optimizer has {len(base_params)})")
+        if max_grad_norm is not None:
+            _check_nonneg("max_grad_norm", max_grad_norm)
+        super().__init__(params, defaults={})
+        # One set of groups: lr schedulers may act on this optimizer or on the base one.
+        self.base_optimizer = base_optimizer
+        self.param_groups = base_optimizer.param_groups
+        self.rho = rho
+        self.model = model
+        self.sync_perturbation = bool(sync_perturbation)
+        self.max_grad_norm = max_grad_norm
+        self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
+        self.eps = float(eps)
+        self.bucket_bytes = int(bucket_cap_mb * 2**20)
+        self._ddp = model if isinstance(model, DistributedDataParallel) else None
+        net = model.module if self._ddp is not None else model
+        self._bn = [m for m in net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats] if net else []
+        self._buffers: dict[str, dict[torch.Tensor, torch.Tensor]] = {}
+        self.steps_taken = 0
+        self.steps_skipped = 0
+
+    # ----------------------------------------------------------------- settable hyper-parameters
+    @property
+    def rho(self) -> float:
+        return self._rho
+
+    @rho.setter
+    def rho(self, value: float) -> None:
+        self._rho = _check_nonneg("rho", value)
+
+    # ------------------------------------------------------------------------------- the passes
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, through the GradScaler when one is in use (for closures)."""
+        (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
+
+    def _comm_context(self):
+        if self._ddp is not None and not self.sync_perturbation:
+            return self._ddp.no_sync()
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _bn_frozen(self):
+        """BatchNorm normalises with the batch statistics but leaves its running statistics alone.
+
+        ``track_running_stats=False`` in train mode does exactly that (no update, no
+        ``num_batches_tracked`` increment). Unlike the reference codes' momentum=0 it also cannot
+        write NaN into the running statistics when a perturbed pass overflows.
+        """
+        for m in self._bn:
+            m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m in self._bn:
+                m.track_running_stats = True
+
+    def _grad_pass(self, closure: Closure, *, clean: bool) -> torch.Tensor:
+        """Zero the grads, run forward+backward; only the clean pass updates BN statistics."""
+        self.base_optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad(), self._comm_context(), (contextlib.nullcontext() if clean else self._bn_frozen()):
+            loss = closure()
+        if not isinstance(loss, torch.Tensor):
+            raise ValueError(f"closure must return the loss tensor, got {type(loss)}")
+        if self.sync_perturbation and self._ddp is None and world_size() > 1:
+            all_reduce_mean_([p.grad for p in self._params() if p.grad is not None], self.bucket_bytes)
+        return loss.detach().float()
+
+    def _probe(self, closure: Closure) -> torch.Tensor:
+        """Forward only (``torch.no_grad``), BN statistics frozen: XSAM's probe losses."""
+        with torch.no_grad(), self._comm_context(), self._bn_frozen():
+            loss = closure()
+        return loss.detach().float()
+
+    # ------------------------------------------------------------------------- vector helpers
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _active(self) -> list[torch.Tensor]:
+        """Parameters that got a gradient in the clean pass; all others are never touched."""
+        return [p for p in self._params() if p.grad is not None]
+
+    @staticmethod
+    def _grads(ps: list[torch.Tensor]) -> list[torch.Tensor]:
+        for p in ps:  # a parameter the later pass did not reach has a zero gradient there
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        return [p.grad for p in ps]
+
+    def _buffer(self, name: str, ps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A parameter-sized buffer per parameter, allocated once and reused every step."""
+        store = self._buffers.setdefault(name, {})
+        return [store[p] if p in store else store.setdefault(p, torch.empty_like(p)) for p in ps]
+
+    @staticmethod
+    def _acc_dtype(ts: list[torch.Tensor]) -> torch.dtype:
+        return torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
+
+    def _norm(self, ts: list[torch.Tensor]) -> torch.Tensor:
+        """Global L2 norm, in float64 when any tensor is float64, else float32."""
+        acc = self._acc_dtype(ts)
+        return torch.linalg.vector_norm(torch.stack([n.to(acc) for n in torch._foreach_norm(ts)]))
+
+    def _dot(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
+        acc = self._acc_dtype(xs)
+        return torch.stack([torch.sum(x.to(acc) * y.to(acc)) for x, y in zip(xs, ys)]).sum()
+
+    def _unscale(self, value: torch.Tensor) -> torch.Tensor:
+        """A gradient norm in loss units: divide out the GradScaler's current scale."""
+        if self.grad_scaler is None:
+            return value
+        return value / self.grad_scaler._get_scale_async().to(value.dtype)
+
+    def _save_weights(self, ps: list[torch.Tensor]) -> list[torch.Tensor]:
+        saved = self._buffer("weights", ps)
+        torch._foreach_copy_(saved, ps)
+        return saved
+
+    def _restore_weights(self, ps: list[torch.Tensor]) -> None:
+        """Back to w from the saved copy, bit for bit (not w_adv - e)."""
+        torch._foreach_copy_(ps, self._buffer("weights", ps))
+
+    def _perturb(self, ps: list[torch.Tensor], rho: float, adaptive: bool) -> torch.Tensor:
+        """w <- w + e with e = rho g/(||g||+eps), or ASAM's rho w^2 g/(|| |w| g ||+eps).
+
+        Uses the gradients as scratch (they are not needed afterwards). Returns ||g||.
+        """
+        grads = self._grads(ps)
+        grad_norm = self._norm(grads)
+        if adaptive:
+            torch._foreach_mul_(grads, ps)  # |w| g up to sign, enough for its norm
+            scale = rho / (self._norm(grads) + self.eps)
+            torch._foreach_mul_(grads, ps)  # w^2 g
+        else:
+            scale = rho / (grad_norm + self.eps)
+        torch._foreach_mul_(grads, scale)
+        torch._foreach_add_(ps, grads)
+        return grad_norm
+
+    # ------------------------------------------------------------------------------- the step
+    def _sharpness_step(self, closure: Closure) -> tuple[list[torch.Tensor], dict]:
+        """Run the passes, leave ``d`` in ``p.grad`` of the returned active parameters and the
+        weights restored; return (active params, fields of StepStats)."""
+        raise NotImplementedError
+
+    def _on_skip(self) -> None:
+        """Undo a subclass's bookkeeping of a step that turned out non-finite."""
+
+    @torch.no_grad()
+    def step(self, closure: Closure) -> StepStats:  # type: ignore[override]
+        """One sharpness-aware step. The closure is called by the optimizer, every pass."""
+        if closure is None:
+            raise ValueError("closure is required: the optimizer runs the forward/backward passes itself")
+        bn_saved = [b for m in self._bn for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
+        bn_copy = [b.clone() for b in bn_saved]
+        active, fields = self._sharpness_step(closure)
+        in_active = set(active)
+        for p in self._params():
+            if p not in in_active:
+                p.grad = None  # so the base optimizer (weight decay, momentum) leaves it alone
+        grads = [p.grad for p in active]
+        if not self.sync_perturbation:
+            all_reduce_mean_(grads, self.bucket_bytes)
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.base_optimizer)
+        update_norm = self._norm(grads) if grads else torch.zeros(())
+        if self.max_grad_norm is not None and grads:
+            coef = (self.max_grad_norm / (update_norm + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_(grads, coef)
+        skipped = not bool(torch.isfinite(update_norm))
+        if not skipped:
+            if self.grad_scaler is not None:
+                self.grad_scaler.step(self.base_optimizer)
+            else:
+                self.base_optimizer.step()
+            self.steps_taken += 1
+        else:
+            if bn_saved:  # the clean pass may have written NaN into the running statistics
+                torch._foreach_copy_(bn_saved, bn_copy)
+            self.steps_skipped += 1
+            self._on_skip()
+        if self.grad_scaler is not None:
+            self.grad_scaler.update()
+        gap = fields["perturbed_loss"] - fields["loss"]
+        return StepStats(surrogate_gap=gap, sharpness=2 * gap / max(self.rho, self.eps) ** 2,
+                         update_norm=update_norm, rho=self.rho, skipped=skipped, **fields)
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def _extra_state(self) -> dict:
+        return {"rho": self.rho, "steps_taken": self.steps_taken, "steps_skipped": self.steps_skipped}
+
+    def _load_extra_state(self, state: dict) -> None:
+        self.rho = state["rho"]
+        self.steps_taken = state["steps_taken"]
+        self.steps_skipped = state["steps_skipped"]
+
+    def state_dict(self) -> dict:  # type: ignore[override]
+        """The base optimizer's state (momentum, Adam moments) plus this method's own."""
+        return {"base_optimizer": self.base_optimizer.state_dict(), "sharpness": self._extra_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
+        if set(state_dict) != {"base_optimizer", "sharpness"}:
+            raise ValueError("state_dict is not from a gsam optimizer: expected keys "
+                             f"'base_optimizer' and 'sharpness', got {sorted(state_dict)}")
+        self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        self.param_groups = self.base_optimizer.param_groups  # the base rebuilt its group list
+        self._load_extra_state(state_dict["sharpness"])

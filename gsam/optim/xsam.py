@@ -1,0 +1,161 @@
+"""XSAM: eXplicit Sharpness-Aware Minimization (Chen & Zhou, ICLR 2026).
+
+Per step, as the official code computes it (github.com/Cccjl219/XSAM, ``utils/xsam.py``)::
+
+    for i in 0..k-1:  g_i = grad f(theta_i);  theta_{i+1} = theta_i + (rho/k) g_i / (||g_i|| + eps)
+    g_k   = grad f(theta_k)                                      perturbed_loss = f(theta_k)
+    v0    = (theta_k - theta_0) / ||theta_k - theta_0||          the total ascent displacement
+    v1    = g_k / ||g_k||
+    phi   = arccos(<v0, v1>)                                     (clamped to [-1, 1])
+    v(a)  = [sin((1-a) phi) v0 + sin(a phi) v1] / sin(phi)       spherical interpolation (Eq. 6)
+    a*    = argmax_{a in grid} f(theta_0 + rho_probe v(a))       forward passes only, every
+                                                                 ``search_every`` steps
+    d     = ||g_k|| v(a*)                                        given to the base optimizer
+
+a = 1 gives d = g_k exactly (k-step SAM); a = 0 the normalised ascent direction. a* is kept between
+searches while phi, v0, v1 are recomputed every step. Differences from the official code, all
+deliberate: the displacement is accumulated explicitly (exact in low precision too), arccos is
+clamped, the weights are restored from a copy, and when sin(phi) < 1e-8 v(a) falls back to the
+limit of the slerp, (1-a) v0 + a v1, instead of the official (v0 + v1)/2 that ignores a (so k=1,
+a=1 stays bitwise SAM). Under data parallelism the probe losses are averaged over ranks, so every
+rank picks the same a*. Buffers: theta_0 and the displacement.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Closure, SharpnessAware, _check_nonneg
+from .comm import all_reduce_mean
+
+DEFAULT_ALPHA_GRID = tuple(round(0.1 * i, 10) for i in range(21))  # 0, 0.1, ..., 2.0 (official)
+
+
+def slerp_coefficients(alpha: float, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c0, c1) with v(alpha) = c0 v0 + c1 v1 (Eq. 6); the linear limit when sin(phi) ~ 0."""
+    s = torch.sin(phi)
+    small = s < 1e-8
+    c0 = torch.where(small, torch.full_like(phi, 1.0 - alpha), torch.sin((1.0 - alpha) * phi) / s)
+    c1 = torch.where(small, torch.full_like(phi, alpha), torch.sin(alpha * phi) / s)
+    return c0, c1
+
+
+class XSAM(SharpnessAware):
+    """XSAM with ``steps`` ascent steps of rho/steps, probe radius ``rho_probe`` and the alpha* search.
+
+    Args:
+        rho: total length of the ascent path (the official ``--rho``; 0.15 for ResNet-18/CIFAR-100).
+        rho_probe: radius at which the candidate directions are probed (official ``--rho_max``, 2 rho).
+        steps: k, the number of ascent steps (k+1 forward-backward passes per step).
+        alpha: alpha* used until the first search (1.0 = SAM); after a search, the one found.
+        search_every: search alpha* every that many steps, starting with the first; 0 = never.
+        alpha_grid: candidate alphas (default 0, 0.1, ..., 2.0: 21 forward passes per search).
+    """
+
+    def __init__(self, params, base_optimizer, rho: float = 0.05, rho_probe: float = 0.1,
+                 steps: int = 1, alpha: float = 1.0, search_every: int = 0,
+                 alpha_grid=DEFAULT_ALPHA_GRID, **kwargs):
+        super().__init__(params, base_optimizer, rho=rho, **kwargs)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if not isinstance(search_every, int) or isinstance(search_every, bool) or search_every < 0:
+            raise ValueError(f"search_every must be an integer >= 0 (0 = never search), got {search_every!r}")
+        grid = tuple(_check_nonneg("alpha_grid", float(a)) for a in alpha_grid)
+        if not grid:
+            raise ValueError("alpha_grid must contain at least one value")
+        self.rho_probe = rho_probe
+        self.steps = steps
+        self.alpha = alpha
+        self.search_every = search_every
+        self.alpha_grid = grid
+        self.searches = 0
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = _check_nonneg("alpha", value)
+
+    @property
+    def rho_probe(self) -> float:
+        return self._rho_probe
+
+    @rho_probe.setter
+    def rho_probe(self, value: float) -> None:
+        self._rho_probe = _check_nonneg("rho_probe", value)
+
+    def _search_due(self) -> bool:
+        return self.search_every > 0 and self.steps_taken % self.search_every == 0
+
+    def _sharpness_step(self, closure: Closure):
+        loss = self._grad_pass(closure, clean=True)
+        ps = self._active()
+        theta0 = self._save_weights(ps)
+        disp = self._buffer("displacement", ps)  # theta_i - theta_0, accumulated exactly
+        for i in range(self.steps):
+            if i > 0:
+                self._grad_pass(closure, clean=False)
+            grads = self._grads(ps)
+            norm = self._norm(grads)
+            if i == 0:
+                grad_norm = norm
+            torch._foreach_mul_(grads, (self.rho / self.steps) / (norm + self.eps))
+            if i == 0:
+                torch._foreach_copy_(disp, grads)
+            else:
+                torch._foreach_add_(disp, grads)
+            torch._foreach_add_(ps, grads)
+        perturbed_loss = self._grad_pass(closure, clean=False)
+        g_k = self._grads(ps)
+        gk_norm, disp_norm = self._norm(g_k), self._norm(disp)
+        cos = (self._dot(disp, g_k) / ((disp_norm + self.eps) * (gk_norm + self.eps))).clamp(-1.0, 1.0)
+        phi = torch.arccos(cos)
+
+        searched = self._search_due()
+        self._alpha_before_search = self.alpha
+        if searched:
+            self.alpha = self._search(closure, ps, theta0, disp, disp_norm, g_k, gk_norm, phi)
+        self._restore_weights(ps)
+
+        c0, c1 = slerp_coefficients(self.alpha, phi)
+        # d = ||g_k|| (c0 v0 + c1 v1) = c1 g_k + c0 ||g_k|| / ||disp|| disp, in place
+        torch._foreach_mul_(g_k, c1)
+        torch._foreach_mul_(disp, c0 * gk_norm / (disp_norm + self.eps))
+        torch._foreach_add_(g_k, disp)
+        return ps, dict(loss=loss, perturbed_loss=perturbed_loss, grad_norm=self._unscale(grad_norm),
+                        perturbed_grad_norm=self._unscale(gk_norm), cos=cos, alpha=self.alpha,
+                        searched=searched)
+
+    def _search(self, closure, ps, theta0, disp, disp_norm, g_k, gk_norm, phi) -> float:
+        """alpha* = argmax over the grid of f(theta_0 + rho_probe v(alpha)); first maximiser wins."""
+        a0 = self.rho_probe / (disp_norm.item() + self.eps)
+        a1 = self.rho_probe / (gk_norm.item() + self.eps)
+        losses = []
+        for alpha in self.alpha_grid:
+            c0, c1 = (c.item() for c in slerp_coefficients(alpha, phi))
+            torch._foreach_copy_(ps, theta0)
+            torch._foreach_add_(ps, disp, alpha=a0 * c0)
+            torch._foreach_add_(ps, g_k, alpha=a1 * c1)
+            losses.append(self._probe(closure))
+        probe_losses = all_reduce_mean(torch.stack(losses))
+        self.last_probe_losses = probe_losses
+        # a NaN probe says nothing about the maximum; an overflowing (inf) one is the maximum
+        return self.alpha_grid[int(torch.argmax(torch.nan_to_num(probe_losses, nan=float("-inf"))))]
+
+    def _on_skip(self) -> None:
+        self.alpha = self._alpha_before_search  # a search on a non-finite step is not kept
+
+    def step(self, closure: Closure):
+        stats = super().step(closure)
+        if stats.searched and not stats.skipped:
+            self.searches += 1
+        return stats
+
+    def _extra_state(self) -> dict:
+        return {**super()._extra_state(), "alpha": self.alpha, "searches": self.searches}
+
+    def _load_extra_state(self, state: dict) -> None:
+        super()._load_extra_state(state)
+        self.alpha = state["alpha"]
+        self.searches = state["searches"]
