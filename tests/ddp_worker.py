@@ -1,0 +1,79 @@
+"""Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by test_distributed.py.
+
+Each rank trains on its half of a fixed batch and saves what the test compares into OUT/rank{r}.pt.
+"""
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+sys.path.insert(0, str(Path(__file__).parent))
+import gsam  # noqa: E402
+from helpers import batch, mlp  # noqa: E402
+
+SCENARIOS = {
+    # name: (class, kwargs, sync_perturbation, wrap in DDP)
+    "gsam_local": (gsam.GSAM, {"alpha": 0.4}, False, True),
+    "sam_local": (gsam.SAM, {}, False, True),
+    "xsam_local": (gsam.XSAM, {"steps": 2, "search_every": 1, "rho_probe": 0.2}, False, True),
+    "gsam_sync": (gsam.GSAM, {"alpha": 0.4}, True, True),
+    "xsam_sync": (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.2}, True, True),
+    "gsam_sync_plain": (gsam.GSAM, {"alpha": 0.4}, True, False),
+}
+STEPS = 3
+
+
+def main(out: Path) -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = batch(seed=1, n=32)
+    x, y = x.chunk(world)[rank], y.chunk(world)[rank]
+    results = {}
+    counts = {"all_reduce_calls": 0, "all_reduce_numel": 0, "ddp_buckets": 0}
+    real_all_reduce = dist.all_reduce
+
+    def counting_all_reduce(tensor, *args, **kwargs):
+        counts["all_reduce_calls"] += 1
+        counts["all_reduce_numel"] += tensor.numel()
+        return real_all_reduce(tensor, *args, **kwargs)
+
+    def counting_hook(state, bucket):  # DDP's default all-reduce, counted apart from the optimizer's
+        counts["ddp_buckets"] += 1
+        fut = real_all_reduce(bucket.buffer().div_(world), async_op=True).get_future()
+        return fut.then(lambda f: f.value()[0])
+
+    dist.all_reduce = counting_all_reduce
+    for name, (cls, kw, sync, wrap) in SCENARIOS.items():
+        net = mlp(seed=0)
+        model = DDP(net) if wrap else net
+        if wrap:
+            model.register_comm_hook(None, counting_hook)
+        base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+        opt = cls(net.parameters(), base, rho=0.1, model=model, sync_perturbation=sync, **kw)
+
+        def closure():
+            loss = F.cross_entropy(model(x), y)
+            if torch.is_grad_enabled():
+                loss.backward()
+            return loss
+
+        per_step = []
+        alphas = []
+        for _ in range(STEPS):
+            for k in counts:
+                counts[k] = 0
+            stats = opt.step(closure)
+            per_step.append(dict(counts))
+            alphas.append(stats.alpha)
+        results[name] = {"weights": [p.detach().clone() for p in net.parameters()],
+                         "counts": per_step, "alphas": alphas,
+                         "probe_losses": getattr(opt, "last_probe_losses", None)}
+    torch.save(results, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
