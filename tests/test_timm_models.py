@@ -1,0 +1,51 @@
+"""The optimizers on real timm models at tiny sizes (BN ResNet in channels_last, ViT, Mixer)."""
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import gsam
+
+MODELS = {
+    "resnet": dict(model_name="resnet18", num_classes=5),
+    "vit": dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=5, global_pool="avg",
+                fc_norm=False),
+    "mixer": dict(model_name="mixer_s16_224", img_size=32, num_classes=5),
+}
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+@pytest.mark.parametrize("cls,kw", [(gsam.GSAM, {"alpha": 0.4}), (gsam.XSAM, {"search_every": 2, "rho_probe": 0.1})],
+                         ids=["gsam", "xsam"])
+def test_steps_on_timm_models(family, cls, kw):
+    torch.manual_seed(0)
+    model = timm.create_model(pretrained=False, **MODELS[family])
+    x = torch.randn(8, 3, 32, 32)
+    y = torch.randint(0, 5, (8,))
+    if family == "resnet":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    base = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    opt = cls(model.parameters(), base, rho=0.05, model=model, max_grad_norm=1.0, **kw)
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert (len(bn) > 0) == (family == "resnet")
+
+    def closure():
+        loss = F.cross_entropy(model(x), y)
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+
+    w0 = [p.detach().clone() for p in model.parameters()]
+    losses = []
+    for _ in range(5):
+        stats = opt.step(closure)
+        assert not stats.skipped
+        assert stats.perturbed_loss.item() >= stats.loss.item() - 1e-3  # ascent raised the loss
+        losses.append(stats.loss.item())
+    assert losses[-1] < losses[0]  # it trains
+    assert all(not torch.equal(a, b) for a, b in zip(w0, model.parameters()))
+    for m in bn:
+        assert m.num_batches_tracked.item() == 5  # one BN update per step, from the clean pass
+    if family == "resnet":
+        assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
