@@ -49,3 +49,17 @@ def test_steps_on_timm_models(family, cls, kw):
         assert m.num_batches_tracked.item() == 5  # one BN update per step, from the clean pass
     if family == "resnet":
         assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_dot_products_are_layout_independent():
+    """channels_last weights with contiguous gradients (or the reverse) give the same <x, y>."""
+    from gsam.optim.base import SharpnessAware
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    y = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    expected = (x * y).sum()
+    cl = torch.channels_last
+    for a, b in [(x, y), (x.contiguous(memory_format=cl), y), (x, y.contiguous(memory_format=cl)),
+                 (x.contiguous(memory_format=cl), y.contiguous(memory_format=cl))]:
+        torch.testing.assert_close(SharpnessAware._dot([a], [b]), expected, rtol=1e-14, atol=0)

@@ -52,6 +52,14 @@ class StepStats:
                 for k, v in dataclasses.asdict(self).items()}
 
 
+def _flat(t: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """1-D view of ``t`` in the element order of its logical shape; channels_last stays a view."""
+    like = t if like is None else like
+    if t.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return t.permute(0, 2, 3, 1).reshape(-1)
+    return t.reshape(-1)
+
+
 def _params_of(params: Iterable) -> list[torch.Tensor]:
     out = []
     for p in params:
@@ -192,14 +200,17 @@ class SharpnessAware(torch.optim.Optimizer):
     def _acc_dtype(ts: list[torch.Tensor]) -> torch.dtype:
         return torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
 
-    def _norm(self, ts: list[torch.Tensor]) -> torch.Tensor:
+    @staticmethod
+    def _norm(ts: list[torch.Tensor]) -> torch.Tensor:
         """Global L2 norm, in float64 when any tensor is float64, else float32."""
-        acc = self._acc_dtype(ts)
+        acc = SharpnessAware._acc_dtype(ts)
         return torch.linalg.vector_norm(torch.stack([n.to(acc) for n in torch._foreach_norm(ts)]))
 
-    def _dot(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
-        acc = self._acc_dtype(xs)
-        return torch.stack([torch.sum(x.to(acc) * y.to(acc)) for x, y in zip(xs, ys)]).sum()
+    @staticmethod
+    def _dot(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
+        """Global <x, y>: one BLAS dot per tensor on flat views, no temporaries in the common case."""
+        acc = SharpnessAware._acc_dtype(xs)
+        return torch.stack([torch.dot(_flat(x).to(acc), _flat(y, like=x).to(acc)) for x, y in zip(xs, ys)]).sum()
 
     def _unscale(self, value: torch.Tensor) -> torch.Tensor:
         """A gradient norm in loss units: divide out the GradScaler's current scale."""
@@ -219,7 +230,7 @@ class SharpnessAware(torch.optim.Optimizer):
     def _perturb(self, ps: list[torch.Tensor], rho: float, adaptive: bool) -> torch.Tensor:
         """w <- w + e with e = rho g/(||g||+eps), or ASAM's rho w^2 g/(|| |w| g ||+eps).
 
-        Uses the gradients as scratch (they are not needed afterwards). Returns ||g||.
+        ASAM uses the gradients as scratch (they are not needed afterwards). Returns ||g||.
         """
         grads = self._grads(ps)
         grad_norm = self._norm(grads)
@@ -229,9 +240,13 @@ class SharpnessAware(torch.optim.Optimizer):
             torch._foreach_mul_(grads, ps)  # w^2 g
         else:
             scale = rho / (grad_norm + self.eps)
-        torch._foreach_mul_(grads, scale)
-        torch._foreach_add_(ps, grads)
+        self._add_scaled_(ps, grads, scale)
         return grad_norm
+
+    @staticmethod
+    def _add_scaled_(xs: list[torch.Tensor], ys: list[torch.Tensor], scale: torch.Tensor) -> None:
+        """xs += scale * ys for a 0-dim tensor ``scale``, in one pass and without a host sync."""
+        torch._foreach_addcmul_(xs, ys, [scale] * len(xs))
 
     # ------------------------------------------------------------------------------- the step
     def _sharpness_step(self, closure: Closure) -> tuple[list[torch.Tensor], dict]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Closure, SharpnessAware
+from .base import Closure, SharpnessAware, _flat
 
 
 class SAM(SharpnessAware):
@@ -36,7 +36,7 @@ class SAM(SharpnessAware):
         grads = self._grads(ps)
         # cos(g, g_p) from the displacement e = w_adv - w, parallel to g (not with ASAM), one
         # parameter at a time so SAM keeps a single buffer.
-        e_dot_gp = torch.stack([torch.sum((p - w).to(gp.dtype) * gp) for p, w, gp in zip(ps, saved, grads)]).sum()
+        e_dot_gp = torch.stack([torch.dot(_flat(p - w, like=p), _flat(gp, like=p)) for p, w, gp in zip(ps, saved, grads)]).sum()
         self._restore_weights(ps)
         gp_norm = self._norm(grads)
         e_norm = self.rho if not self.adaptive else float("nan")

@@ -98,14 +98,14 @@ class XSAM(SharpnessAware):
                 self._grad_pass(closure, clean=False)
             grads = self._grads(ps)
             norm = self._norm(grads)
+            scale = (self.rho / self.steps) / (norm + self.eps)
+            self._add_scaled_(ps, grads, scale)  # the same operation as SAM's perturbation
             if i == 0:
                 grad_norm = norm
-            torch._foreach_mul_(grads, (self.rho / self.steps) / (norm + self.eps))
-            if i == 0:
                 torch._foreach_copy_(disp, grads)
+                torch._foreach_mul_(disp, scale)
             else:
-                torch._foreach_add_(disp, grads)
-            torch._foreach_add_(ps, grads)
+                self._add_scaled_(disp, grads, scale)
         perturbed_loss = self._grad_pass(closure, clean=False)
         g_k = self._grads(ps)
         gk_norm, disp_norm = self._norm(g_k), self._norm(disp)
@@ -118,11 +118,11 @@ class XSAM(SharpnessAware):
             self.alpha = self._search(closure, ps, theta0, disp, disp_norm, g_k, gk_norm, phi)
         self._restore_weights(ps)
 
-        c0, c1 = slerp_coefficients(self.alpha, phi)
-        # d = ||g_k|| (c0 v0 + c1 v1) = c1 g_k + c0 ||g_k|| / ||disp|| disp, in place
-        torch._foreach_mul_(g_k, c1)
-        torch._foreach_mul_(disp, c0 * gk_norm / (disp_norm + self.eps))
-        torch._foreach_add_(g_k, disp)
+        if self.alpha != 1.0:  # alpha* = 1 is d = g_k exactly (k-step SAM): nothing to do
+            c0, c1 = slerp_coefficients(self.alpha, phi)
+            # d = ||g_k|| (c0 v0 + c1 v1) = c1 g_k + c0 ||g_k|| / ||disp|| disp, in place
+            torch._foreach_mul_(g_k, c1)
+            self._add_scaled_(g_k, disp, c0 * gk_norm / (disp_norm + self.eps))
         return ps, dict(loss=loss, perturbed_loss=perturbed_loss, grad_norm=self._unscale(grad_norm),
                         perturbed_grad_norm=self._unscale(gk_norm), cos=cos, alpha=self.alpha,
                         searched=searched)

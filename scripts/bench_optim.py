@@ -1,0 +1,143 @@
+"""Step time and memory of SAM, GSAM and XSAM relative to vanilla training, measured in one run.
+
+    .venv/bin/python scripts/bench_optim.py --model resnet18 --img-size 64 --batch 32          # CPU
+    python scripts/bench_optim.py --device cuda --model vit_base_patch32_224 --batch 256 --amp bf16
+
+Rounds interleave the methods (vanilla, SAM, GSAM, XSAM without a search, one XSAM search step) so
+that drifting machine load hits all of them alike; the median per-step time of each is reported.
+XSAM's cost at ``--search-every`` N is amortised from the two measured kinds of step:
+(N-1) plain steps + 1 search step, over N. Held memory is counted by walking the optimizer object
+for tensors that are neither parameters nor gradients nor the base optimizer's state.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import gsam  # noqa: E402
+
+
+def held_tensors(obj, params: set[int], seen: set[int] | None = None, root: bool = True) -> list[torch.Tensor]:
+    """Every tensor reachable from ``obj`` except parameters and what the model or base optimizer hold."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [] if id(obj) in params else [obj]
+    if not root and isinstance(obj, (torch.nn.Module, torch.optim.Optimizer)):
+        return []  # the model and the base optimizer are not the wrapper's memory
+    items = []
+    if isinstance(obj, dict):
+        items = list(obj.keys()) + list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        items = list(obj)
+    elif hasattr(obj, "__dict__"):
+        items = list(vars(obj).values())
+    return [t for item in items for t in held_tensors(item, params, seen, root=False)]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--img-size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", choices=["none", "bf16"], default="none")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3, help="steps per method per round")
+    ap.add_argument("--search-every", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    import timm
+
+    torch.manual_seed(0)
+    kw = {"img_size": args.img_size} if "resnet" not in args.model else {}
+    model = timm.create_model(args.model, pretrained=False, num_classes=1000, **kw).to(device)
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
+    y = torch.randint(0, 1000, (args.batch,), device=device)
+    if "resnet" in args.model:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    params = list(model.parameters())
+    param_ids = {id(p) for p in params}
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+
+    def closure():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+            loss = F.cross_entropy(model(x), y)
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+
+    def base():  # lr 0: every method times the same weights
+        return torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
+
+    vanilla_opt = base()
+
+    def vanilla_step():
+        vanilla_opt.zero_grad(set_to_none=True)
+        closure()
+        vanilla_opt.step()
+
+    opts = {
+        "SAM": gsam.SAM(params, base(), rho=0.05, model=model),
+        "GSAM": gsam.GSAM(params, base(), rho=0.05, alpha=0.4, model=model),
+        # alpha* != 1 so that the slerp is computed (alpha* = 1 is plain SAM)
+        "XSAM": gsam.XSAM(params, base(), rho=0.05, rho_probe=0.1, steps=1, alpha=1.5, search_every=0, model=model),
+    }
+    xsam_search = gsam.XSAM(params, base(), rho=0.05, rho_probe=0.1, steps=1, search_every=1, model=model)
+    steps = {"vanilla": vanilla_step, **{k: (lambda o=o: o.step(closure)) for k, o in opts.items()},
+             "XSAM search step": lambda: xsam_search.step(closure)}
+    for fn in steps.values():  # warm-up; allocates the buffers
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(args.rounds):
+        for name, fn in steps.items():
+            n = 1 if name == "XSAM search step" else args.steps
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            sync(device)
+            times[name].append((time.perf_counter() - t0) / n)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    n = args.search_every
+    t["XSAM amortised"] = ((n - 1) * t["XSAM"] + t["XSAM search step"]) / n
+
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    print(f"# {args.model} {args.img_size}px batch {args.batch} amp={args.amp} on {dev}, torch {torch.__version__}, "
+          f"{args.rounds} rounds x {args.steps} steps, median")
+    for k, v in t.items():
+        print(f"{k:>18s}: {1000 * v:9.1f} ms/step")
+    ratios = {
+        "SAM/vanilla": (t["SAM"] / t["vanilla"], 2.05),
+        "GSAM/SAM": (t["GSAM"] / t["SAM"], 1.02),
+        f"XSAM/SAM (search every {n})": (t["XSAM amortised"] / t["SAM"], 1.02),
+        "XSAM/SAM (no search)": (t["XSAM"] / t["SAM"], 1.02),
+    }
+    for k, (r, target) in ratios.items():
+        print(f"{k:>28s}: {r:6.3f}   (target <= {target})")
+    for name, opt in {**opts}.items():
+        held = held_tensors(opt, param_ids)
+        extra = sum(h.numel() * h.element_size() for h in held) / param_bytes
+        print(f"{name:>5s} holds {extra:4.2f} parameter-sized buffers")
+
+
+if __name__ == "__main__":
+    main()
