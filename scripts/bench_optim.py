@@ -133,10 +133,20 @@ def main() -> None:
     }
     for k, (r, target) in ratios.items():
         print(f"{k:>28s}: {r:6.3f}   (target <= {target})")
-    for name, opt in {**opts}.items():
+    for name, opt in opts.items():
         held = held_tensors(opt, param_ids)
         extra = sum(h.numel() * h.element_size() for h in held) / param_bytes
-        print(f"{name:>5s} holds {extra:4.2f} parameter-sized buffers")
+        line = f"{name:>5s} holds {extra:4.2f} parameter-sized buffers between steps"
+        if device.type == "cuda":  # peak inside the step, over vanilla's peak
+            peaks = {}
+            for key, fn in (("vanilla", steps["vanilla"]), (name, steps[name])):
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                fn()
+                torch.cuda.synchronize()
+                peaks[key] = torch.cuda.max_memory_allocated()
+            line += f", {(peaks[name] - peaks['vanilla']) / param_bytes:4.2f} more at peak than vanilla"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,23 @@ class SharpnessAware(torch.optim.Optimizer):
                 p.grad = torch.zeros_like(p)
         return [p.grad for p in ps]
 
+    def _take_grads(self, ps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Keep this pass's gradients for later in the step, without a copy.
+
+        The parameters let go of them (grad = None) and the next pass allocates fresh ones, so the
+        step holds one extra parameter-sized set of tensors only while it needs it. DDP with
+        ``gradient_as_bucket_view=True`` hands out views into buckets that its next backward
+        overwrites: those are copied into a persistent buffer instead.
+        """
+        grads = self._grads(ps)
+        if self._ddp is not None and getattr(self._ddp, "gradient_as_bucket_view", False):
+            kept = self._buffer("kept_grad", ps)
+            torch._foreach_copy_(kept, grads)
+            return kept
+        for p in ps:
+            p.grad = None
+        return grads
+
     def _buffer(self, name: str, ps: list[torch.Tensor]) -> list[torch.Tensor]:
         """A parameter-sized buffer per parameter, allocated once and reused every step."""
         store = self._buffers.setdefault(name, {})
@@ -212,6 +229,10 @@ class SharpnessAware(torch.optim.Optimizer):
         acc = SharpnessAware._acc_dtype(xs)
         return torch.stack([torch.dot(_flat(x).to(acc), _flat(y, like=x).to(acc)) for x, y in zip(xs, ys)]).sum()
 
+    @staticmethod
+    def _tiny(t: torch.Tensor) -> float:
+        return torch.finfo(t.dtype).tiny
+
     def _unscale(self, value: torch.Tensor) -> torch.Tensor:
         """A gradient norm in loss units: divide out the GradScaler's current scale."""
         if self.grad_scaler is None:
@@ -227,20 +248,16 @@ class SharpnessAware(torch.optim.Optimizer):
         """Back to w from the saved copy, bit for bit (not w_adv - e)."""
         torch._foreach_copy_(ps, self._buffer("weights", ps))
 
-    def _perturb(self, ps: list[torch.Tensor], rho: float, adaptive: bool) -> torch.Tensor:
-        """w <- w + e with e = rho g/(||g||+eps), or ASAM's rho w^2 g/(|| |w| g ||+eps).
-
-        ASAM uses the gradients as scratch (they are not needed afterwards). Returns ||g||.
-        """
-        grads = self._grads(ps)
-        grad_norm = self._norm(grads)
+    def _perturb(self, ps: list[torch.Tensor], g: list[torch.Tensor], rho: float, adaptive: bool) -> torch.Tensor:
+        """w <- w + e with e = rho g/(||g||+eps), or ASAM's rho w^2 g/(|| |w| g ||+eps). Returns ||g||."""
+        grad_norm = self._norm(g)
         if adaptive:
-            torch._foreach_mul_(grads, ps)  # |w| g up to sign, enough for its norm
-            scale = rho / (self._norm(grads) + self.eps)
-            torch._foreach_mul_(grads, ps)  # w^2 g
+            wg = torch._foreach_mul(g, ps)  # |w| g up to sign, enough for its norm
+            scale = rho / (self._norm(wg) + self.eps)
+            torch._foreach_mul_(wg, ps)  # w^2 g
+            self._add_scaled_(ps, wg, scale)
         else:
-            scale = rho / (grad_norm + self.eps)
-        self._add_scaled_(ps, grads, scale)
+            self._add_scaled_(ps, g, rho / (grad_norm + self.eps))
         return grad_norm
 
     @staticmethod

@@ -13,7 +13,7 @@ Per step, with g = grad f(w) and the radius rho_t from the lr of the same step (
 Thm. 5.3) without changing f_p to first order. The projection is exact, as in big_vision (the
 original implementation); the official PyTorch demo code puts eps = 1e-12 into the cosine and into
 ||g_p||, which changes d by O(1e-12) relative. Norms and dot products are float64 for float64
-models. Buffers: the weights (exact restore) and g.
+models. Memory: a copy of the weights (exact restore), and g kept through the second pass.
 """
 from __future__ import annotations
 
@@ -40,25 +40,12 @@ class GSAM(SAM):
         self._alpha = _check_nonneg("alpha", value)
 
     def _sharpness_step(self, closure: Closure):
-        loss = self._grad_pass(closure, clean=True)
-        ps = self._active()
-        self._save_weights(ps)
-        g = self._buffer("grad", ps)
-        torch._foreach_copy_(g, self._grads(ps))
-        grad_norm = self._perturb(ps, self.rho, self.adaptive)
-        perturbed_loss = self._grad_pass(closure, clean=False)
-        self._restore_weights(ps)
-        g_p = self._grads(ps)
-        gp_norm = self._norm(g_p)
-        g_dot_gp = self._dot(g, g_p)
-        tiny = torch.finfo(gp_norm.dtype).tiny
-        parallel = g_dot_gp / gp_norm.square().clamp_min(tiny)  # g_par = parallel * g_p
+        ps, loss, g, grad_norm, perturbed_loss, g_p, gp_norm, g_dot_gp = self._ascent(closure)
+        parallel = g_dot_gp / gp_norm.square().clamp_min(self._tiny(gp_norm))  # g_par = parallel * g_p
         # d = g_p - alpha (g - parallel g_p) = (1 + alpha parallel) g_p - alpha g, in place
         torch._foreach_mul_(g_p, 1.0 + self.alpha * parallel)
         torch._foreach_add_(g_p, g, alpha=-self.alpha)
-        return ps, dict(loss=loss, perturbed_loss=perturbed_loss, grad_norm=self._unscale(grad_norm),
-                        perturbed_grad_norm=self._unscale(gp_norm),
-                        cos=g_dot_gp / (grad_norm * gp_norm).clamp_min(tiny), alpha=self.alpha)
+        return ps, self._diagnostics(loss, grad_norm, perturbed_loss, gp_norm, g_dot_gp)
 
     def _extra_state(self) -> dict:
         return {**super()._extra_state(), "alpha": self.alpha}

@@ -1,9 +1,7 @@
 """SAM (Foret et al., 2021) and ASAM (Kwon et al., 2021): descend along the gradient at w_adv."""
 from __future__ import annotations
 
-import torch
-
-from .base import Closure, SharpnessAware, _flat
+from .base import Closure, SharpnessAware
 
 
 class SAM(SharpnessAware):
@@ -15,8 +13,8 @@ class SAM(SharpnessAware):
     ASAM uses T_w = |w| + 0.01 on weight tensors only. The adaptive radius is ~10x the plain one
     (the ASAM authors suggest rho = 2.0 for SGD on CIFAR).
 
-    One step = 2 forward-backward passes; the closure is called exactly twice.
-    Buffers: one parameter-sized copy of the weights (restored exactly, never by subtraction).
+    One step = 2 forward-backward passes; the closure is called exactly twice. Memory: a copy of
+    the weights (restored exactly, never by subtraction), and g kept through the second pass.
     """
 
     def __init__(self, params, base_optimizer, rho: float = 0.05, adaptive: bool = False, **kwargs):
@@ -27,20 +25,24 @@ class SAM(SharpnessAware):
     def alpha(self) -> float:
         return 0.0
 
-    def _sharpness_step(self, closure: Closure):
+    def _ascent(self, closure: Closure):
+        """Passes 1 and 2 of Algorithm 1: (active params, f, g, ||g||, f_p, g_p, ||g_p||, <g, g_p>)."""
         loss = self._grad_pass(closure, clean=True)
         ps = self._active()
-        saved = self._save_weights(ps)
-        grad_norm = self._perturb(ps, self.rho, self.adaptive)
+        self._save_weights(ps)
+        g = self._take_grads(ps)
+        grad_norm = self._perturb(ps, g, self.rho, self.adaptive)
         perturbed_loss = self._grad_pass(closure, clean=False)
-        grads = self._grads(ps)
-        # cos(g, g_p) from the displacement e = w_adv - w, parallel to g (not with ASAM), one
-        # parameter at a time so SAM keeps a single buffer.
-        e_dot_gp = torch.stack([torch.dot(_flat(p - w, like=p), _flat(gp, like=p)) for p, w, gp in zip(ps, saved, grads)]).sum()
         self._restore_weights(ps)
-        gp_norm = self._norm(grads)
-        e_norm = self.rho if not self.adaptive else float("nan")
-        return ps, dict(loss=loss, perturbed_loss=perturbed_loss, grad_norm=self._unscale(grad_norm),
-                        perturbed_grad_norm=self._unscale(gp_norm),
-                        cos=e_dot_gp / (e_norm * gp_norm).clamp_min(torch.finfo(gp_norm.dtype).tiny),
-                        alpha=0.0)
+        g_p = self._grads(ps)
+        return ps, loss, g, grad_norm, perturbed_loss, g_p, self._norm(g_p), self._dot(g, g_p)
+
+    def _diagnostics(self, loss, grad_norm, perturbed_loss, gp_norm, g_dot_gp) -> dict:
+        tiny = self._tiny(gp_norm)
+        return dict(loss=loss, perturbed_loss=perturbed_loss, grad_norm=self._unscale(grad_norm),
+                    perturbed_grad_norm=self._unscale(gp_norm),
+                    cos=g_dot_gp / (grad_norm * gp_norm).clamp_min(tiny), alpha=self.alpha)
+
+    def _sharpness_step(self, closure: Closure):
+        ps, loss, _, grad_norm, perturbed_loss, _, gp_norm, g_dot_gp = self._ascent(closure)
+        return ps, self._diagnostics(loss, grad_norm, perturbed_loss, gp_norm, g_dot_gp)  # d = g_p

@@ -18,7 +18,8 @@ deliberate: the displacement is accumulated explicitly (exact in low precision t
 clamped, the weights are restored from a copy, and when sin(phi) < 1e-8 v(a) falls back to the
 limit of the slerp, (1-a) v0 + a v1, instead of the official (v0 + v1)/2 that ignores a (so k=1,
 a=1 stays bitwise SAM). Under data parallelism the probe losses are averaged over ranks, so every
-rank picks the same a*. Buffers: theta_0 and the displacement.
+rank picks the same a*. Memory: a copy of theta_0, and the displacement, accumulated in the first
+pass's gradient tensors (kept instead of copied).
 """
 from __future__ import annotations
 
@@ -92,44 +93,43 @@ class XSAM(SharpnessAware):
         loss = self._grad_pass(closure, clean=True)
         ps = self._active()
         theta0 = self._save_weights(ps)
-        disp = self._buffer("displacement", ps)  # theta_i - theta_0, accumulated exactly
         for i in range(self.steps):
             if i > 0:
                 self._grad_pass(closure, clean=False)
-            grads = self._grads(ps)
+            grads = self._take_grads(ps) if i == 0 else self._grads(ps)
             norm = self._norm(grads)
             scale = (self.rho / self.steps) / (norm + self.eps)
             self._add_scaled_(ps, grads, scale)  # the same operation as SAM's perturbation
-            if i == 0:
-                grad_norm = norm
-                torch._foreach_copy_(disp, grads)
-                torch._foreach_mul_(disp, scale)
+            if i == 0:  # theta_i - theta_0 = disp_scale * disp, kept in g_0's tensors (no copy)
+                grad_norm, disp, disp_scale = norm, grads, scale
             else:
-                self._add_scaled_(disp, grads, scale)
+                self._add_scaled_(disp, grads, scale / disp_scale)
         perturbed_loss = self._grad_pass(closure, clean=False)
         g_k = self._grads(ps)
-        gk_norm, disp_norm = self._norm(g_k), self._norm(disp)
-        cos = (self._dot(disp, g_k) / ((disp_norm + self.eps) * (gk_norm + self.eps))).clamp(-1.0, 1.0)
+        gk_norm = self._norm(g_k)
+        disp_norm = disp_scale * (grad_norm if self.steps == 1 else self._norm(disp))
+        cos = (disp_scale * self._dot(disp, g_k) / ((disp_norm + self.eps) * (gk_norm + self.eps))).clamp(-1.0, 1.0)
         phi = torch.arccos(cos)
+        unit_v0 = disp_scale / (disp_norm + self.eps)  # v0 = unit_v0 * disp
 
         searched = self._search_due()
         self._alpha_before_search = self.alpha
         if searched:
-            self.alpha = self._search(closure, ps, theta0, disp, disp_norm, g_k, gk_norm, phi)
+            self.alpha = self._search(closure, ps, theta0, disp, unit_v0, g_k, gk_norm, phi)
         self._restore_weights(ps)
 
         if self.alpha != 1.0:  # alpha* = 1 is d = g_k exactly (k-step SAM): nothing to do
             c0, c1 = slerp_coefficients(self.alpha, phi)
-            # d = ||g_k|| (c0 v0 + c1 v1) = c1 g_k + c0 ||g_k|| / ||disp|| disp, in place
+            # d = ||g_k|| (c0 v0 + c1 v1) = c1 g_k + c0 ||g_k|| unit_v0 disp, in place
             torch._foreach_mul_(g_k, c1)
-            self._add_scaled_(g_k, disp, c0 * gk_norm / (disp_norm + self.eps))
+            self._add_scaled_(g_k, disp, c0 * gk_norm * unit_v0)
         return ps, dict(loss=loss, perturbed_loss=perturbed_loss, grad_norm=self._unscale(grad_norm),
                         perturbed_grad_norm=self._unscale(gk_norm), cos=cos, alpha=self.alpha,
                         searched=searched)
 
-    def _search(self, closure, ps, theta0, disp, disp_norm, g_k, gk_norm, phi) -> float:
+    def _search(self, closure, ps, theta0, disp, unit_v0, g_k, gk_norm, phi) -> float:
         """alpha* = argmax over the grid of f(theta_0 + rho_probe v(alpha)); first maximiser wins."""
-        a0 = self.rho_probe / (disp_norm.item() + self.eps)
+        a0 = self.rho_probe * unit_v0.item()
         a1 = self.rho_probe / (gk_norm.item() + self.eps)
         losses = []
         for alpha in self.alpha_grid:
