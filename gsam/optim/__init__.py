@@ -2,7 +2,8 @@
 from .base import SharpnessAware, StepStats
 from .gsam import GSAM
 from .sam import SAM
+from .vanilla import Vanilla
 from .schedule import lr_at, rho_from_lr
 from .xsam import XSAM
 
-__all__ = ["SAM", "GSAM", "XSAM", "SharpnessAware", "StepStats", "rho_from_lr", "lr_at"]
+__all__ = ["Vanilla", "SAM", "GSAM", "XSAM", "SharpnessAware", "StepStats", "rho_from_lr", "lr_at"]

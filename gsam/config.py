@@ -1,0 +1,73 @@
+"""Checks of the composed config and the numbers derived from it, each error one line naming the key."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import torch
+
+from .optim.factory import BASES, METHODS
+
+
+class ConfigError(ValueError):
+    """A wrong config value; the message names the key and says what is expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    global_batch: int
+    per_rank: int  # images per rank per optimisation step
+    micro: int  # images per forward/backward
+    accum: int  # micro-batches per step
+
+
+def batch_plan(global_batch: int, world: int, max_device_batch: int | None) -> BatchPlan:
+    """Global batch -> per-rank batch and gradient accumulation; anything that does not divide is an error."""
+    if global_batch <= 0:
+        raise ConfigError(f"data.batch_size must be positive, got {global_batch}")
+    if global_batch % world:
+        raise ConfigError(f"data.batch_size={global_batch} is not divisible by the number of processes ({world})")
+    per_rank = global_batch // world
+    micro = min(per_rank, max_device_batch or per_rank)
+    if micro <= 0 or per_rank % micro:
+        raise ConfigError(f"data.max_device_batch={max_device_batch} does not divide the per-process batch "
+                          f"{per_rank} (data.batch_size={global_batch} over {world} processes)")
+    return BatchPlan(global_batch, per_rank, micro, per_rank // micro)
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 on GPU, fp32 on CPU."""
+    choices = {"auto": torch.bfloat16 if device.type == "cuda" else None, "bf16": torch.bfloat16,
+               "fp16": torch.float16, "none": None}
+    if setting not in choices:
+        raise ConfigError(f"train.amp must be one of {sorted(choices)}, got {setting!r}")
+    return choices[setting]
+
+
+def check(cfg: Mapping) -> None:
+    """Fail early, in one line, on values that would otherwise fail late or silently."""
+    def need(key: str, ok: bool, expected: str):
+        if not ok:
+            section, name = key.split(".")
+            raise ConfigError(f"{key}={cfg[section].get(name)!r}: {expected}")
+
+    need("sam.name", cfg["sam"]["name"] in METHODS, f"expected one of {METHODS}")
+    need("optimizer.name", cfg["optimizer"]["name"] in BASES, f"expected one of {BASES}")
+    need("optimizer.lr", float(cfg["optimizer"]["lr"]) > 0, "expected > 0")
+    need("optimizer.lr_min", 0 <= float(cfg["optimizer"]["lr_min"]) <= float(cfg["optimizer"]["lr"]),
+         "expected 0 <= lr_min <= optimizer.lr")
+    need("optimizer.weight_decay", float(cfg["optimizer"]["weight_decay"]) >= 0, "expected >= 0")
+    need("schedule.epochs", int(cfg["schedule"]["epochs"]) > 0, "expected > 0")
+    need("schedule.warmup_steps", int(cfg["schedule"]["warmup_steps"]) >= 0, "expected >= 0")
+    need("schedule.decay", cfg["schedule"]["decay"] in ("linear", "cosine", "constant"),
+         "expected linear, cosine or constant")
+    need("model.loss", cfg["model"]["loss"] in ("softmax", "sigmoid"), "expected softmax or sigmoid")
+    if cfg["sam"]["name"] != "none":
+        rmax, rmin = float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_min"])
+        need("sam.rho_min", 0 <= rmin <= rmax, "expected 0 <= sam.rho_min <= sam.rho_max")
+    if cfg["sam"]["name"] == "gsam":
+        need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
+    if cfg["sam"]["name"] == "xsam":
+        need("sam.steps", int(cfg["sam"]["steps"]) >= 1, "expected an integer >= 1")
+        need("sam.search_every", int(cfg["sam"]["search_every"]) >= 0, "expected >= 0 (0 = never)")
+        need("sam.rho_probe", float(cfg["sam"]["rho_probe"]) >= 0, "expected >= 0")

@@ -1,0 +1,91 @@
+"""Process group from torchrun or Slurm variables; device choice; per-rank seeding."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import subprocess
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _slurm_env() -> None:
+    """Fill the torchrun variables from Slurm's when launched by ``srun`` without torchrun."""
+    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    if "MASTER_ADDR" not in os.environ:
+        nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "localhost")
+        try:
+            first = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True,
+                                   check=True).stdout.split()[0]
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            first = nodes.split(",")[0]
+        os.environ["MASTER_ADDR"] = first
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    _slurm_env()
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    """Different streams per rank (dropout, stochastic depth), reproducible per run."""
+    s = seed * 1000 + rank
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t

@@ -1,0 +1,155 @@
+"""The train loop and the eval loop, nothing else."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import all_reduce_sum
+from .optim import SharpnessAware, Vanilla, lr_at, rho_from_lr
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Where the run is; saved in every checkpoint."""
+
+    step: int = 0  # optimisation steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    bad_steps_in_a_row: int = 0
+    bad_steps_total: int = 0
+
+
+@dataclasses.dataclass
+class StepPlan:
+    """Per-step schedule and the numbers the closure needs."""
+
+    total_steps: int
+    warmup_steps: int
+    lr_max: float
+    lr_min: float
+    decay: str
+    rho_max: float
+    rho_min: float
+    accum: int
+    amp_dtype: torch.dtype | None
+    max_bad_steps: int
+    log_every: int
+    checkpoint_every: int
+    channels_last: bool = False
+
+
+def loss_function(kind: str, num_classes: int) -> Callable:
+    if kind == "softmax":
+        return F.cross_entropy
+    if kind == "sigmoid":  # big_vision sigmoid_xent: summed over classes, mean over the batch
+        def sigmoid_xent(logits, labels):
+            onehot = F.one_hot(labels, num_classes).to(logits.dtype)
+            return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(-1).mean()
+        return sigmoid_xent
+    raise ValueError(f"model.loss must be 'softmax' or 'sigmoid', got {kind!r}")
+
+
+def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtype):
+    """Forward (+ backward when grad is enabled) over ``accum`` micro-batches; returns the mean loss."""
+    xs, ys = x.chunk(accum), y.chunk(accum)
+
+    def closure():
+        total = torch.zeros((), device=x.device)
+        for i, (xm, ym) in enumerate(zip(xs, ys)):
+            with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss = loss_fn(model(xm), ym).float() / accum
+            if torch.is_grad_enabled():
+                # under DDP only the last micro-batch's backward synchronises (the accumulated sum)
+                last = i == accum - 1
+                with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+                    opt.backward(loss)
+            total = total + loss.detach()
+        return total
+
+    return closure
+
+
+def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan: StepPlan, state: LoopState,
+                    device: torch.device, on_log: Callable, on_checkpoint: Callable, stop_at: int | None = None,
+                    progress=None) -> None:
+    """Run the rest of ``state.epoch``; ``state`` is advanced after every step."""
+    model.train()
+    sam_like = not isinstance(opt, Vanilla)
+    t_last = time.perf_counter()
+    wait = compute = 0.0
+    images = 0
+    t_data = time.perf_counter()
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if plan.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t_step = time.perf_counter()
+        wait += t_step - t_data
+        lr = lr_at(state.step, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
+                   lr_max=plan.lr_max, lr_min=plan.lr_min, decay=plan.decay)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if sam_like:
+            opt.rho = rho_from_lr(lr, lr_max=plan.lr_max, lr_min=plan.lr_min, rho_max=plan.rho_max, rho_min=plan.rho_min)
+        stats = opt.step(make_closure(model, opt, loss_fn, x, y, plan.accum, plan.amp_dtype))
+        state.step += 1
+        state.batch_in_epoch += 1
+        images += x.shape[0]
+        if stats.skipped:
+            state.bad_steps_in_a_row += 1
+            state.bad_steps_total += 1
+            if state.bad_steps_in_a_row >= plan.max_bad_steps:
+                raise FloatingPointError(
+                    f"stopping at step {state.step}: {state.bad_steps_in_a_row} non-finite steps in a row "
+                    f"(train.max_bad_steps={plan.max_bad_steps}); the last good checkpoint is kept")
+        else:
+            state.bad_steps_in_a_row = 0
+        t_data = time.perf_counter()
+        compute += t_data - t_step
+        if progress is not None:
+            progress.update(1)
+        if state.step % plan.log_every == 0 or state.step == plan.total_steps:
+            elapsed = time.perf_counter() - t_last
+            metrics = {**stats.as_dict(), "lr": lr, "epoch": state.epoch, "images_per_s": images / max(elapsed, 1e-9),
+                       "data_wait": wait / max(wait + compute, 1e-9), "bad_steps": state.bad_steps_total}
+            if device.type == "cuda":
+                metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            on_log(state.step, metrics)
+            t_last, wait, compute, images = time.perf_counter(), 0.0, 0.0, 0
+        if plan.checkpoint_every and state.step % plan.checkpoint_every == 0:
+            on_checkpoint()
+        if stop_at is not None and state.step >= stop_at:
+            return
+    state.epoch += 1
+    state.batch_in_epoch = 0
+
+
+@torch.no_grad()
+def evaluate(model, loader: Iterable, loss_fn, device: torch.device, amp_dtype, num_classes: int,
+             channels_last: bool = False) -> dict:
+    """top-1/top-5 (%) and mean loss over the whole set, every image counted once across ranks."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, n
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x).float()
+        top5 = logits.topk(min(5, num_classes), dim=1).indices
+        sums[0] += (top5[:, 0] == y).sum()
+        sums[1] += (top5 == y[:, None]).any(dim=1).sum()
+        sums[2] += loss_fn(logits, y).double() * y.shape[0]
+        sums[3] += y.shape[0]
+    all_reduce_sum(sums)
+    n = max(sums[3].item(), 1.0)
+    model.train()
+    return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n,
+            "images": int(sums[3].item())}

@@ -1,0 +1,61 @@
+"""Build the base optimizer and the method from plain mappings (a Hydra config works; none needed)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from .base import SharpnessAware
+from .gsam import GSAM
+from .sam import SAM
+from .vanilla import Vanilla
+from .xsam import XSAM
+
+METHODS = ("none", "sam", "asam", "gsam", "xsam")
+BASES = ("sgd", "adamw")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_norms_and_biases: bool) -> list[dict]:
+    """Weight decay on weight matrices and kernels only (1-D tensors: biases, norm scales), as
+    big_vision's default ``.*/kernel$`` mask, unless ``decay_norms_and_biases``."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if decay_norms_and_biases or p.ndim > 1 else no_decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def build_base_optimizer(model: torch.nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
+    groups = param_groups(model, float(cfg["weight_decay"]), bool(cfg.get("decay_norms_and_biases", False)))
+    name = cfg["name"]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=float(cfg["lr"]), momentum=float(cfg.get("momentum", 0.9)),
+                               nesterov=bool(cfg.get("nesterov", False)))
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=float(cfg["lr"]), betas=tuple(cfg.get("betas", (0.9, 0.999))),
+                                 eps=float(cfg.get("eps", 1e-8)))
+    raise ValueError(f"optimizer.name must be one of {BASES}, got {name!r}")
+
+
+def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, *, wrapper=None,
+                    grad_scaler=None) -> SharpnessAware:
+    """``wrapper``: the DDP-wrapped model if any (how the method finds ``no_sync``)."""
+    base = build_base_optimizer(model, opt_cfg)
+    common = dict(model=wrapper if wrapper is not None else model, grad_scaler=grad_scaler,
+                  max_grad_norm=opt_cfg.get("clip_grad_norm"))
+    name = sam_cfg["name"]
+    params = model.parameters()
+    if name == "none":
+        return Vanilla(params, base, **common)
+    common["sync_perturbation"] = bool(sam_cfg.get("sync_perturbation", False))
+    rho = float(sam_cfg["rho_max"])
+    if name in ("sam", "asam"):
+        return SAM(params, base, rho=rho, adaptive=name == "asam" or bool(sam_cfg.get("adaptive", False)), **common)
+    if name == "gsam":
+        return GSAM(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=bool(sam_cfg.get("adaptive", False)),
+                    **common)
+    if name == "xsam":
+        return XSAM(params, base, rho=rho, rho_probe=float(sam_cfg["rho_probe"]), steps=int(sam_cfg.get("steps", 1)),
+                    alpha=float(sam_cfg.get("alpha", 1.0)), search_every=int(sam_cfg.get("search_every", 0)), **common)
+    raise ValueError(f"sam.name must be one of {METHODS}, got {name!r}")

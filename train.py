@@ -1,0 +1,28 @@
+"""Train one experiment: ``torchrun --nproc_per_node=8 train.py +experiment=vit_b32_gsam data.root=/data/imagenet``.
+
+Composes the Hydra config, then hands it to ``gsam.experiment.run`` (kept in the package so that the
+submitit launcher can pickle it). A config error is one line naming the key, exit status 2.
+"""
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from gsam.checkpoint import CheckpointError
+    from gsam.config import ConfigError
+    from gsam.experiment import run
+
+    try:
+        results = run(cfg)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    key = "val" if "val" in results else next(iter(results), None)
+    return results[key]["top1"] if key else None  # the value a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    main()
