@@ -20,6 +20,9 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:  # too many non-finite steps in a row
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     key = "val" if "val" in results else next(iter(results), None)
     return results[key]["top1"] if key else None  # the value a Hydra sweeper optimises
 

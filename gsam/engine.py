@@ -80,6 +80,7 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
     """Run the rest of ``state.epoch``; ``state`` is advanced after every step."""
     model.train()
     sam_like = not isinstance(opt, Vanilla)
+    epoch_len = state.batch_in_epoch + len(loader)  # the loader yields the rest of the epoch
     t_last = time.perf_counter()
     wait = compute = 0.0
     images = 0
@@ -124,8 +125,8 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
             t_last, wait, compute, images = time.perf_counter(), 0.0, 0.0, 0
         if plan.checkpoint_every and state.step % plan.checkpoint_every == 0:
             on_checkpoint()
-        if stop_at is not None and state.step >= stop_at:
-            return
+        if stop_at is not None and state.step >= stop_at and state.batch_in_epoch < epoch_len:
+            return  # stopped inside the epoch; at its last batch the epoch is complete
     state.epoch += 1
     state.batch_in_epoch = 0
 

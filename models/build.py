@@ -19,6 +19,7 @@ from torch import nn
 
 CUSTOM = {
     "mixer_s8_224": lambda **kw: MlpMixer(patch_size=8, num_blocks=8, embed_dim=512, **kw),
+    "mlp_mixer": lambda **kw: MlpMixer(**kw),  # any Mixer shape, from ``kwargs`` (the demo's tiny one)
 }
 
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job on the embedded demo data (scikit-learn digits written as JPEGs in the ImageNet
+# layout): a tiny ViT trained vanilla and with GSAM on the CPU, then the evaluation table.
+# Extra arguments go to both runs (e.g. train.device=cuda). Reruns resume/finish from outputs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+for exp in demo_vanilla demo_gsam; do
+    .venv/bin/python train.py +experiment=$exp "$@"
+done
+.venv/bin/python scripts/compare_runs.py outputs/demo_vanilla outputs/demo_gsam

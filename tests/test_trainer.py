@@ -1,0 +1,125 @@
+"""The trainer end to end on the embedded demo data: steps of every model family, resume bit for bit,
+NaN handling, config errors, DDP with 2 gloo processes, the CLI."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from gsam.checkpoint import load
+from gsam.config import ConfigError
+from gsam.experiment import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    from data.demo import write_demo_dataset
+
+    return str(write_demo_dataset(tmp_path_factory.mktemp("demo_data")))
+
+
+def config(out, demo_root, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            "+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", "data.num_workers=0",
+            "train.progress=false", "logger.wandb.mode=disabled", *overrides])
+
+
+@pytest.mark.parametrize("model,method", [("demo_resnet", "gsam"), ("demo_vit", "xsam"), ("demo_mixer", "sam"),
+                                          ("demo_vit", "none")])
+def test_a_few_steps_of_each_family(tmp_path, demo_root, model, method):
+    cfg = config(tmp_path, demo_root, f"model={model}", f"sam={method}", "train.max_steps=3", "schedule.epochs=1",
+                 "data.batch_size=32", "sam.search_every=2" if method == "xsam" else "seed=0")
+    results = run(cfg)
+    assert results["val"]["images"] == 355  # every val image exactly once
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["step"] == 3 and saved["results"]["val"]["top1"] == pytest.approx(results["val"]["top1"])
+    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert any(l["kind"] == "val" for l in lines)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, demo_root):
+    common = ["schedule.epochs=2", "train.checkpoint_every_steps=4", "data.batch_size=64", "sam=xsam",
+              "sam.search_every=3", "train.log_every=1"]
+    run(config(tmp_path / "straight", demo_root, *common))
+    run(config(tmp_path / "resumed", demo_root, *common, "train.max_steps=9"))  # stops mid-epoch 0
+    partial = load(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert partial["loop"]["step"] == 9 and partial["loop"]["batch_in_epoch"] == 9
+    run(config(tmp_path / "resumed", demo_root, *common))  # same output dir: resumes at step 9
+    a = load(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert a["loop"] == b["loop"] and a["loop"]["step"] == 2 * 22
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["optimizer"]["sharpness"] == b["optimizer"]["sharpness"]
+    for (ka, va), (kb, vb) in zip(a["optimizer"]["base_optimizer"]["state"].items(),
+                                  b["optimizer"]["base_optimizer"]["state"].items()):
+        assert all(torch.equal(va[s], vb[s]) for s in va)
+    # the logged per-step losses after the resume point are those of the straight run
+    def losses(run_dir):
+        return {l["step"]: l["loss"] for l in map(json.loads, open(run_dir / "metrics.jsonl")) if l["kind"] == "train"}
+    la, lb = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert all(la[s] == lb[s] for s in la)
+    rows = list(csv.DictReader(open(tmp_path / "straight" / "summary.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, demo_root):
+    cfg = config(tmp_path, demo_root, "optimizer.lr=1e12", "optimizer.clip_grad_norm=null", "train.max_bad_steps=3",
+                 "train.checkpoint_every_steps=1", "schedule.warmup_steps=0", "data.batch_size=64")
+    with pytest.raises(FloatingPointError, match=r"stopping at step \d+: 3 non-finite steps in a row"):
+        run(cfg)
+    last = load(tmp_path / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["data.batch_size=100", "data.max_device_batch=64"], "data.max_device_batch"),
+    (["model.name=no_such_model"], "model.name"),
+    (["sam.name=lookahead"], "sam.name"),
+    (["data=imagenet", "data.root=/no/such/dir"], "data.root"),
+    (["sam.rho_min=0.9"], "sam.rho_min"),
+    (["train.amp=fp8"], "train.amp"),
+    (["data.batch_size=4096"], "data.batch_size"),
+])
+def test_config_errors_name_the_key(tmp_path, demo_root, overrides, key):
+    with pytest.raises((ConfigError, ValueError), match=key.replace(".", r"\.")):
+        run(config(tmp_path, demo_root, *overrides))
+    assert not Path("/no/such/dir").exists()
+
+
+def test_cli_error_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "train.py", "+experiment=resnet50_gsam", "data.root=/no/such/dir",
+                          f"output_dir={tmp_path}", "logger.wandb.mode=disabled"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "data.root" in out.stderr
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path, demo_root):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04truncated")
+    with pytest.raises(Exception, match="cannot be read.*move it away"):
+        run(config(tmp_path, demo_root, "train.max_steps=1"))
+
+
+def test_ddp_two_processes_with_torchrun_and_wandb_offline(tmp_path, demo_root):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           "+experiment=demo_gsam", f"output_dir={tmp_path}", f"data.root={demo_root}", "data.num_workers=0",
+           "train.max_steps=4", "data.batch_size=64", "train.progress=false", "logger.wandb.mode=offline"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "2 process(es)" in out.stdout and "batch 64 = 2 x 1 x 32" in out.stdout
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["step"] == 4 and res["results"]["val"]["images"] == 355  # each val image once over 2 ranks
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    ckpt = load(tmp_path / "checkpoints" / "last.pt")
+    assert len(ckpt["rng"]) == 2  # one RNG state per rank
