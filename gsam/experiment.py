@@ -43,6 +43,11 @@ def _build_data(cfg: DictConfig, info, plan, mean, std):
         min_crop_scale=float(d.min_crop_scale))
 
 
+def _channels_last(cfg: DictConfig) -> bool:
+    """``auto``: ResNets only (convolutions are faster in NHWC; transformers gain nothing)."""
+    return cfg.train.channels_last is True or (cfg.train.channels_last == "auto" and cfg.model.family == "resnet")
+
+
 def _gather_rng() -> list:
     states = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
     if dist.is_initialized():
@@ -76,7 +81,7 @@ def run(cfg: DictConfig) -> dict:
     if num_classes != int(cfg.data.num_classes):
         raise ConfigError(f"data.num_classes={cfg.data.num_classes} but {cfg.data.root} has {num_classes} classes")
     model.to(info.device)
-    channels_last = cfg.train.channels_last == "auto" and cfg.model.family == "resnet" or cfg.train.channels_last is True
+    channels_last = _channels_last(cfg)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     wrapped = model
@@ -175,3 +180,37 @@ def run(cfg: DictConfig) -> dict:
     logger.close()
     return results
 
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """Evaluate a checkpoint (``eval.checkpoint``, default the run's last) on the configured eval sets;
+    writes ``eval_results.json`` beside the run's files and prints the table."""
+    import models
+
+    from .checkpoint import load
+
+    check(cfg)
+    info = init_distributed(cfg.train.device)
+    path = Path(cfg.eval.checkpoint or Path(cfg.output_dir) / "checkpoints" / "last.pt")
+    if not path.exists():
+        raise ConfigError(f"eval.checkpoint={str(path)!r}: no such file")
+    state = load(path)
+    model = models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
+    model.load_state_dict(state["model"])
+    data_cfg = models.model_data_config(model)
+    plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch)
+    _, eval_loaders, num_classes = _build_data(cfg, info, plan_b, data_cfg["mean"], data_cfg["std"])
+    channels_last = _channels_last(cfg)
+    model.to(info.device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp = amp_dtype(cfg.train.amp, info.device)
+    loss_fn = loss_function(cfg.model.loss, num_classes)
+    results = {name: evaluate(model, ld, loss_fn, info.device, amp, num_classes, channels_last)
+               for name, ld in eval_loaders.items()}
+    if info.main:
+        out = Path(cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval_results.json").write_text(json.dumps({"checkpoint": str(path), "results": results}, indent=2))
+        print(results_table(results))
+    return results

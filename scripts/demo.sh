@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The main job on the embedded demo data (scikit-learn digits written as JPEGs in the ImageNet
 # layout): a tiny ViT trained vanilla and with GSAM on the CPU, then the evaluation table.
-# Extra arguments go to both runs (e.g. train.device=cuda). Reruns resume/finish from outputs/.
+# Extra arguments go to both runs (e.g. train.device=cuda); runs land in $GSAM_OUTPUTS (default
+# outputs/) and a rerun resumes or reuses them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+outputs=${GSAM_OUTPUTS:-outputs}
 for exp in demo_vanilla demo_gsam; do
-    .venv/bin/python train.py +experiment=$exp "$@"
+    .venv/bin/python train.py +experiment=$exp output_dir="$outputs/$exp" data.root="$outputs/demo_data" "$@"
 done
-.venv/bin/python scripts/compare_runs.py outputs/demo_vanilla outputs/demo_gsam
+.venv/bin/python scripts/compare_runs.py "$outputs/demo_vanilla" "$outputs/demo_gsam"

@@ -9,8 +9,13 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
-    rm -f .venv/.installed-*
+    echo "setting up .venv (first run: a few minutes) ..." >&2
+    log=$(mktemp)
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e '.[test]'; } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "error: installing the project into .venv failed (full log: $log)" >&2
+        exit 1
+    fi
+    rm -f "$log" .venv/.installed-*
     touch "$stamp"
 fi

@@ -15,8 +15,10 @@ import gsam  # noqa: E402
 from helpers import batch, mlp  # noqa: E402
 
 SCENARIOS = {
-    # name: (class, kwargs, sync_perturbation, wrap in DDP)
+    # name: (class, kwargs, sync_perturbation, wrap in DDP); "_bv": DDP(gradient_as_bucket_view=True)
     "gsam_local": (gsam.GSAM, {"alpha": 0.4}, False, True),
+    "gsam_local_bv": (gsam.GSAM, {"alpha": 0.4}, False, True),
+    "xsam_sync_bv": (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.2}, True, True),
     "sam_local": (gsam.SAM, {}, False, True),
     "xsam_local": (gsam.XSAM, {"steps": 2, "search_every": 1, "rho_probe": 0.2}, False, True),
     "gsam_sync": (gsam.GSAM, {"alpha": 0.4}, True, True),
@@ -48,7 +50,7 @@ def main(out: Path) -> None:
     dist.all_reduce = counting_all_reduce
     for name, (cls, kw, sync, wrap) in SCENARIOS.items():
         net = mlp(seed=0)
-        model = DDP(net) if wrap else net
+        model = DDP(net, gradient_as_bucket_view=name.endswith("_bv")) if wrap else net
         if wrap:
             model.register_comm_hook(None, counting_hook)
         base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)

@@ -62,6 +62,12 @@ def test_per_worker_gsam_is_the_average_of_local_updates(ranks):
         torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-14)
 
 
+def test_bucket_view_gradients_give_the_same_steps(ranks):
+    """With gradient_as_bucket_view DDP reuses its buckets: the kept gradients must be copies."""
+    for a, b in zip(ranks[0]["gsam_local"]["weights"], ranks[0]["gsam_local_bv"]["weights"]):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("name", ["gsam_local", "sam_local", "xsam_local"])
 def test_per_worker_mode_all_reduces_d_once_per_step(ranks, name):
     for step in ranks[0][name]["counts"]:
@@ -71,7 +77,7 @@ def test_per_worker_mode_all_reduces_d_once_per_step(ranks, name):
         assert step["all_reduce_numel"] == n_params() + extra  # one bucket: the volume of vanilla DDP
 
 
-@pytest.mark.parametrize("name", ["gsam_sync", "xsam_sync", "gsam_sync_plain"])
+@pytest.mark.parametrize("name", ["gsam_sync", "xsam_sync", "xsam_sync_bv", "gsam_sync_plain"])
 def test_sync_perturbation_equals_one_process_on_the_whole_batch(ranks, name):
     cls, kw, _, wrapped = SCENARIOS[name]
     x, y = batch(seed=1, n=32)

@@ -1,0 +1,26 @@
+"""Evaluate a checkpoint on the configured evaluation sets:
+``python evaluate.py +experiment=vit_b32_gsam data.root=/data/imagenet [eval.checkpoint=PATH]``.
+
+Uses the same config as training (model, data, amp); under torchrun every image is counted once.
+"""
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from gsam.checkpoint import CheckpointError
+    from gsam.config import ConfigError
+    from gsam.experiment import evaluate_checkpoint
+
+    try:
+        evaluate_checkpoint(cfg)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
