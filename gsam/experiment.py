@@ -84,14 +84,13 @@ def run(cfg: DictConfig) -> dict:
     channels_last = _channels_last(cfg)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    wrapped = model
+    ddp = None
     if info.world > 1:
-        wrapped = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-    if cfg.train.compile:
-        wrapped = torch.compile(wrapped)
+        ddp = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    wrapped = torch.compile(ddp or model) if cfg.train.compile else (ddp or model)
     scaler = torch.amp.GradScaler(info.device.type) if amp == torch.float16 else None
-    opt = build_optimizer(model, cfg.optimizer, cfg.sam, wrapper=wrapped if info.world > 1 else model,
-                          grad_scaler=scaler)
+    # the optimizer gets the DDP object itself (no_sync, BN layers), not the compiled wrapper
+    opt = build_optimizer(model, cfg.optimizer, cfg.sam, wrapper=ddp, grad_scaler=scaler)
     loss_fn = loss_function(cfg.model.loss, num_classes)
 
     steps_per_epoch = len(train_loader)

@@ -1,0 +1,30 @@
+"""The process group's variables when launched by Slurm's srun without torchrun."""
+import os
+
+from gsam import distributed
+
+
+def test_slurm_variables_become_torchrun_variables(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_NTASKS", "16")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu-node-07")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no scontrol: the first node of the list is used
+    distributed._slurm_env()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("5", "16", "1")
+    assert os.environ["MASTER_ADDR"] == "gpu-node-07" and os.environ["MASTER_PORT"] == str(20000 + 4242)
+
+
+def test_torchrun_variables_win_and_single_task_is_left_alone(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    distributed._slurm_env()
+    assert os.environ["RANK"] == "0"
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    distributed._slurm_env()
+    assert "RANK" not in os.environ
