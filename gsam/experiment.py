@@ -112,7 +112,11 @@ def run(cfg: DictConfig) -> dict:
         if scaler is not None and resumed.get("scaler"):
             scaler.load_state_dict(resumed["scaler"])
         state = LoopState(**resumed["loop"])
-        set_rng_state(resumed["rng"][info.rank])
+        if len(resumed["rng"]) == info.world:
+            set_rng_state(resumed["rng"][info.rank])
+        elif info.main:  # legitimate, but the data order and random streams differ from the saved run
+            print(f"[gsam] resuming {len(resumed['rng'])}-process checkpoint on {info.world} processes: "
+                  "the run continues, not bit for bit")
         run_id = resumed.get("wandb_id")
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = RunLogger(out, enabled=info.main, wandb_cfg=cfg.logger.wandb, config=config, run_id=run_id,
@@ -134,7 +138,7 @@ def run(cfg: DictConfig) -> dict:
             print(f"[gsam] step {state.step}: weights are not finite, checkpoint not written (last good one kept)")
         barrier()
 
-    def run_evals(final: bool) -> dict:
+    def run_evals() -> dict:
         results = {name: evaluate(wrapped, ld, loss_fn, info.device, amp, num_classes, channels_last)
                    for name, ld in eval_loaders.items()}
         for name, m in results.items():
@@ -164,8 +168,8 @@ def run(cfg: DictConfig) -> dict:
                             progress=progress)
             if state.epoch > epoch_before and (state.epoch % int(cfg.train.eval_every_epochs) == 0) \
                     and state.step < min(stop_at, total):
-                results = run_evals(final=False)
-        results = run_evals(final=True)
+                results = run_evals()
+        results = run_evals()
         save_last()
     finally:
         if progress is not None:
