@@ -143,6 +143,34 @@ def main() -> None:
         extra = (f"   per round: median {statistics.median(spread):.3f} [{min(spread):.3f}, {max(spread):.3f}]"
                  if spread else "")
         print(f"{k:>28s}: {r:6.3f}   (target <= {target}){extra}")
+    # The optimizer's own work, apart from the model: the same steps with a closure whose forward and
+    # backward cost one element-wise pass (loss = sum <p, c>), many repetitions, median.
+    consts = [torch.randn_like(p) for p in params]
+
+    def cheap():
+        loss = sum((p * c).sum() for p, c in zip(params, consts))
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+
+    cheap_steps = {"two cheap passes": lambda: [vanilla_opt.zero_grad(set_to_none=True) or cheap() for _ in range(2)],
+                   "vanilla": lambda: (vanilla_opt.zero_grad(set_to_none=True), cheap(), vanilla_opt.step()),
+                   **{k: (lambda o=o: o.step(cheap)) for k, o in opts.items()}}
+    cheap_t = {k: [] for k in cheap_steps}
+    for _ in range(max(3 * args.rounds, 10)):
+        for k, fn in cheap_steps.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            cheap_t[k].append(time.perf_counter() - t0)
+    c = {k: statistics.median(v) for k, v in cheap_t.items()}
+    one_pass = c["two cheap passes"] / 2
+    base_step = c["vanilla"] - one_pass
+    print(f"per step: model fwd+bwd {1000 * (t['vanilla'] - base_step):.0f} ms, base optimizer step "
+          f"{1000 * base_step:.1f} ms; the method's own vector work (closure ~free, median of "
+          f"{len(cheap_t['vanilla'])}): " + ", ".join(
+              f"{k} {1000 * (c[k] - 2 * one_pass - base_step):.1f} ms" for k in opts))
     for name, opt in opts.items():
         held = held_tensors(opt, param_ids)
         extra = sum(h.numel() * h.element_size() for h in held) / param_bytes

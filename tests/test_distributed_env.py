@@ -28,3 +28,21 @@ def test_torchrun_variables_win_and_single_task_is_left_alone(monkeypatch):
     monkeypatch.setenv("SLURM_NTASKS", "1")
     distributed._slurm_env()
     assert "RANK" not in os.environ
+
+
+def test_amp_and_batch_plan_choices():
+    import pytest
+    import torch
+
+    from gsam.config import ConfigError, amp_dtype, batch_plan
+
+    assert amp_dtype("auto", torch.device("cuda")) == torch.bfloat16  # bf16 by default on GPU
+    assert amp_dtype("auto", torch.device("cpu")) is None  # fp32 on CPU
+    assert amp_dtype("fp16", torch.device("cuda")) == torch.float16
+    plan = batch_plan(4096, 8, 256)  # 8 GPUs: 512 per process as 2 micro-batches of 256
+    assert (plan.per_rank, plan.micro, plan.accum) == (512, 256, 2)
+    assert batch_plan(4096, 64, 256).accum == 1
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        batch_plan(4096, 3, 256)
+    with pytest.raises(ConfigError, match="data.max_device_batch"):
+        batch_plan(4096, 8, 200)
