@@ -3,8 +3,8 @@
     .venv/bin/python scripts/bench_optim.py --model resnet18 --img-size 64 --batch 32          # CPU
     python scripts/bench_optim.py --device cuda --model vit_base_patch32_224 --batch 256 --amp bf16
 
-Rounds interleave the methods (vanilla, SAM, GSAM, XSAM without a search, one XSAM search step) so
-that drifting machine load hits all of them alike; the median per-step time of each is reported.
+Rounds interleave the methods (vanilla, SAM, GSAM, XSAM without a search, one XSAM search step),
+rotating their order, so that drifting machine load and allocator effects hit all of them alike; the median per-step time of each is reported.
 XSAM's cost at each ``--search-every`` N is amortised from the two measured kinds of step:
 (N-1) plain steps + 1 search step, over N. Held memory is counted by walking the optimizer object
 for tensors that are neither parameters nor gradients nor the base optimizer's state.
@@ -108,8 +108,10 @@ def main() -> None:
     for fn in steps.values():  # warm-up; allocates the buffers
         fn()
     times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(args.rounds):
-        for name, fn in steps.items():
+    names = list(steps)
+    for r in range(args.rounds):  # rotate the order so no method always follows the same one
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = steps[name]
             n = 1 if name == "XSAM search step" else args.steps
             sync(device)
             t0 = time.perf_counter()
