@@ -5,6 +5,7 @@ from gsam import distributed
 
 
 def test_slurm_variables_become_torchrun_variables(monkeypatch):
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # nothing leaks into later tests
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("SLURM_PROCID", "5")
@@ -19,6 +20,7 @@ def test_slurm_variables_become_torchrun_variables(monkeypatch):
 
 
 def test_torchrun_variables_win_and_single_task_is_left_alone(monkeypatch):
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("SLURM_PROCID", "3")
     monkeypatch.setenv("SLURM_NTASKS", "8")
