@@ -133,6 +133,11 @@ class SharpnessAware(torch.optim.Optimizer):
     def rho(self, value: float) -> None:
         self._rho = _check_nonneg("rho", value)
 
+    @property
+    def alpha(self) -> float:
+        """No ascent along g_perp (SAM, vanilla); GSAM and XSAM make it settable."""
+        return 0.0
+
     # ------------------------------------------------------------------------------- the passes
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, through the GradScaler when one is in use (for closures)."""

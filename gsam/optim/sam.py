@@ -21,10 +21,6 @@ class SAM(SharpnessAware):
         super().__init__(params, base_optimizer, rho=rho, **kwargs)
         self.adaptive = bool(adaptive)
 
-    @property
-    def alpha(self) -> float:
-        return 0.0
-
     def _ascent(self, closure: Closure):
         """Passes 1 and 2 of Algorithm 1: (active params, f, g, ||g||, f_p, g_p, ||g_p||, <g, g_p>)."""
         loss = self._grad_pass(closure, clean=True)

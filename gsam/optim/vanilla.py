@@ -15,10 +15,6 @@ class Vanilla(SharpnessAware):
         kwargs.pop("rho", None)
         super().__init__(params, base_optimizer, rho=0.0, sync_perturbation=True, **kwargs)
 
-    @property
-    def alpha(self) -> float:
-        return 0.0
-
     def _sharpness_step(self, closure: Closure):
         loss = self._grad_pass(closure, clean=True)
         ps = self._active()
