@@ -1,4 +1,4 @@
-"""Image-folder loaders (torchvision ``ImageFolder`` + PIL) with the recipes' transforms.
+"""Image-folder loaders (PIL + torchvision transforms) with the recipes' transforms.
 
 Train: Inception-style random-resized crop (area scale 0.08-1) + horizontal flip. Eval: resize the short
 side to ``img_size / crop_pct`` (crop_pct = 224/256 by default) and centre-crop ``img_size``.
@@ -10,11 +10,15 @@ the crops of the uninterrupted run. The minival split is a fixed, seed-independe
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
-from torchvision import datasets, transforms
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
+from torchvision import transforms
+
+from .sources import class_folders, folder_samples, val_samples
 
 MINIVAL_SEED = 0
 
@@ -28,13 +32,48 @@ def train_transform(img_size: int, mean, std, min_scale: float = 0.08):
     ])
 
 
-def eval_transform(img_size: int, mean, std, crop_pct: float = 224 / 256):
+def eval_transform(img_size: int, mean, std, crop_pct: float = 224 / 256, resize: bool = True):
+    """Resize the short side to ``img_size / crop_pct``, centre-crop ``img_size``; ``resize=False`` only crops
+    (ImageNet-C's images are already the 224 crops)."""
     return transforms.Compose([
-        transforms.Resize(int(math.floor(img_size / crop_pct)), interpolation=transforms.InterpolationMode.BILINEAR),
+        *([transforms.Resize(int(math.floor(img_size / crop_pct)), interpolation=transforms.InterpolationMode.BILINEAR)]
+          if resize else []),
         transforms.CenterCrop(img_size),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])
+
+
+class ImageList(Dataset):
+    """Item i: (PIL RGB image, label) of ``samples[i]``. An unreadable file is reported by path; training
+    (``substitute``) then takes the next readable sample, so one bad file among 1.28M does not end a run,
+    while evaluation gets None and the batch drops it (``collate_skipping_none``)."""
+
+    def __init__(self, samples: list[tuple[str, int]], substitute: bool):
+        self.samples, self.substitute, self._reported = samples, substitute, set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, i: int):
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB"), label
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for truncated/corrupt/unknown files
+            if path not in self._reported:
+                self._reported.add(path)
+                warnings.warn(f"unreadable image skipped: {path} ({type(e).__name__}: {e})", stacklevel=2)
+            return None
+
+    def __getitem__(self, i: int):
+        for k in range(len(self.samples) if self.substitute else 1):
+            item = self._load((i + k) % len(self.samples))
+            if item is not None:
+                return item
+        if self.substitute:
+            raise RuntimeError("no readable image in the training set")
+        return None
 
 
 class SeededTransforms(Dataset):
@@ -53,6 +92,26 @@ class SeededTransforms(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
             return self.transform(image), label
+
+
+class IndexedEval(Dataset):
+    """Item i: (transformed image, label, i), or None when the file is unreadable."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform):
+        self.images, self.transform = ImageList(samples, substitute=False), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        item = self.images[i]
+        return None if item is None else (self.transform(item[0]), item[1], i)
+
+
+def collate_skipping_none(batch):
+    """default_collate without the unreadable images; None when none is left (the evaluators skip it)."""
+    batch = [b for b in batch if b is not None]
+    return default_collate(batch) if batch else None
 
 
 class ShardSampler(Sampler[int]):
@@ -97,39 +156,37 @@ def split_minival(n: int, fraction: float) -> tuple[list[int], list[int]]:
     return sorted(order[k:]), sorted(order[:k])
 
 
-def _image_folder(root: Path, key: str) -> datasets.ImageFolder:
-    if not root.is_dir():
-        raise FileNotFoundError(f"{key}: no such directory: {root}")
-    return datasets.ImageFolder(str(root))
+def eval_loader(samples: list[tuple[str, int]], transform, *, batch: int, num_workers: int, rank: int,
+                world: int) -> DataLoader:
+    """This rank's unpadded shard of ``samples``; yields (x, y, sample index)."""
+    s = ShardSampler(len(samples), rank=rank, world=world, shuffle=False, seed=0, batch=batch, drop_last=False)
+    return DataLoader(IndexedEval(samples, transform), batch_size=batch, sampler=s, collate_fn=collate_skipping_none,
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
 
 def build_folder_loaders(*, root: str, train_split: str, val_split: str | None, img_size: int, mean, std,
                          batch: int, eval_batch: int, num_workers: int, rank: int, world: int, seed: int,
-                         minival_fraction: float, crop_pct: float = 224 / 256, min_crop_scale: float = 0.08):
-    """Returns (train loader, {name: eval loader}, number of classes). ``batch`` is per rank."""
+                         minival_fraction: float, crop_pct: float = 224 / 256, min_crop_scale: float = 0.08,
+                         val_labels: str | None = None):
+    """Returns (train loader, {name: eval loader}, classes, {name: files}). ``batch`` is per rank."""
     root = Path(root)
-    train_base = _image_folder(root / train_split, "data.root")
-    train_idx, minival_idx = split_minival(len(train_base), minival_fraction)
-    train_set = SeededTransforms(Subset(train_base, train_idx), train_transform(img_size, mean, std, min_crop_scale), seed)
+    classes = class_folders(root / train_split, "data.root")
+    train_samples = folder_samples(root / train_split, classes, "data.root")
+    train_idx, minival_idx = split_minival(len(train_samples), minival_fraction)
+    train_set = SeededTransforms(Subset(ImageList(train_samples, substitute=True), train_idx),
+                                 train_transform(img_size, mean, std, min_crop_scale), seed)
     sampler = ShardSampler(len(train_set), rank=rank, world=world, shuffle=True, seed=seed, batch=batch,
                            drop_last=True, with_epoch=True)
     if len(sampler) < batch:
         raise ValueError(f"data.batch_size: {batch * world} is larger than the training set ({len(train_set)} images)")
-    common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=num_workers > 0)
-    train = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True, **common)
-    evals = {}
-    eval_tf = eval_transform(img_size, mean, std, crop_pct)
+    train = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers,
+                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
     sets = {}
     if minival_idx:
-        sets["minival"] = Subset(datasets.ImageFolder(str(root / train_split), transform=eval_tf), minival_idx)
+        sets["minival"] = [train_samples[i] for i in minival_idx]
     if val_split:
-        val = _image_folder(root / val_split, "data.val_split")
-        val.transform = eval_tf
-        if val.classes != train_base.classes:
-            raise ValueError(f"data.val_split: class folders of {root / val_split} differ from {root / train_split}")
-        sets["val"] = val
-    for name, ds in sets.items():
-        s = ShardSampler(len(ds), rank=rank, world=world, shuffle=False, seed=0, batch=eval_batch, drop_last=False)
-        evals[name] = DataLoader(ds, batch_size=eval_batch, sampler=s, **common)
-    return train, evals, len(train_base.classes)
+        sets["val"] = val_samples(root / val_split, classes, val_labels)
+    eval_tf = eval_transform(img_size, mean, std, crop_pct)
+    evals = {name: eval_loader(samples, eval_tf, batch=eval_batch, num_workers=num_workers, rank=rank, world=world)
+             for name, samples in sets.items()}
+    return train, evals, classes, {name: [p for p, _ in samples] for name, samples in sets.items()}

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from .distributed import all_reduce_sum
 from .optim import SharpnessAware, Vanilla, lr_at, rho_from_lr
 
 
@@ -131,26 +130,9 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
     state.batch_in_epoch = 0
 
 
-@torch.no_grad()
 def evaluate(model, loader: Iterable, loss_fn, device: torch.device, amp_dtype, num_classes: int,
              channels_last: bool = False) -> dict:
     """top-1/top-5 (%) and mean loss over the whole set, every image counted once across ranks."""
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, n
-    for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x).float()
-        top5 = logits.topk(min(5, num_classes), dim=1).indices
-        sums[0] += (top5[:, 0] == y).sum()
-        sums[1] += (top5 == y[:, None]).any(dim=1).sum()
-        sums[2] += loss_fn(logits, y).double() * y.shape[0]
-        sums[3] += y.shape[0]
-    all_reduce_sum(sums)
-    n = max(sums[3].item(), 1.0)
-    model.train()
-    return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n,
-            "images": int(sums[3].item())}
+    from .evaluators import ClassificationEvaluator
+
+    return ClassificationEvaluator("", loader, loss_fn=loss_fn)(model, device, amp_dtype, channels_last)

@@ -16,31 +16,38 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import CheckpointManager
 from .config import ConfigError, amp_dtype, batch_plan, check
 from .distributed import barrier, init_distributed, rng_state, seed_everything, set_rng_state
-from .engine import LoopState, StepPlan, evaluate, loss_function, train_one_epoch
+from .engine import LoopState, StepPlan, loss_function, train_one_epoch
+from .evaluators import results_markdown, table1_row
 from .logging import RunLogger
 from .optim.factory import build_optimizer
 
 
-def _build_data(cfg: DictConfig, info, plan, mean, std):
-    from data.folder import build_folder_loaders
+def _build_data(cfg: DictConfig, info, plan, mean, std, channels_last: bool):
+    from data.build import build_data
 
-    d = cfg.data
-    if d.loader != "folder":
-        raise ConfigError(f"data.loader={d.loader!r}: expected 'folder'")
-    root = d.root
-    if d.name == "demo":
-        from data.demo import write_demo_dataset
+    try:
+        return build_data(cfg.data, seed=int(cfg.seed), rank=info.rank, world=info.world, is_main=info.main,
+                          per_rank_batch=plan.per_rank, device=info.device, channels_last=channels_last, mean=mean,
+                          std=std, barrier=barrier)
+    except (FileNotFoundError, ImportError, ValueError) as e:
+        raise ConfigError(str(e)) from e
 
-        if info.main:
-            write_demo_dataset(root, image_size=int(d.source_size))
-        barrier()
-    if root is None or not Path(root).is_dir():
-        raise ConfigError(f"data.root={root!r}: no such directory (point it at the dataset folder)")
-    return build_folder_loaders(
-        root=root, train_split=d.train_split, val_split=d.val_split, img_size=int(d.img_size), mean=mean, std=std,
-        batch=plan.per_rank, eval_batch=int(d.eval_batch_size), num_workers=int(d.num_workers), rank=info.rank,
-        world=info.world, seed=int(cfg.seed), minival_fraction=float(d.minival_fraction), crop_pct=float(d.crop_pct),
-        min_crop_scale=float(d.min_crop_scale))
+
+def _evaluators(cfg: DictConfig, info, data, loss_fn, mean, std) -> dict:
+    from .eval_suite import build_evaluators
+
+    return build_evaluators(cfg, classes=data.classes, loaders=data.evals, files=data.files, loss_fn=loss_fn,
+                            mean=mean, std=std, rank=info.rank, world=info.world,
+                            notice=print if info.main else lambda *_: None)
+
+
+def _write_results(path: Path, results: dict, **extra) -> dict:
+    """``results.json``: Table 1's columns at the top level (top-1 %), every set's metrics under ``results``."""
+    final = {**table1_row(results), **extra, "results": results}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(final, indent=2))
+    tmp.replace(path)
+    return final
 
 
 def _channels_last(cfg: DictConfig) -> bool:
@@ -57,13 +64,6 @@ def _gather_rng() -> list:
     return states
 
 
-def results_table(results: dict) -> str:
-    lines = ["| set | top-1 (%) | top-5 (%) | loss | images |", "|---|---|---|---|---|"]
-    for name, m in results.items():
-        lines.append(f"| {name} | {m['top1']:.2f} | {m['top5']:.2f} | {m['loss']:.4f} | {m['images']} |")
-    return "\n".join(lines)
-
-
 def run(cfg: DictConfig) -> dict:
     """Train as configured; returns the final evaluation ({set: metrics})."""
     import models
@@ -77,11 +77,12 @@ def run(cfg: DictConfig) -> dict:
 
     model = models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
     data_cfg = models.model_data_config(model)
-    train_loader, eval_loaders, num_classes = _build_data(cfg, info, plan_b, data_cfg["mean"], data_cfg["std"])
-    if num_classes != int(cfg.data.num_classes):
-        raise ConfigError(f"data.num_classes={cfg.data.num_classes} but {cfg.data.root} has {num_classes} classes")
-    model.to(info.device)
     channels_last = _channels_last(cfg)
+    data = _build_data(cfg, info, plan_b, data_cfg["mean"], data_cfg["std"], channels_last)
+    train_loader, num_classes = data.train, len(data.classes)
+    if num_classes != int(cfg.data.num_classes):
+        raise ConfigError(f"data.num_classes={cfg.data.num_classes} but the data has {num_classes} classes")
+    model.to(info.device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     ddp = None
@@ -92,6 +93,8 @@ def run(cfg: DictConfig) -> dict:
     # the optimizer gets the DDP object itself (no_sync, BN layers), not the compiled wrapper
     opt = build_optimizer(model, cfg.optimizer, cfg.sam, wrapper=ddp, grad_scaler=scaler)
     loss_fn = loss_function(cfg.model.loss, num_classes)
+    evaluators = _evaluators(cfg, info, data, loss_fn, data_cfg["mean"], data_cfg["std"])
+    periodic = {k: v for k, v in evaluators.items() if k in ("minival", "val")}
 
     steps_per_epoch = len(train_loader)
     total = int(cfg.schedule.epochs) * steps_per_epoch
@@ -138,13 +141,13 @@ def run(cfg: DictConfig) -> dict:
             print(f"[gsam] step {state.step}: weights are not finite, checkpoint not written (last good one kept)")
         barrier()
 
-    def run_evals() -> dict:
-        results = {name: evaluate(wrapped, ld, loss_fn, info.device, amp, num_classes, channels_last)
-                   for name, ld in eval_loaders.items()}
+    def run_evals(which: dict) -> dict:
+        results = {name: ev(wrapped, info.device, amp, channels_last) for name, ev in which.items()}
         for name, m in results.items():
-            logger.log(state.step, m, kind=name)
+            logger.log(state.step, {k: v for k, v in m.items() if not isinstance(v, dict)}, kind=name)
         logger.summary_row({"epoch": state.epoch, "step": state.step,
-                            **{f"{n}_{k}": v for n, m in results.items() for k, v in m.items()}})
+                            **{f"{n}_{k}": v for n, m in results.items() for k, v in m.items()
+                               if not isinstance(v, dict)}})
         key = "minival" if "minival" in results else "val"
         if key in results:
             st = checkpoint_state()
@@ -168,26 +171,29 @@ def run(cfg: DictConfig) -> dict:
                             progress=progress)
             if state.epoch > epoch_before and (state.epoch % int(cfg.train.eval_every_epochs) == 0) \
                     and state.step < min(stop_at, total):
-                results = run_evals()
-        results = run_evals()
+                results = run_evals(periodic)
+        results = run_evals(evaluators)
         save_last()
     finally:
         if progress is not None:
             progress.close()
     if info.main:
-        final = {"results": results, "step": state.step, "epoch": state.epoch, "bad_steps": state.bad_steps_total,
-                 "name": cfg.name}
-        (out / "results.json").write_text(json.dumps(final, indent=2))
-        logger.set_summary({f"{n}/{k}": v for n, m in results.items() for k, v in m.items()})
-        print(results_table(results))
+        final = _write_results(out / "results.json", results, name=cfg.name, step=state.step, epoch=state.epoch,
+                               bad_steps=state.bad_steps_total)
+        logger.set_summary({**{f"table1/{k}": v for k, v in table1_row(results).items()},
+                            **{f"{n}/{k}": v for n, m in results.items() for k, v in m.items() if not isinstance(v, dict)}})
+        print(results_markdown(results))
     logger.close()
     return results
 
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """Evaluate a checkpoint (``eval.checkpoint``, default the run's last) on the configured eval sets;
-    writes ``eval_results.json`` beside the run's files and prints the table."""
+    """Evaluate a checkpoint (``eval.checkpoint``, default the run's last) on every configured set.
+
+    Writes ``results.json`` and ``results.md`` in the run's folder (``results-<checkpoint>.*`` for a checkpoint
+    other than ``last.pt``), puts Table 1's columns in the wandb summary, and prints the table.
+    """
     import models
 
     from .checkpoint import load
@@ -202,18 +208,26 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     model.load_state_dict(state["model"])
     data_cfg = models.model_data_config(model)
     plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch)
-    _, eval_loaders, num_classes = _build_data(cfg, info, plan_b, data_cfg["mean"], data_cfg["std"])
     channels_last = _channels_last(cfg)
+    data = _build_data(cfg, info, plan_b, data_cfg["mean"], data_cfg["std"], channels_last)
     model.to(info.device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     amp = amp_dtype(cfg.train.amp, info.device)
-    loss_fn = loss_function(cfg.model.loss, num_classes)
-    results = {name: evaluate(model, ld, loss_fn, info.device, amp, num_classes, channels_last)
-               for name, ld in eval_loaders.items()}
+    loss_fn = loss_function(cfg.model.loss, len(data.classes))
+    evaluators = _evaluators(cfg, info, data, loss_fn, data_cfg["mean"], data_cfg["std"])
+    results = {name: ev(model, info.device, amp, channels_last) for name, ev in evaluators.items()}
     if info.main:
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "eval_results.json").write_text(json.dumps({"checkpoint": str(path), "results": results}, indent=2))
-        print(results_table(results))
+        stem = "results" if path.name == "last.pt" else f"results-{path.stem}"
+        _write_results(out / f"{stem}.json", results, name=cfg.name, checkpoint=str(path),
+                       step=state.get("loop", {}).get("step"))
+        table = results_markdown(results)
+        (out / f"{stem}.md").write_text(f"# {cfg.name}: {path}\n\n{table}\n")
+        logger = RunLogger(out, enabled=True, wandb_cfg=cfg.logger.wandb, config=OmegaConf.to_container(cfg, resolve=True),
+                           run_id=state.get("wandb_id"), name=cfg.name)
+        logger.set_summary({f"table1/{k}": v for k, v in table1_row(results).items()})
+        logger.close()
+        print(table)
     return results

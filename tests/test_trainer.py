@@ -131,9 +131,12 @@ def test_evaluate_py_reproduces_the_final_evaluation(tmp_path, demo_root):
                           f"data.root={demo_root}", "data.num_workers=0", "logger.wandb.mode=disabled"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    again = json.loads((tmp_path / "eval_results.json").read_text())["results"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    again = saved["results"]
     assert again["val"]["top1"] == pytest.approx(results["val"]["top1"])
     assert again["val"]["images"] == 355
+    assert saved["imagenet"] == again["val"]["top1"] and saved["checkpoint"].endswith("last.pt")
+    assert "| val |" in (tmp_path / "results.md").read_text()
 
 
 def test_top_k_checkpoints_are_kept(tmp_path, demo_root):

@@ -1,0 +1,58 @@
+"""``data.*`` config -> the train loader, the eval loaders, the class list (``data.loader``: ffcv | folder)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+
+@dataclasses.dataclass
+class DataParts:
+    train: object  # yields (x, y); ``.sampler.set_epoch(epoch, start_batch)``
+    evals: dict  # name -> loader yielding (x, y, record index)
+    classes: list[str]  # class index -> folder name (wnid)
+    files: dict  # name -> file of each eval record (ReaL finds its labels by val file name)
+
+
+def build_data(d, *, seed: int, rank: int, world: int, is_main: bool, per_rank_batch: int, device: torch.device,
+               channels_last: bool, mean, std, barrier=lambda: None) -> DataParts:
+    """Raises FileNotFoundError/ValueError/ImportError with the key to fix."""
+    if d.loader not in ("ffcv", "folder"):
+        raise ValueError(f"data.loader={d.loader!r}: expected 'ffcv' or 'folder'")
+    if d.name == "demo":  # the embedded demo writes itself (and its betons) on first use
+        from .demo import write_demo_dataset
+
+        if is_main:
+            write_demo_dataset(d.root, image_size=int(d.source_size))
+            if d.loader == "ffcv":
+                _write_demo_betons(Path(d.root), Path(d.betons))
+        barrier()
+    common = dict(img_size=int(d.img_size), mean=mean, std=std, eval_batch=int(d.eval_batch_size),
+                  num_workers=int(d.num_workers), rank=rank, world=world, seed=seed, crop_pct=float(d.crop_pct),
+                  min_crop_scale=float(d.min_crop_scale), batch=per_rank_batch)
+    if d.loader == "ffcv":
+        from .ffcv_loaders import build_ffcv_loaders
+
+        return DataParts(*build_ffcv_loaders(betons=d.betons, device=device, channels_last=channels_last,
+                                             os_cache=bool(d.os_cache), **common))
+    from .folder import build_folder_loaders
+
+    if d.root is None or not Path(d.root).is_dir():
+        raise FileNotFoundError(f"data.root={d.root!r}: no such directory (point it at the dataset folder)")
+    return DataParts(*build_folder_loaders(root=d.root, train_split=d.train_split, val_split=d.val_split,
+                                           minival_fraction=float(d.minival_fraction), val_labels=d.val_labels,
+                                           **common))
+
+
+def _write_demo_betons(root: Path, out: Path) -> None:
+    from .betons import read_sidecar, write_beton
+    from .sources import class_folders, folder_samples
+
+    if (out / "val.beton").is_file() and read_sidecar(out / "val.beton").get("source") == str(root.resolve()):
+        return
+    classes = class_folders(root / "train")
+    for split in ("train", "val"):
+        write_beton(out / f"{split}.beton", folder_samples(root / split, classes), classes, max_resolution=None,
+                    write_mode="raw", jpeg_quality=90, compress_probability=0.0, workers=2, keep_files=split == "val",
+                    progress=False, source=str(root.resolve()))

@@ -1,0 +1,118 @@
+"""FFCV loaders over the betons of ``scripts/write_betons.py`` (``data.loader=ffcv``).
+
+The recipe is the folder loader's (data/folder.py): train = random-resized crop (area ``min_crop_scale``-1,
+aspect 3/4-4/3) + horizontal flip; eval = centre crop of ``crop_pct`` of the short side, resized to
+``img_size``. Differences from the folder loader, all FFCV's: resizing uses OpenCV's INTER_AREA (PIL
+bilinear there); the crop and flip draws come from numba's per-thread RNG, which FFCV does not seed, so
+a resumed run sees the same images in the same order on the same ranks but not the same crops.
+
+Sample order is ours, not FFCV's: the same ``ShardSampler`` as the folder loader (a seeded permutation per
+epoch, a disjoint shard per rank, drop_last to whole global batches, restartable mid-epoch). Evaluation
+shards without padding, so every image is counted exactly once. Normalisation runs in torch after the
+batch is on the device: FFCV's ``NormalizeImage`` needs cupy on GPU and is pathologically slow placed
+after ``ToTensor`` on CPU.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # numba's tbb layer aborts at exit now and then
+
+import numpy as np
+import torch
+
+from .betons import read_sidecar
+from .folder import ShardSampler
+
+
+def ffcv_available() -> bool:
+    try:
+        import ffcv.loader  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require_ffcv():
+    if not ffcv_available():
+        raise ImportError("data.loader=ffcv: FFCV is not installed. Run `bash scripts/install_ffcv.sh` (needs "
+                          "libopencv-imgproc-dev libturbojpeg0-dev pkg-config), or use data.loader=folder")
+
+
+class FFCVLoader:
+    """An FFCV ``Loader`` driven by a ``ShardSampler``; yields normalised float batches (x, y) or, with
+    ``with_index``, (x, y, record index)."""
+
+    def __init__(self, beton: Path, *, train: bool, img_size: int, mean, std, batch: int, rank: int, world: int,
+                 seed: int, num_workers: int, device: torch.device, channels_last: bool, min_crop_scale: float,
+                 crop_pct: float, os_cache: bool, with_index: bool = False):
+        _require_ffcv()
+        from ffcv.fields.basics import IntDecoder
+        from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.transforms import RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
+
+        on_gpu = device.type == "cuda"
+        to_device = [ToDevice(device, non_blocking=True)] if on_gpu else []
+        if train:
+            image = [RandomResizedCropRGBImageDecoder((img_size, img_size), scale=(min_crop_scale, 1.0)),
+                     RandomHorizontalFlip()]
+        else:
+            image = [CenterCropRGBImageDecoder((img_size, img_size), ratio=crop_pct)]
+        pipelines = {"image": image + [ToTensor()] + to_device + [ToTorchImage(channels_last=channels_last)],
+                     "label": [IntDecoder(), ToTensor()] + to_device}
+        self.loader = Loader(str(beton), batch_size=batch, num_workers=max(num_workers, 1), os_cache=os_cache,
+                             order=OrderOption.SEQUENTIAL, drop_last=train, pipelines=pipelines)
+        n = len(self.loader.indices)
+        self.sampler = ShardSampler(n, rank=rank, world=world, shuffle=train, seed=seed, batch=batch,
+                                    drop_last=train)
+        if train and len(self.sampler) < batch:
+            raise ValueError(f"data.batch_size: {batch * world} is larger than the training set ({n} images)")
+        self.loader.traversal_order.sample_order = lambda epoch: np.asarray(list(self.sampler), dtype=np.uint64)
+        self.batch, self.train, self.with_index, self.channels_last = batch, train, with_index, channels_last
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch if self.train else math.ceil(n / self.batch)
+
+    def __iter__(self):
+        order = list(self.sampler)
+        for b, (x, y) in enumerate(self.loader):
+            x = x.float().sub_(self.mean).div_(self.std)
+            if not self.channels_last:
+                x = x.contiguous()
+            y = y.view(-1).long()
+            if self.with_index:
+                yield x, y, torch.as_tensor(order[b * self.batch:(b + 1) * self.batch])
+            else:
+                yield x, y
+
+
+def build_ffcv_loaders(*, betons: str, img_size: int, mean, std, batch: int, eval_batch: int, num_workers: int,
+                       rank: int, world: int, seed: int, device: torch.device, channels_last: bool,
+                       min_crop_scale: float, crop_pct: float, os_cache: bool):
+    """Returns (train loader, {name: eval loader}, classes, {name: files}) from ``betons``/{train,minival,val}.beton."""
+    root = Path(betons) if betons else None
+    if root is None or not (root / "train.beton").is_file():
+        raise FileNotFoundError(f"data.betons={betons!r}: no train.beton there (write them with "
+                                "scripts/write_betons.py, or use data.loader=folder with data.root)")
+    classes = read_sidecar(root / "train.beton")["classes"]
+    common = dict(img_size=img_size, mean=mean, std=std, rank=rank, world=world, seed=seed, num_workers=num_workers,
+                  device=device, channels_last=channels_last, min_crop_scale=min_crop_scale, crop_pct=crop_pct,
+                  os_cache=os_cache)
+    train = FFCVLoader(root / "train.beton", train=True, batch=batch, **common)
+    evals, files = {}, {}
+    for name in ("minival", "val"):
+        path = root / f"{name}.beton"
+        if not path.is_file():
+            continue
+        meta = read_sidecar(path)
+        if meta["classes"] != classes:
+            raise ValueError(f"{path}: its class list differs from train.beton's")
+        evals[name] = FFCVLoader(path, train=False, batch=eval_batch, with_index=True, **common)
+        files[name] = meta.get("files")
+    return train, evals, classes, files

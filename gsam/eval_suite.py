@@ -1,0 +1,98 @@
+"""Builds the configured evaluators (``eval.*``): ImageNet val/minival with ReaL, V2, R and C.
+
+A set whose path is not configured is skipped with a one-line notice; a configured path that does not
+exist is an error naming the key (a typo should not silently drop a column of Table 1).
+"""
+from __future__ import annotations
+
+import json
+from importlib.util import find_spec
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from data.folder import eval_loader, eval_transform
+from data.sources import corruption_folders, folder_samples, real_index, subset_samples, v2_samples
+
+from .config import ConfigError
+from .evaluators import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, ClassificationEvaluator, CorruptionEvaluator,
+                         SubsetEvaluator)
+
+
+def timm_real_labels() -> Path:
+    """The ReaL labels shipped inside timm's wheel (no download)."""
+    spec = find_spec("timm")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_real_labels.json"
+    if not path.is_file():
+        raise ConfigError(f"eval.real_labels=timm: this timm has no {path}; give the path of real.json")
+    return path
+
+
+def real_targets(labels_path: Path, files: list[str]) -> torch.Tensor | None:
+    """(records, max labels) int tensor, -1 padded: the ReaL labels of each val record, found by its file
+    name (``ILSVRC2012_val_00000001`` is entry 0). None when the files are not named that way."""
+    real = json.loads(Path(labels_path).read_text())
+    rows = []
+    for f in files:
+        i = real_index(f)
+        if i is None or i >= len(real):
+            return None
+        rows.append(real[i])
+    width = max((len(r) for r in rows), default=1) or 1
+    out = torch.full((len(rows), width), -1, dtype=torch.long)
+    for k, r in enumerate(rows):
+        out[k, :len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out
+
+
+def _path(cfg: DictConfig, key: str) -> Path | None:
+    value = cfg.eval.get(key)
+    if value in (None, ""):
+        return None
+    path = Path(str(value))
+    if not path.exists():
+        raise ConfigError(f"eval.{key}={value!r}: no such file or directory")
+    return path
+
+
+def build_evaluators(cfg: DictConfig, *, classes: list[str], loaders: dict, files: dict, loss_fn, mean, std,
+                     rank: int, world: int, notice=print) -> dict:
+    """{name: evaluator}: ``minival``/``val`` from the data loaders, then ``v2``, ``r``, ``c`` as configured."""
+    d = cfg.data
+    img_size, batch, workers = int(d.img_size), int(d.eval_batch_size), int(d.num_workers)
+    make = dict(batch=batch, num_workers=workers, rank=rank, world=world)
+    resize_crop = eval_transform(img_size, mean, std, float(d.crop_pct))
+    evaluators = {}
+    for name, loader in loaders.items():
+        targets = None
+        if name == "val" and cfg.eval.get("real_labels"):
+            labels = timm_real_labels() if cfg.eval.real_labels == "timm" else _path(cfg, "real_labels")
+            targets = real_targets(labels, files.get("val") or []) if files.get("val") else None
+            if targets is None:
+                notice("[gsam] eval: real skipped (the val files are not named ILSVRC2012_val_<n>, so they have no "
+                       "ReaL labels)")
+        evaluators[name] = ClassificationEvaluator(name, loader, loss_fn=loss_fn, real_targets=targets)
+    if (v2 := _path(cfg, "v2")) is not None:
+        evaluators["v2"] = ClassificationEvaluator("v2", eval_loader(v2_samples(v2, len(classes)), resize_crop, **make))
+    if (r := _path(cfg, "r")) is not None:
+        samples, cols = subset_samples(r, classes, "eval.r")
+        evaluators["r"] = SubsetEvaluator("r", eval_loader(samples, resize_crop, **make), cols)
+    if (c := _path(cfg, "c")) is not None:
+        found = corruption_folders(c)
+        wanted = list(cfg.eval.get("c_corruptions") or found)
+        unknown = [w for w in wanted if w not in found]
+        if unknown:
+            raise ConfigError(f"eval.c_corruptions: {unknown} not found under {c} (found {sorted(found)})")
+        odd = [w for w in wanted if w not in BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS]
+        if odd:
+            notice(f"[gsam] eval: c: {odd} are not ImageNet-C corruptions; they count only in mean_found")
+        # ImageNet-C images are already 224x224 centre crops: crop only, no second resize
+        crop_only = eval_transform(img_size, mean, std, crop_pct=1.0, resize=False)
+        loaders_c = {w: {s: eval_loader(folder_samples(folder, classes, f"eval.c {w}/{s}"), crop_only, **make)
+                         for s, folder in found[w].items()} for w in wanted}
+        evaluators["c"] = CorruptionEvaluator("c", loaders_c)
+    for key in ("v2", "r", "c"):
+        if key not in evaluators:
+            notice(f"[gsam] eval: {key} skipped (eval.{key} not set)")
+    return evaluators

@@ -1,0 +1,212 @@
+"""The evaluation sets of Table 1 behind one interface: ``evaluator(model) -> {metric: value}``.
+
+- ImageNet val (and the 1% minival): top-1/top-5/loss; ReaL in the same pass when its labels apply.
+- ReaL (Beyer et al. 2020): over the val images whose label list is non-empty, a hit when the top-1
+  class is in the list.
+- ImageNet-V2 (Recht et al. 2019): top-1/top-5 on the class-index folders.
+- ImageNet-R (Hendrycks et al. 2021): 200 classes; the 1000-way logits are restricted to them before the argmax.
+- ImageNet-C (Hendrycks & Dietterich 2019): top-1 per (corruption, severity); the mean accuracy over the
+  15 benchmark corruptions and over all 19; mCE over the 15, normalised by AlexNet's errors.
+
+Every metric is a sum over images, all-reduced across ranks at the end; the shard samplers never pad,
+so each image counts exactly once.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .distributed import all_reduce_sum
+
+# The 15 benchmark corruptions and the 4 held-out ones, with AlexNet's top-1 error averaged over the 5
+# severities: the normalisers of mCE (Hendrycks & Dietterich, ICLR 2019; hendrycks/robustness ImageNet-C).
+ALEXNET_ERROR = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,
+    "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572,
+    "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
+    "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}
+EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+BENCHMARK_CORRUPTIONS = tuple(ALEXNET_ERROR)
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+@torch.no_grad()
+def accumulate(model, loader, score: Callable, size: int, device: torch.device, amp_dtype,
+               channels_last: bool = False) -> torch.Tensor:
+    """Sum of ``score(logits, labels, indices) -> tensor[size]`` over the loader and all ranks.
+
+    The loader yields (x, y, record indices) or (x, y) (then ``idx`` is None), or None for a batch whose
+    images were all unreadable. The model is in eval mode during the pass and restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(size, dtype=torch.float64, device=device)
+    for batch in loader:
+        if batch is None:
+            continue
+        x, y, idx = batch if len(batch) == 3 else (*batch, None)
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x).float()
+        sums += score(logits, y, None if idx is None else idx.to(device))
+    model.train(was_training)
+    return all_reduce_sum(sums)
+
+
+def topk_score(loss_fn: Callable | None = None) -> Callable:
+    """Per batch: [top-1 hits, top-5 hits, summed loss, images]."""
+    def score(logits, y, idx):
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        loss = loss_fn(logits, y).double() * y.shape[0] if loss_fn is not None else logits.new_zeros((), dtype=torch.float64)
+        return torch.stack([(top5[:, 0] == y).sum().double(), (top5 == y[:, None]).any(1).sum().double(), loss,
+                            torch.tensor(float(y.shape[0]), dtype=torch.float64, device=y.device)])
+    return score
+
+
+def real_score(real_targets: torch.Tensor) -> Callable:
+    """Per batch: [ReaL hits, images with a non-empty label list]. ``real_targets``: (records, max labels),
+    -1 padded; row i holds the ReaL labels of record i."""
+    def score(logits, y, idx):
+        targets = real_targets.to(logits.device)[idx]
+        valid = targets[:, 0] >= 0
+        hit = (targets == logits.argmax(1, keepdim=True)).any(1) & valid
+        return torch.stack([hit.sum().double(), valid.sum().double()])
+    return score
+
+
+def subset_score(class_indices: list[int]) -> Callable:
+    """Per batch: [hits, images] with the argmax taken over ``class_indices`` only (ImageNet-R/-A); the
+    labels are positions within the subset."""
+    cols = torch.as_tensor(class_indices)
+
+    def score(logits, y, idx):
+        pred = logits[:, cols.to(logits.device)].argmax(1)
+        return torch.stack([(pred == y).sum().double(), torch.tensor(float(y.shape[0]), dtype=torch.float64,
+                                                                     device=y.device)])
+    return score
+
+
+def _percent(hits: float, n: float) -> float:
+    return 100.0 * hits / n if n else float("nan")
+
+
+class ClassificationEvaluator:
+    """Top-1/top-5 (and loss) on a labelled set; optionally ReaL from the same forward passes."""
+
+    def __init__(self, name: str, loader, *, loss_fn=None, real_targets: torch.Tensor | None = None):
+        self.name, self.loader, self.loss_fn, self.real_targets = name, loader, loss_fn, real_targets
+
+    def __call__(self, model, device, amp_dtype, channels_last=False) -> dict:
+        scores = [topk_score(self.loss_fn)] + ([real_score(self.real_targets)] if self.real_targets is not None else [])
+        def score(logits, y, idx):
+            return torch.cat([s(logits, y, idx) for s in scores])
+        s = accumulate(model, self.loader, score, 4 + 2 * (len(scores) - 1), device, amp_dtype, channels_last).tolist()
+        n = s[3]
+        out = {"top1": _percent(s[0], n), "top5": _percent(s[1], n), "images": int(n)}
+        if self.loss_fn is not None:
+            out["loss"] = s[2] / n if n else float("nan")
+        if self.real_targets is not None:
+            out["real_top1"], out["real_images"] = _percent(s[4], s[5]), int(s[5])
+        return out
+
+
+class SubsetEvaluator:
+    """ImageNet-R style: a class subset, logits restricted to it."""
+
+    def __init__(self, name: str, loader, class_indices: list[int]):
+        self.name, self.loader, self.class_indices = name, loader, class_indices
+
+    def __call__(self, model, device, amp_dtype, channels_last=False) -> dict:
+        s = accumulate(model, self.loader, subset_score(self.class_indices), 2, device, amp_dtype, channels_last)
+        return {"top1": _percent(s[0].item(), s[1].item()), "images": int(s[1].item()),
+                "classes": len(self.class_indices)}
+
+
+def corruption_summary(top1: dict[str, dict[int, float]]) -> dict:
+    """Aggregates per-(corruption, severity) top-1 accuracy (%).
+
+    ``mean15`` / ``mean19``: mean accuracy over the 15 benchmark / all 19 corruptions x 5 severities, present
+    only when every one of those cells was measured; ``mce15``: mean over the 15 of
+    CE_c = mean_s err(c, s) / AlexNet's mean error on c, in percent (Hendrycks & Dietterich 2019, Eq. 1
+    with the severity sums written as means).
+    """
+    def complete(names):
+        return all(c in top1 and all(s in top1[c] for s in SEVERITIES) for c in names)
+
+    def mean_acc(names):
+        return sum(top1[c][s] for c in names for s in SEVERITIES) / (len(names) * len(SEVERITIES))
+
+    out = {"per_corruption": {c: {str(s): v for s, v in sorted(sev.items())} for c, sev in sorted(top1.items())},
+           "corruption_mean": {c: sum(sev.values()) / len(sev) for c, sev in sorted(top1.items())}}
+    if complete(BENCHMARK_CORRUPTIONS):
+        out["mean15"] = mean_acc(BENCHMARK_CORRUPTIONS)
+        out["mce15"] = 100.0 * sum(
+            sum(1 - top1[c][s] / 100 for s in SEVERITIES) / len(SEVERITIES) / ALEXNET_ERROR[c]
+            for c in BENCHMARK_CORRUPTIONS) / len(BENCHMARK_CORRUPTIONS)
+    all19 = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+    if complete(all19):
+        out["mean19"] = mean_acc(all19)
+    cells = [v for sev in top1.values() for v in sev.values()]
+    out["mean_found"] = sum(cells) / len(cells) if cells else float("nan")
+    out["top1"] = out.get("mean19", out.get("mean15", out["mean_found"]))
+    return out
+
+
+class CorruptionEvaluator:
+    """ImageNet-C: one top-1 per (corruption, severity) loader, then ``corruption_summary``."""
+
+    def __init__(self, name: str, loaders: dict[str, dict[int, object]]):
+        self.name, self.loaders = name, loaders
+
+    def __call__(self, model, device, amp_dtype, channels_last=False) -> dict:
+        top1 = {}
+        for c, sev in self.loaders.items():
+            for s, loader in sev.items():
+                hits = accumulate(model, loader, topk_score(), 4, device, amp_dtype, channels_last)
+                top1.setdefault(c, {})[s] = _percent(hits[0].item(), hits[3].item())
+        return corruption_summary(top1)
+
+
+def table1_row(results: dict) -> dict:
+    """Table 1's columns from the evaluators' results: top-1 (%) for imagenet/real/v2/r/c, plus c_mce."""
+    row = {}
+    val = results.get("val", {})
+    if "top1" in val:
+        row["imagenet"] = val["top1"]
+    if "real_top1" in val:
+        row["real"] = val["real_top1"]
+    for key in ("v2", "r"):
+        if key in results:
+            row[key] = results[key]["top1"]
+    if "c" in results:
+        row["c"] = results["c"]["top1"]
+        for k in ("mean15", "mean19", "mce15"):
+            if k in results["c"]:
+                row[{"mce15": "c_mce"}.get(k, f"c_{k}")] = results["c"][k]
+    return {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def results_markdown(results: dict) -> str:
+    """One row per evaluated set (ReaL and the ImageNet-C summary get rows of their own)."""
+    lines = ["| set | top-1 (%) | top-5 (%) | images |", "|---|---|---|---|"]
+    for name, m in results.items():
+        if name == "c":
+            for k, label in (("mean15", "c (mean of 15)"), ("mean19", "c (mean of 19)")):
+                if k in m:
+                    lines.append(f"| {label} | {m[k]:.2f} | | |")
+            if "mce15" in m:
+                lines.append(f"| c mCE-15 (lower is better) | {m['mce15']:.2f} | | |")
+            if "mean15" not in m and "mean19" not in m:
+                lines.append(f"| c (mean of {len(m['per_corruption'])} found) | {m['mean_found']:.2f} | | |")
+            continue
+        top5 = f"{m['top5']:.2f}" if "top5" in m else ""
+        lines.append(f"| {name} | {m['top1']:.2f} | {top5} | {m['images']} |")
+        if "real_top1" in m:
+            lines.append(f"| real | {m['real_top1']:.2f} | | {m['real_images']} |")
+    return "\n".join(lines)
