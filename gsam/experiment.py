@@ -41,9 +41,11 @@ def _evaluators(cfg: DictConfig, info, data, loss_fn, mean, std) -> dict:
                             notice=print if info.main else lambda *_: None)
 
 
-def _write_results(path: Path, results: dict, **extra) -> dict:
+def _write_results(path: Path, results: dict, cfg: DictConfig, **extra) -> dict:
     """``results.json``: Table 1's columns at the top level (top-1 %), every set's metrics under ``results``."""
-    final = {**table1_row(results), **extra, "results": results}
+    method = "vanilla" if cfg.sam.name == "none" else str(cfg.sam.name)
+    final = {**table1_row(results), "name": cfg.name, "model": cfg.model.short, "method": method, **extra,
+             "results": results}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(final, indent=2))
     tmp.replace(path)
@@ -178,7 +180,7 @@ def run(cfg: DictConfig) -> dict:
         if progress is not None:
             progress.close()
     if info.main:
-        final = _write_results(out / "results.json", results, name=cfg.name, step=state.step, epoch=state.epoch,
+        _write_results(out / "results.json", results, cfg, step=state.step, epoch=state.epoch,
                                bad_steps=state.bad_steps_total)
         logger.set_summary({**{f"table1/{k}": v for k, v in table1_row(results).items()},
                             **{f"{n}/{k}": v for n, m in results.items() for k, v in m.items() if not isinstance(v, dict)}})
@@ -221,7 +223,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         stem = "results" if path.name == "last.pt" else f"results-{path.stem}"
-        _write_results(out / f"{stem}.json", results, name=cfg.name, checkpoint=str(path),
+        _write_results(out / f"{stem}.json", results, cfg, checkpoint=str(path),
                        step=state.get("loop", {}).get("step"))
         table = results_markdown(results)
         (out / f"{stem}.md").write_text(f"# {cfg.name}: {path}\n\n{table}\n")

@@ -6,15 +6,14 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gsam.reports import read_metrics  # noqa: E402
+
 
 def last_train_metrics(run: Path) -> dict:
-    last = {}
-    with open(run / "metrics.jsonl") as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec["kind"] == "train":
-                last = rec
-    return last
+    train = read_metrics(run).get("train", [])
+    return train[-1] if train else {}
 
 
 def main(runs: list[str]) -> None:
@@ -24,6 +23,8 @@ def main(runs: list[str]) -> None:
         res = json.loads((run / "results.json").read_text())
         train = last_train_metrics(run)
         for name, m in res["results"].items():
+            if "top5" not in m:  # the robustness sets: see results.md / make_table.py
+                continue
             gap = train.get("surrogate_gap", float("nan"))
             sharp = train.get("sharpness", float("nan")) if train.get("rho") else float("nan")
             print(f"| {res['name']} | {name} | {m['top1']:.2f} | {m['top5']:.2f} | {train.get('loss', float('nan')):.4f} "

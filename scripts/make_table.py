@@ -1,0 +1,38 @@
+"""Collect finished runs into the layout of the GSAM paper's Table 1, the paper's numbers beside ours.
+
+    python scripts/make_table.py outputs/*/ --out outputs/table1        # writes table1.md and table1.csv
+
+Each argument is a run folder (or a results.json) written by train.py or evaluate.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gsam.reports import load_run, markdown, rows, to_csv  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, help="prefix of the .md and .csv files (default: print Markdown only)")
+    args = ap.parse_args(argv)
+    try:
+        table = rows([load_run(p) for p in args.runs])
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    md = markdown(table)
+    print(md)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(md)
+        args.out.with_suffix(".csv").write_text(to_csv(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

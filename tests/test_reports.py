@@ -1,0 +1,79 @@
+"""make_table.py and plot_runs.py on runs written in the trainer's formats."""
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gsam.reports import paper_table1, read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_run(folder: Path, model: str, method: str, **cols):
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"name": f"{model}_{method}", "model": model, "method": method,
+                                                     **cols, "results": {}}))
+    lines = [{"kind": "train", "step": s, "loss": 2.0 / s, "perturbed_loss": 2.1 / s, "surrogate_gap": 0.1 / s}
+             for s in range(1, 6)]
+    lines += [{"kind": "train", "step": 3, "loss": 9.0, "perturbed_loss": 9.5, "surrogate_gap": 0.5},  # after a resume
+              {"kind": "val", "step": 5, "top1": cols.get("imagenet", 0.0), "top5": 90.0, "loss": 1.0, "images": 10}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    return folder
+
+
+def test_paper_table1_transcription_spot_checks():
+    t = paper_table1()
+    assert len(t) == 36  # 12 models x (vanilla, SAM, GSAM)
+    assert t["vit_b32", "gsam"] == {"imagenet": 76.8, "real": 82.7, "v2": 63.0, "r": 25.1, "c": 51.7}
+    assert t["resnet50", "vanilla"]["c"] == 44.6 and t["mixer_b16", "sam"]["r"] == 24.7
+    # the paper's claims: +5.4 over AdamW and +3.2 over SAM on ViT-B/32 (Section 6.1)
+    assert round(t["vit_b32", "gsam"]["imagenet"] - t["vit_b32", "vanilla"]["imagenet"], 1) == 5.4
+    assert round(t["vit_b32", "gsam"]["imagenet"] - t["vit_b32", "sam"]["imagenet"], 1) == 3.2
+
+
+def test_a_resumed_step_logged_twice_keeps_the_later_record(tmp_path):
+    run = fake_run(tmp_path / "r", "vit_b32", "gsam", imagenet=70.0)
+    train = read_metrics(run)["train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5] and train[2]["loss"] == 9.0
+
+
+def test_make_table_puts_ours_beside_the_paper(tmp_path):
+    runs = [fake_run(tmp_path / "a", "vit_b32", "gsam", imagenet=75.3, real=81.0, v2=61.5),
+            fake_run(tmp_path / "b", "vit_b32", "xsam", imagenet=76.0),
+            fake_run(tmp_path / "c", "resnet50", "vanilla", imagenet=76.5, c=40.1)]
+    out = subprocess.run([sys.executable, "scripts/make_table.py", *map(str, runs), "--out", str(tmp_path / "t1")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    md = (tmp_path / "t1.md").read_text().splitlines()
+    body = [l for l in md if l.startswith("| ") and "Model" not in l]
+    assert [l.split("|")[1:3] for l in body] == [[" resnet50 ", " vanilla "], [" vit_b32 ", " gsam "],
+                                                 [" vit_b32 ", " xsam "]]  # the paper's row order
+    assert "76.5 / 76.0 (+0.5)" in body[0] and "40.1 / 44.6 (-4.5)" in body[0]
+    assert "75.3 / 76.8 (-1.5)" in body[1] and "— / 25.1 (—)" in body[1]
+    assert "76.0 / — (—)" in body[2]
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "t1.csv").read_text())))
+    assert len(rows) == 15
+    r = next(r for r in rows if r["model"] == "vit_b32" and r["method"] == "gsam" and r["column"] == "real")
+    assert float(r["ours"]) == 81.0 and float(r["paper"]) == 82.7 and float(r["diff"]) == pytest.approx(-1.7)
+
+
+def test_make_table_names_a_run_without_results(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "empty")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "empty: no results.json" in out.stderr
+
+
+def test_plot_runs_writes_pngs(tmp_path):
+    runs = [fake_run(tmp_path / "a", "vit_b32", "gsam", imagenet=75.3), fake_run(tmp_path / "b", "vit_b32",
+                                                                                  "vanilla", imagenet=70.1)]
+    out = subprocess.run([sys.executable, "scripts/plot_runs.py", *map(str, runs), "--out", str(tmp_path / "p")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in ("curves.png", "table1_imagenet.png"):
+        data = (tmp_path / "p" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
