@@ -7,6 +7,7 @@ table the test wrote, so every prediction, top-5 list and restricted argmax is c
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -43,3 +44,32 @@ def ranked_logits(*classes: int) -> torch.Tensor:
     for rank, c in enumerate(classes):
         row[c] = 100.0 - rank
     return row
+
+
+def write_mixed_fixture(root: Path) -> dict:
+    """A small instance of every layout, with odd counts so that an even split across 2 ranks would need
+    padding: val (7 images, ReaL names) + real.json, V2 (7), R (5), C (2 corruptions x 2 severities x 3).
+    Returns the eval.* settings; the model to use is ``CodeModel(mixed_table())``."""
+    codes = iter(range(1000))
+    val = [(root / "val" / CLASSES[c % 4] / f"ILSVRC2012_val_{n:08d}.JPEG", c % 4) for n, c in enumerate(range(7), 1)]
+    for path, _ in val:
+        write_code_image(path, next(codes))
+    (root / "real.json").write_text(json.dumps([[0], [], [1, 2], [3], [0, 1], [2], []]))
+    for k in range(7):
+        write_code_image(root / "v2" / str(k % 3) / f"{k:040x}.jpeg", next(codes))
+    for k in range(5):
+        write_code_image(root / "r" / CLASSES[[1, 4, 6][k % 3]] / f"r{k}.jpg", next(codes))
+    for c in ("fog", "snow"):
+        for s in (1, 2):
+            for k in range(3):
+                write_code_image(root / "c" / c / str(s) / CLASSES[k] / f"c{k}.JPEG", next(codes))
+    return {"real_labels": str(root / "real.json"), "v2": str(root / "v2"), "r": str(root / "r"),
+            "c": str(root / "c"), "val": [(str(p), y) for p, y in val]}
+
+
+def mixed_table() -> torch.Tensor:
+    """A fixed random logit table: predictions right or wrong in no pattern the code could exploit."""
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(1024, NUM_CLASSES, generator=g)
+    table[:, :8] += 3 * torch.rand(1024, 8, generator=g)  # the fixture's classes often, not always, win
+    return table
