@@ -27,6 +27,10 @@ def build_data(d, *, seed: int, rank: int, world: int, is_main: bool, per_rank_b
             write_demo_dataset(d.root, image_size=int(d.source_size))
             if d.loader == "ffcv":
                 _write_demo_betons(Path(d.root), Path(d.betons))
+            if d.get("robustness_root"):
+                from .demo_eval import write_demo_eval_sets
+
+                write_demo_eval_sets(d.root, d.robustness_root, int(d.img_size))
         barrier()
     common = dict(img_size=int(d.img_size), mean=mean, std=std, eval_batch=int(d.eval_batch_size),
                   num_workers=int(d.num_workers), rank=rank, world=world, seed=seed, crop_pct=float(d.crop_pct),

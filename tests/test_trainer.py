@@ -29,7 +29,8 @@ def config(out, demo_root, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose(config_name="config", overrides=[
             "+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", "data.num_workers=0",
-            "train.progress=false", "logger.wandb.mode=disabled", *overrides])
+            "train.progress=false", "logger.wandb.mode=disabled", "eval=default", "data.robustness_root=null",
+            *overrides])
 
 
 @pytest.mark.parametrize("model,method", [("demo_resnet", "gsam"), ("demo_vit", "xsam"), ("demo_mixer", "sam"),
@@ -114,7 +115,8 @@ def test_ddp_two_processes_with_torchrun_and_wandb_offline(tmp_path, demo_root):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
            "+experiment=demo_gsam", f"output_dir={tmp_path}", f"data.root={demo_root}", "data.num_workers=0",
-           "train.max_steps=4", "data.batch_size=64", "train.progress=false", "logger.wandb.mode=offline"]
+           "train.max_steps=4", "data.batch_size=64", "train.progress=false", "logger.wandb.mode=offline", "eval=default",
+           "data.robustness_root=null"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "2 process(es)" in out.stdout and "batch 64 = 2 x 1 x 32" in out.stdout
@@ -125,18 +127,28 @@ def test_ddp_two_processes_with_torchrun_and_wandb_offline(tmp_path, demo_root):
     assert len(ckpt["rng"]) == 2  # one RNG state per rank
 
 
-def test_evaluate_py_reproduces_the_final_evaluation(tmp_path, demo_root):
+def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path, demo_root):
+    """One evaluate.py command: val as at the end of training, plus the demo's V2/R/C stand-ins (written in
+    the real layouts on first use); Table 1's keys in results.json, the table in results.md."""
     results = run(config(tmp_path, demo_root, "train.max_steps=3", "data.batch_size=32"))
     out = subprocess.run([sys.executable, "evaluate.py", "+experiment=demo_gsam", f"output_dir={tmp_path}",
-                          f"data.root={demo_root}", "data.num_workers=0", "logger.wandb.mode=disabled"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          f"data.root={demo_root}", f"data.robustness_root={tmp_path / 'robust'}",
+                          "data.num_workers=0", "logger.wandb.mode=disabled",
+                          "eval.c_corruptions=[gaussian_noise,contrast]"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.loads((tmp_path / "results.json").read_text())
     again = saved["results"]
     assert again["val"]["top1"] == pytest.approx(results["val"]["top1"])
     assert again["val"]["images"] == 355
     assert saved["imagenet"] == again["val"]["top1"] and saved["checkpoint"].endswith("last.pt")
-    assert "| val |" in (tmp_path / "results.md").read_text()
+    assert again["v2"]["images"] == 355 and again["r"]["classes"] == 5 and again["r"]["images"] == 176
+    assert sorted(again["c"]["per_corruption"]) == ["contrast", "gaussian_noise"]
+    assert saved["c"] == pytest.approx(again["c"]["mean_found"])  # 2 of 15: no benchmark mean, no mCE
+    assert "c_mce" not in saved and "real" not in saved  # the demo's files have no ReaL labels
+    assert "real skipped" in out.stdout
+    md = (tmp_path / "results.md").read_text()
+    assert "| val |" in md and "| v2 |" in md and "| r |" in md
 
 
 def test_top_k_checkpoints_are_kept(tmp_path, demo_root):
