@@ -11,3 +11,4 @@ for exp in demo_vanilla demo_gsam; do
     .venv/bin/python train.py +experiment=$exp output_dir="$outputs/$exp" data.root="$outputs/demo_data" "$@"
 done
 .venv/bin/python scripts/compare_runs.py "$outputs/demo_vanilla" "$outputs/demo_gsam"
+.venv/bin/python scripts/make_table.py "$outputs/demo_vanilla" "$outputs/demo_gsam"
