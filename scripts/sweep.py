@@ -26,12 +26,12 @@ class SweepError(ValueError):
     pass
 
 
-def launcher_config(overrides: list[str]):
+def launcher_config(overrides: list[str], config_dir: Path = ROOT / "configs"):
     """The launcher's settings as the sweep will see them (sweep values are irrelevant here and left out)."""
     from hydra import compose, initialize_config_dir
 
     keep = [o for o in overrides if o.lstrip("+~").startswith(("hydra.launcher.", "hydra/launcher"))]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["+cluster=slurm", *keep], return_hydra_config=True)
     return cfg.hydra.launcher
 
