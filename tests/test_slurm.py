@@ -260,3 +260,26 @@ def test_c2_sigterm_to_a_ddp_job_requeues_and_ends_with_the_same_weights(cluster
     _same_weights(out, straight)
     ids = {run_id for run_id, _ in _wandb_runs(out)}
     assert ids == {load(out / "checkpoints" / "last.pt")["wandb_id"]}
+
+
+def test_d_scancel_writes_the_checkpoint_and_does_not_requeue(cluster, demo_root, tmp_path_factory):
+    """A cancelled job must stay cancelled: its SIGTERM still stops the run at a step boundary with last.pt
+    written, but the job (COMPLETING to scontrol) is not requeued."""
+    out = tmp_path_factory.mktemp("cancel") / "run"
+    script = out.parent / "run.sbatch"
+    overrides = " ".join(["+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", *COMMON,
+                          "logger.wandb.mode=disabled"])
+    script.write_text(f"#!/bin/bash\n#SBATCH --cpus-per-task=1\n#SBATCH --output={out.parent / 'run.log'}\n"
+                      f"srun {sys.executable} {ROOT / 'train.py'} {overrides}\n")
+    job = subprocess.run(["sbatch", "--parsable", str(script)], env=cluster, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    _wait_for_steps(out, 3)
+    subprocess.run(["scancel", job], env=cluster, check=True)
+    assert _wait_for_state(cluster, job) == "CANCELLED"
+    time.sleep(1)  # the step's output is flushed as it ends
+    log = (out.parent / "run.log").read_text()
+    stopped = re.search(r"SIGTERM: stopped after step (\d+), checkpoint written; Slurm job \d+ is COMPLETING", log)
+    assert stopped and "not requeued" in log, log[-3000:]
+    assert _job_field(cluster, job, "Restarts") == "0"
+    assert load(out / "checkpoints" / "last.pt")["loop"]["step"] == int(stopped.group(1)) < STEPS
+    assert _steps(out) == list(range(1, int(stopped.group(1)) + 1))
