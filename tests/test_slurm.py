@@ -209,14 +209,20 @@ def test_b_two_task_ddp_job_without_torchrun(ddp_straight):
 
 def test_c1_usr2_through_the_launcher_requeues_and_ends_with_the_same_weights(cluster, sweep, demo_root,
                                                                                  tmp_path_factory):
-    reference, name, _ = sweep
-    d = tmp_path_factory.mktemp("preempt") / "s"
-    cmd = [sys.executable, "scripts/sweep.py", "+experiment=demo_gsam", f"data.root={demo_root}", *COMMON,
-           "logger.wandb.mode=offline", f"sweep={name}", f"hydra.sweep.dir={d}", *LAUNCHER]
+    """With the default sweep name (the launch time) and dir (multirun/<sweep> under the submit dir): the
+    requeued job must find the same dir and wandb group although it re-composes its config."""
+    reference, _, _ = sweep
+    cwd = tmp_path_factory.mktemp("preempt")
+    cmd = [sys.executable, str(ROOT / "scripts" / "sweep.py"), "+experiment=demo_gsam", f"data.root={demo_root}",
+           *COMMON, "logger.wandb.mode=offline", *LAUNCHER]
     t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        run = d / "0_demo_gsam"
+        while not list(cwd.glob("multirun/*/0_demo_gsam")):
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            time.sleep(0.3)
+        run, = cwd.glob("multirun/*/0_demo_gsam")
+        d = run.parent
         _wait_for_steps(run, 3, proc)
         job, = [p.name for p in (d / ".submitit").iterdir() if p.name.isdigit()]
         # what Slurm does --signal_delay_s before the time limit (sbatch --signal=USR2@...)
@@ -235,9 +241,10 @@ def test_c1_usr2_through_the_launcher_requeues_and_ends_with_the_same_weights(cl
     assert _job_field(cluster, job, "Restarts") == "1"
     assert _steps(run) == list(range(1, STEPS + 1))  # no step lost, none done twice
     _same_weights(run, reference / "0_demo_gsam")
-    wandb_runs = _wandb_runs(run)  # one offline run per attempt, both the same wandb run
+    assert list(d.parent.iterdir()) == [d]  # the requeued attempt made no second sweep dir
+    wandb_runs = _wandb_runs(run)  # one offline run per attempt, both the same wandb run in the sweep's group
     assert len(wandb_runs) == 2 and len(set(wandb_runs)) == 1
-    assert wandb_runs[0] == (load(run / "checkpoints" / "last.pt")["wandb_id"], name)
+    assert wandb_runs[0] == (load(run / "checkpoints" / "last.pt")["wandb_id"], d.name)
 
 
 def test_c2_sigterm_to_a_ddp_job_requeues_and_ends_with_the_same_weights(cluster, demo_root, ddp_straight):
