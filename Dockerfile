@@ -1,10 +1,12 @@
-# gsam on a CUDA machine: the pinned dependencies of pyproject.toml, the project installed, train.py
-# as the entry point. Build: docker build -t gsam .
-#   one GPU:  docker run --gpus all --ipc=host -v /data:/data gsam +experiment=vit_b32_gsam data.root=/data/imagenet
+# gsam on a CUDA machine: the pinned dependencies of pyproject.toml, FFCV, the project installed, train.py as
+# the entry point. Build: docker build -t gsam .
+#   one GPU:  docker run --gpus all --ipc=host -v /data:/data gsam +experiment=vit_b32_gsam data.betons=/data/betons
 #   8 GPUs:   docker run --gpus all --ipc=host -v /data:/data --entrypoint torchrun gsam \
-#                 --nproc_per_node=8 train.py +experiment=vit_b32_gsam data.root=/data/imagenet
-# torch 2.14.1 is a CUDA 13.0 build that brings its own CUDA libraries; the base image supplies the
-# runtime layout and a matching driver interface.
+#                 --nproc_per_node=8 train.py +experiment=vit_b32_gsam data.betons=/data/betons
+#   Slurm (pyxis/enroot, one task per GPU): srun --container-image=gsam python train.py +experiment=...
+# torch 2.14.1 is a CUDA 13.0 build that brings its own CUDA libraries; the base image supplies the runtime
+# layout and the driver interface of the same CUDA release (tests/test_dockerfile.py checks both, and that
+# this file agrees with pyproject.toml and scripts/install_ffcv.sh).
 FROM nvidia/cuda:13.0.0-runtime-ubuntu22.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -12,22 +14,23 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     NUMBA_THREADING_LAYER=workqueue
 
-# Python 3.10 (Ubuntu 22.04), a compiler for packages that build, and FFCV's system libraries
-# (OpenCV core/imgproc, libturbojpeg, pkg-config).
+# Python 3.10 (Ubuntu 22.04), a compiler (FFCV's C extension), and FFCV's system libraries: the list of
+# scripts/install_ffcv.sh (OpenCV core/imgproc, libturbojpeg, pkg-config).
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        python3 python3-venv python3-dev build-essential pkg-config git \
-        libopencv-imgproc-dev libturbojpeg0-dev \
+        python3 python3-venv python3-dev build-essential git \
+        libopencv-imgproc-dev libturbojpeg0-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /workspace/gsam
-# Dependencies first (cached while only the code changes), then the project itself.
+# Dependencies first, at pyproject's pins (a cached layer while only the code changes), then the project and
+# FFCV (its sdist is built against the system libraries above, without its GUI opencv dependency).
 COPY pyproject.toml README.md ./
 COPY gsam/__init__.py gsam/__init__.py
-RUN pip install --upgrade pip && pip install -e .
+RUN pip install --upgrade pip setuptools wheel && pip install -e .
 COPY . .
-RUN pip install --no-deps -e .
+RUN bash scripts/install_ffcv.sh /opt/venv
 
 ENTRYPOINT ["python", "train.py"]

@@ -24,11 +24,14 @@ class DistInfo:
 
 
 def _slurm_env() -> None:
-    """Fill the torchrun variables from Slurm's when launched by ``srun`` without torchrun."""
-    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
+    """Fill the torchrun variables from Slurm's when launched by ``srun`` without torchrun. The world is the
+    srun step's tasks: a batch script that runs ``python train.py`` itself, without srun, sees the allocation's
+    SLURM_NTASKS but is one process (waiting for the others would hang)."""
+    world = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+    if "RANK" in os.environ or world <= 1 or "SLURM_PROCID" not in os.environ:
         return
     os.environ["RANK"] = os.environ["SLURM_PROCID"]
-    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+    os.environ["WORLD_SIZE"] = str(world)
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     if "MASTER_ADDR" not in os.environ:
         nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "localhost")

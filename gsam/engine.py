@@ -75,8 +75,9 @@ def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtyp
 
 def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan: StepPlan, state: LoopState,
                     device: torch.device, on_log: Callable, on_checkpoint: Callable, stop_at: int | None = None,
-                    progress=None) -> None:
-    """Run the rest of ``state.epoch``; ``state`` is advanced after every step."""
+                    progress=None, should_stop: Callable[[], bool] | None = None) -> None:
+    """Run the rest of ``state.epoch``; ``state`` is advanced after every step. ``should_stop`` is asked after
+    every step (on every rank: it may be collective) and ends the epoch early when it says so."""
     model.train()
     sam_like = not isinstance(opt, Vanilla)
     epoch_len = state.batch_in_epoch + len(loader)  # the loader yields the rest of the epoch
@@ -126,6 +127,8 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
             on_checkpoint()
         if stop_at is not None and state.step >= stop_at and state.batch_in_epoch < epoch_len:
             return  # stopped inside the epoch; at its last batch the epoch is complete
+        if should_stop is not None and should_stop() and state.batch_in_epoch < epoch_len:
+            return  # preempted: the caller checkpoints this step boundary
     state.epoch += 1
     state.batch_in_epoch = 0
 

@@ -20,6 +20,7 @@ from .engine import LoopState, StepPlan, loss_function, train_one_epoch
 from .evaluators import results_markdown, table1_row
 from .logging import RunLogger
 from .optim.factory import build_optimizer
+from .preemption import Preemption
 
 
 def _build_data(cfg: DictConfig, info, plan, mean, std, channels_last: bool):
@@ -164,19 +165,23 @@ def run(cfg: DictConfig) -> dict:
 
         progress = tqdm(total=min(stop_at, total), initial=state.step, unit="step", dynamic_ncols=True)
     results = {}
+    preemption = Preemption(cfg.train.preempt_signals, info.device).install()
     try:
         while state.step < min(stop_at, total):
             train_loader.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
             epoch_before = state.epoch
             train_one_epoch(wrapped, opt, train_loader, loss_fn, plan, state, info.device,
                             on_log=lambda step, m: logger.log(step, m), on_checkpoint=save_last, stop_at=stop_at,
-                            progress=progress)
+                            progress=progress, should_stop=preemption.should_stop)
+            if preemption.triggered:
+                raise preemption.stop(state.step, save_last, logger.close, info.main)
             if state.epoch > epoch_before and (state.epoch % int(cfg.train.eval_every_epochs) == 0) \
                     and state.step < min(stop_at, total):
                 results = run_evals(periodic)
         results = run_evals(evaluators)
         save_last()
     finally:
+        preemption.uninstall()
         if progress is not None:
             progress.close()
     if info.main:

@@ -44,8 +44,19 @@ class RunLogger:
         if not self.enabled:
             return
         self._jsonl.write(json.dumps({"kind": kind, "step": step, **_clean(metrics)}) + "\n")
-        if self.wandb is not None:
-            self.wandb.log({f"{kind}/{k}": v for k, v in metrics.items()}, step=step)
+        self._wandb_call(lambda run: run.log({f"{kind}/{k}": v for k, v in metrics.items()}, step=step))
+
+    def _wandb_call(self, fn) -> None:
+        """wandb never ends a run: its service is a separate process, and a SIGTERM to the Slurm job step
+        (preemption, gsam/preemption.py) ends it before the trainer reaches its checkpoint. metrics.jsonl
+        goes on; the resumed run logs to the same wandb run id again."""
+        if self.wandb is None:
+            return
+        try:
+            fn(self.wandb)
+        except Exception as e:
+            print(f"[gsam] wandb stopped ({type(e).__name__}: {e}); logging to metrics.jsonl only", flush=True)
+            self.wandb = None
 
     def summary_row(self, row: Mapping) -> None:
         if not self.enabled:
@@ -62,12 +73,9 @@ class RunLogger:
         os.replace(tmp, path)
 
     def set_summary(self, metrics: Mapping) -> None:
-        if self.wandb is not None:
-            for k, v in metrics.items():
-                self.wandb.summary[k] = v
+        self._wandb_call(lambda run: run.summary.update(dict(metrics)))
 
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
-            if self.wandb is not None:
-                self.wandb.finish()
+            self._wandb_call(lambda run: run.finish())

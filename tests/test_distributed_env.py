@@ -10,6 +10,7 @@ def test_slurm_variables_become_torchrun_variables(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_NTASKS", "16")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "16")  # an srun step
     monkeypatch.setenv("SLURM_LOCALID", "1")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu-node-07")
@@ -28,8 +29,21 @@ def test_torchrun_variables_win_and_single_task_is_left_alone(monkeypatch):
     assert os.environ["RANK"] == "0"
     monkeypatch.delenv("RANK")
     monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
     distributed._slurm_env()
     assert "RANK" not in os.environ
+
+
+def test_the_batch_script_itself_is_one_process(monkeypatch):
+    """`python train.py` in an sbatch script of 8 tasks, without srun: no step variables, one process."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    for k in ("RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    distributed._slurm_env()
+    assert "RANK" not in os.environ and "WORLD_SIZE" not in os.environ
 
 
 def test_amp_and_batch_plan_choices():

@@ -1,0 +1,133 @@
+"""Preemption without a cluster: the signal flag, handler restore, the requeue decision against a stand-in
+`scontrol`, and a run signalled mid-training that stops at a step boundary and resumes bit for bit.
+(tests/test_slurm.py does the same on a real Slurm cluster, with requeue.)"""
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from gsam import preemption
+from gsam.checkpoint import load
+from gsam.experiment import run
+from gsam.preemption import Preempted, Preemption, requeue_slurm_job
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_flag_is_set_by_the_signal_and_previous_handlers_come_back():
+    seen = []
+    previous = signal.signal(signal.SIGUSR2, lambda s, f: seen.append(s))
+    try:
+        p = Preemption(["USR2", "SIGTERM"], torch.device("cpu")).install()
+        assert not p.should_stop()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert p.received == signal.SIGUSR2 and p.cause == "SIGUSR2"
+        assert p.should_stop() and p.triggered
+        p.uninstall()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert seen == [signal.SIGUSR2]  # the handler from before is back
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def test_bad_signal_name_names_the_key():
+    with pytest.raises(ValueError, match=r"train\.preempt_signals: 'SIGNOPE'"):
+        Preemption(["SIGNOPE"], torch.device("cpu"))
+
+
+@pytest.fixture
+def fake_scontrol(tmp_path, monkeypatch):
+    """`scontrol -o show job ID` answers JobState=$FAKE_STATE; `scontrol requeue ID` is logged, and fails with
+    $FAKE_REQUEUE_ERROR when set."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/bash\n"
+        f'echo "$@" >> {log}\n'
+        'if [ "$1" = requeue ]; then [ -n "$FAKE_REQUEUE_ERROR" ] && { echo "$FAKE_REQUEUE_ERROR" >&2; exit 1; }; '
+        "exit 0; fi\n"
+        'echo "JobId=$4 JobName=x JobState=$FAKE_STATE Reason=None"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("FAKE_REQUEUE_ERROR", raising=False)
+    return log
+
+
+def test_requeue_only_a_running_job(fake_scontrol, monkeypatch):
+    monkeypatch.setenv("FAKE_STATE", "RUNNING")
+    requeued, what = requeue_slurm_job()
+    assert requeued and "requeued Slurm job 4242" in what
+    assert fake_scontrol.read_text().splitlines() == ["-o show job 4242", "requeue 4242"]
+
+
+def test_a_cancelled_job_is_not_requeued(fake_scontrol, monkeypatch):
+    monkeypatch.setenv("FAKE_STATE", "COMPLETING")  # what scancel leaves while the job ends
+    requeued, what = requeue_slurm_job()
+    assert not requeued and "COMPLETING" in what and "resubmit" in what
+    assert "requeue" not in fake_scontrol.read_text()
+
+
+def test_a_refused_requeue_says_so(fake_scontrol, monkeypatch):
+    monkeypatch.setenv("FAKE_STATE", "RUNNING")
+    monkeypatch.setenv("FAKE_REQUEUE_ERROR", "Requested operation is presently disabled")
+    requeued, what = requeue_slurm_job()
+    assert not requeued and "presently disabled" in what and "resubmit" in what
+
+
+def test_outside_slurm_nothing_is_requeued(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert requeue_slurm_job() == (False, "not a Slurm job: rerun the same command to resume")
+
+
+def _config(out, demo_root, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            "+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", "data.num_workers=0",
+            "train.progress=false", "logger.wandb.mode=disabled", "data.batch_size=32", "train.max_steps=16",
+            "train.checkpoint_every_steps=1000", "train.preempt_signals=[USR2]", *overrides])
+
+
+def test_a_signalled_run_stops_at_a_step_boundary_and_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from data.demo import write_demo_dataset
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    demo_root = str(write_demo_dataset(tmp_path / "demo"))
+    run(_config(tmp_path / "straight", demo_root))
+
+    out = tmp_path / "preempted"
+    metrics = out / "metrics.jsonl"
+
+    def signal_after_3_steps():
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a late signal must not end pytest
+    try:
+        threading.Thread(target=signal_after_3_steps, daemon=True).start()
+        with pytest.raises(Preempted) as stop:
+            run(_config(out, demo_root))
+        assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN  # restored after the run
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert stop.value.code == preemption.EXIT_STOPPED and not stop.value.requeued
+    assert "SIGUSR2: stopped after step" in stop.value.message and "not a Slurm job" in stop.value.message
+    k = load(out / "checkpoints" / "last.pt")["loop"]["step"]
+    assert 3 <= k < 16 and not (out / "results.json").exists()
+
+    run(_config(out, demo_root))  # the rerun resumes at step k
+    steps = [r["step"] for r in map(json.loads, open(metrics)) if r["kind"] == "train"]
+    assert steps == list(range(1, 17))
+    a, b = load(tmp_path / "straight" / "checkpoints" / "last.pt"), load(out / "checkpoints" / "last.pt")
+    assert a["loop"] == b["loop"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

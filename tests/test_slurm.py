@@ -1,0 +1,292 @@
+"""The cluster layer on a real single-node Slurm cluster brought up on this machine (scripts/slurm_local.sh):
+a sweep through the submitit launcher, a 2-task DDP job without torchrun, and preemption (USR2 through the
+launcher, SIGTERM to a DDP job) that requeues and ends with the same weights as an uninterrupted run.
+Skipped with the reason where the cluster cannot be started (not root, no Slurm packages and no apt-get)."""
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from gsam.checkpoint import load
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 24  # long enough to be signalled mid-run, short enough for 2 cores
+COMMON = ["data.num_workers=0", "data.batch_size=32", f"train.max_steps={STEPS}", "train.progress=false"]
+LAUNCHER = ["hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=null", "hydra.launcher.tasks_per_node=1",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=15"]
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        port = 20000 + int.from_bytes(os.urandom(2), "little") % 30000
+        try:
+            for p in (port, port + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two free consecutive ports")
+
+
+def _alive(pid: int) -> bool:
+    out = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(out) and not out.startswith("Z")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "GSAM_SLURM_DIR": str(state), "GSAM_SLURM_PORT": str(_free_port_pair())}
+    up = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh"), "up"], env=env, capture_output=True,
+                        text=True, timeout=300)
+    if up.returncode == 3:
+        pytest.skip(up.stderr.strip().splitlines()[-1])
+    pids = [int((state / f).read_text()) for f in ("ctld.bgpid", "slurmd.bgpid") if (state / f).exists()]
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        env.update(SLURM_CONF=str(state / "slurm.conf"), PATH=f"{state / 'bin'}:{env['PATH']}",
+                   PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # 1 thread: bit-equal runs, 2 jobs on 2 cores
+        yield env
+    finally:
+        down = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh"), "down"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert pids and not any(_alive(p) for p in pids), "slurmctld/slurmd still running after down"
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    from data.demo import write_demo_dataset
+
+    return str(write_demo_dataset(tmp_path_factory.mktemp("demo_data")))
+
+
+@pytest.fixture(scope="module")
+def sweep(cluster, demo_root, tmp_path_factory):
+    """(a) 2-point sweep (glob of the demo experiments) through the launcher; its GSAM point is the
+    uninterrupted reference of the USR2 test."""
+    d = tmp_path_factory.mktemp("sweep") / "s"
+    name = f"sweep-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "scripts/sweep.py", "+experiment=glob(demo_*)", f"data.root={demo_root}", *COMMON,
+           "logger.wandb.mode=offline", f"sweep={name}", f"hydra.sweep.dir={d}", *LAUNCHER]
+    t0 = time.time()
+    out = subprocess.run(cmd, cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return d, name, time.time() - t0
+
+
+def _steps(run_dir: Path) -> list[int]:
+    return [r["step"] for r in map(json.loads, open(run_dir / "metrics.jsonl")) if r["kind"] == "train"]
+
+
+def _wandb_runs(run_dir: Path) -> list[tuple[str, str]]:
+    """(run id, group) of every wandb offline run in the dir, read from the run record of its .wandb file
+    (a leveldb-style log of protobuf records: 7-byte header, 32 KiB blocks, 7-byte record headers)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    found = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        data, pos, buf = path.read_bytes(), 7, b""
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:
+                pos += 32768 - pos % 32768
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+            if kind in (1, 4):  # a full record, or the last piece of one
+                rec = pb.Record()
+                rec.ParseFromString(buf)
+                buf = b""
+                if rec.WhichOneof("record_type") == "run":
+                    found.append((rec.run.run_id, rec.run.run_group))
+                    break
+    return found
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    ca, cb = load(a / "checkpoints" / "last.pt"), load(b / "checkpoints" / "last.pt")
+    assert ca["loop"] == cb["loop"] and ca["loop"]["step"] == STEPS
+    assert ca["model"].keys() == cb["model"].keys()
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    for sa, sb in zip(ca["optimizer"]["base_optimizer"]["state"].values(),
+                      cb["optimizer"]["base_optimizer"]["state"].values()):
+        assert all(torch.equal(sa[s], sb[s]) for s in sa)
+
+
+def _job_field(env, job: str, key: str) -> str:
+    out = subprocess.run(["scontrol", "-o", "show", "job", job], env=env, capture_output=True, text=True).stdout
+    m = re.search(rf"\b{key}=(\S+)", out)
+    return m.group(1) if m else ""
+
+
+def _wait_for_steps(run_dir: Path, n: int, proc=None, timeout=300) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if (run_dir / "metrics.jsonl").exists() and len(_steps(run_dir)) >= n:
+            return
+        assert proc is None or proc.poll() is None, "the run ended before it could be signalled"
+        time.sleep(0.3)
+    raise TimeoutError(f"{run_dir}: fewer than {n} steps after {timeout} s")
+
+
+def _wait_for_state(env, job: str, states=("COMPLETED", "FAILED", "CANCELLED"), timeout=300) -> str:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        state = _job_field(env, job, "JobState")
+        if state in states:
+            return state
+        time.sleep(1)
+    raise TimeoutError(f"job {job} still {state} after {timeout} s")
+
+
+def _sbatch_ddp(env, out: Path, demo_root: str, *extra: str) -> str:
+    """A plain 2-task batch job: `srun python train.py`, the process group from Slurm's variables."""
+    script = out.parent / f"{out.name}.sbatch"
+    overrides = " ".join(["+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", *COMMON, *extra])
+    script.write_text(f"#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n#SBATCH --open-mode=append\n"
+                      f"#SBATCH --output={out.parent / (out.name + '-%j.log')}\n"
+                      f"srun {sys.executable} {ROOT / 'train.py'} {overrides}\n")
+    return subprocess.run(["sbatch", "--parsable", str(script)], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_a_sweep_of_two_experiments_through_the_submitit_launcher(sweep):
+    d, name, seconds = sweep
+    print(f"2-point sweep: {seconds:.0f} s")
+    runs = sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert runs == ["0_demo_gsam", "1_demo_vanilla"]  # one dir per job
+    ids = set()
+    for run in runs:
+        res = json.loads((d / run / "results.json").read_text())
+        assert res["step"] == STEPS and res["results"]["val"]["images"] == 355
+        assert _steps(d / run) == list(range(1, STEPS + 1))
+        (run_id, group), = _wandb_runs(d / run)
+        assert group == name  # the sweep's wandb group
+        ids.add(run_id)
+    assert len(ids) == 2
+    # the launcher brought each job's return value (val top-1) back from Slurm: <array>_<index>/..._result.pkl
+    import pickle
+
+    for run in runs:
+        index = run.split("_")[0]
+        pkl, = d.glob(f".submitit/*_{index}/*_{index}_0_result.pkl")
+        status, job_return = pickle.loads(pkl.read_bytes())
+        assert status == "success"
+        top1 = json.loads((d / run / "results.json").read_text())["results"]["val"]["top1"]
+        assert job_return.return_value == pytest.approx(top1)
+
+
+@pytest.fixture(scope="module")
+def ddp_straight(cluster, demo_root, tmp_path_factory):
+    """(b) an uninterrupted 2-task job; also the reference of the SIGTERM test."""
+    out = tmp_path_factory.mktemp("ddp") / "straight"
+    t0 = time.time()
+    job = _sbatch_ddp(cluster, out, demo_root, "logger.wandb.mode=disabled")
+    return out, _wait_for_state(cluster, job), time.time() - t0
+
+
+def test_b_two_task_ddp_job_without_torchrun(ddp_straight):
+    out, state, seconds = ddp_straight
+    print(f"2-task DDP job: {seconds:.0f} s")
+    log = next(out.parent.glob(f"{out.name}-*.log")).read_text()
+    assert state == "COMPLETED", log[-3000:]
+    assert "2 process(es) on cpu, batch 32 = 2 x 1 x 16" in log, log[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["step"] == STEPS and res["results"]["val"]["images"] == 355  # each val image once over 2 ranks
+    assert len(load(out / "checkpoints" / "last.pt")["rng"]) == 2
+
+
+def test_c1_usr2_through_the_launcher_requeues_and_ends_with_the_same_weights(cluster, sweep, demo_root,
+                                                                                 tmp_path_factory):
+    """With the default sweep name (the launch time) and dir (multirun/<sweep> under the submit dir): the
+    requeued job must find the same dir and wandb group although it re-composes its config."""
+    reference, _, _ = sweep
+    cwd = tmp_path_factory.mktemp("preempt")
+    cmd = [sys.executable, str(ROOT / "scripts" / "sweep.py"), "+experiment=demo_gsam", f"data.root={demo_root}",
+           *COMMON, "logger.wandb.mode=offline", *LAUNCHER]
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while not list(cwd.glob("multirun/*/0_demo_gsam")):
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            time.sleep(0.3)
+        run, = cwd.glob("multirun/*/0_demo_gsam")
+        d = run.parent
+        _wait_for_steps(run, 3, proc)
+        job, = [p.name for p in (d / ".submitit").iterdir() if p.name.isdigit()]
+        # what Slurm does --signal_delay_s before the time limit (sbatch --signal=USR2@...)
+        subprocess.run(["scancel", "--signal=USR2", job], env=cluster, check=True)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    print(f"USR2 + requeue through the launcher: {time.time() - t0:.0f} s")
+    log = (d / ".submitit" / job / f"{job}_0_log.out").read_text()
+    stopped = re.search(r"SIGUSR2: stopped after step (\d+), checkpoint written; requeued Slurm job", log)
+    assert stopped, log[-3000:]
+    k = int(stopped.group(1))
+    assert 3 <= k < STEPS and f"resumed at step {k}" in log
+    assert _job_field(cluster, job, "Restarts") == "1"
+    assert _steps(run) == list(range(1, STEPS + 1))  # no step lost, none done twice
+    _same_weights(run, reference / "0_demo_gsam")
+    assert list(d.parent.iterdir()) == [d]  # the requeued attempt made no second sweep dir
+    wandb_runs = _wandb_runs(run)  # one offline run per attempt, both the same wandb run in the sweep's group
+    assert len(wandb_runs) == 2 and len(set(wandb_runs)) == 1
+    assert wandb_runs[0] == (load(run / "checkpoints" / "last.pt")["wandb_id"], d.name)
+
+
+def test_c2_sigterm_to_a_ddp_job_requeues_and_ends_with_the_same_weights(cluster, demo_root, ddp_straight):
+    straight, state, _ = ddp_straight
+    assert state == "COMPLETED"
+    out = straight.parent / "preempted"
+    t0 = time.time()
+    job = _sbatch_ddp(cluster, out, demo_root, "logger.wandb.mode=offline")
+    _wait_for_steps(out, 3)
+    subprocess.run(["scancel", "--signal=TERM", job], env=cluster, check=True)  # as a preemption does
+    assert _wait_for_state(cluster, job) == "COMPLETED"
+    print(f"SIGTERM + requeue of a 2-task job: {time.time() - t0:.0f} s")
+    log = next(out.parent.glob(f"{out.name}-*.log")).read_text()
+    stopped = re.search(r"SIGTERM: stopped after step (\d+), checkpoint written; requeued Slurm job", log)
+    assert stopped, log[-3000:]
+    k = int(stopped.group(1))
+    assert 3 <= k < STEPS and f"resumed at step {k}" in log
+    assert _job_field(cluster, job, "Restarts") == "1"
+    assert _steps(out) == list(range(1, STEPS + 1))
+    _same_weights(out, straight)
+    ids = {run_id for run_id, _ in _wandb_runs(out)}
+    assert ids == {load(out / "checkpoints" / "last.pt")["wandb_id"]}
+
+
+def test_d_scancel_writes_the_checkpoint_and_does_not_requeue(cluster, demo_root, tmp_path_factory):
+    """A cancelled job must stay cancelled: its SIGTERM still stops the run at a step boundary with last.pt
+    written, but the job (COMPLETING to scontrol) is not requeued."""
+    out = tmp_path_factory.mktemp("cancel") / "run"
+    script = out.parent / "run.sbatch"
+    overrides = " ".join(["+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", *COMMON,
+                          "logger.wandb.mode=disabled"])
+    script.write_text(f"#!/bin/bash\n#SBATCH --cpus-per-task=1\n#SBATCH --output={out.parent / 'run.log'}\n"
+                      f"srun {sys.executable} {ROOT / 'train.py'} {overrides}\n")
+    job = subprocess.run(["sbatch", "--parsable", str(script)], env=cluster, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    _wait_for_steps(out, 3)
+    subprocess.run(["scancel", job], env=cluster, check=True)
+    assert _wait_for_state(cluster, job) == "CANCELLED"
+    time.sleep(1)  # the step's output is flushed as it ends
+    log = (out.parent / "run.log").read_text()
+    stopped = re.search(r"SIGTERM: stopped after step (\d+), checkpoint written; Slurm job \d+ is COMPLETING", log)
+    assert stopped and "not requeued" in log, log[-3000:]
+    assert _job_field(cluster, job, "Restarts") == "0"
+    assert load(out / "checkpoints" / "last.pt")["loop"]["step"] == int(stopped.group(1)) < STEPS
+    assert _steps(out) == list(range(1, int(stopped.group(1)) + 1))

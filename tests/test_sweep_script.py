@@ -1,0 +1,99 @@
+"""scripts/sweep.py and the Slurm configs without a cluster: one-line errors before anything is submitted,
+the Table 1 default, the git-ignored local file, and the per-job output dir / wandb group of a sweep."""
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("sweep_script", ROOT / "scripts" / "sweep.py")
+sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep)
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return bin_dir
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["data.root=/d"], "hydra.launcher.partition is not set: pass hydra.launcher.partition=NAME"),
+    (["hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4"],
+     "hydra.launcher.tasks_per_node=8 but gpus_per_node=4"),
+    (["hydra.launcher.partition=gpu", "+cluster=slurm"], "cluster=... is set by scripts/sweep.py itself"),
+])
+def test_bad_launcher_settings_are_one_line_errors(fake_sbatch, capsys, args, needle):
+    assert sweep.main(["--dry-run", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and err.strip().count("\n") == 0
+
+
+def test_no_sbatch_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    assert sweep.main(["--dry-run", "hydra.launcher.partition=gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "sbatch not found" in err and err.strip().count("\n") == 0
+
+
+def test_default_is_the_whole_table1_and_a_glob_replaces_it(fake_sbatch, capsys):
+    assert sweep.main(["--dry-run", "hydra.launcher.partition=gpu", "data.root=/d"]) == 0
+    out = capsys.readouterr().out
+    assert "train.py -m +cluster=slurm '+experiment=glob(*,exclude=demo_*)' hydra.launcher.partition=gpu " \
+           "data.root=/d" in out
+    assert sweep.main(["--dry-run", "hydra.launcher.partition=gpu", "+experiment=glob(vit_*_gsam)"]) == 0
+    out = capsys.readouterr().out
+    assert "'+experiment=glob(vit_*_gsam)'" in out and "exclude=demo_" not in out
+
+
+def test_the_table1_glob_is_the_48_experiments():
+    """Expanded by Hydra's own override parser over the config repository, as a -m sweep does."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "configs")))
+    override, = OverridesParser.create(config_loader=loader).parse_overrides([sweep.TABLE1])
+    names = list(override.sweep_string_iterator())
+    models = ["resnet50", "resnet101", "resnet152", "vit_s32", "vit_s16", "vit_b32", "vit_b16", "mixer_s32",
+              "mixer_s16", "mixer_s8", "mixer_b32", "mixer_b16"]
+    assert sorted(names) == sorted(f"{m}_{k}" for m in models for k in ("vanilla", "sam", "gsam", "xsam"))
+
+
+def test_local_file_gives_partition_account_and_the_command_line_wins(tmp_path):
+    configs = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", configs)
+    (configs / "local").mkdir(exist_ok=True)
+    (configs / "local" / "slurm.yaml").write_text("partition: big\naccount: proj7\nqos: high\n")
+    launcher = sweep.launcher_config([], configs)
+    assert (launcher.partition, launcher.account, launcher.qos) == ("big", "proj7", "high")
+    assert launcher.tasks_per_node == 8 and launcher.gpus_per_node == 8 and launcher.signal_delay_s == 180
+    launcher = sweep.launcher_config(["hydra.launcher.partition=small"], configs)
+    assert (launcher.partition, launcher.account) == ("small", "proj7")
+    assert sweep.launcher_config([], ROOT / "configs").partition is None  # no local file in the repo
+
+
+def test_local_configs_are_git_ignored():
+    out = subprocess.run(["git", "check-ignore", "configs/local/slurm.yaml"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0
+
+
+def test_a_sweep_job_gets_its_own_dir_and_the_sweep_group():
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+cluster=slurm", "+experiment=vit_b32_gsam", "sweep=table1"],
+                      return_hydra_config=True)
+    from omegaconf import OmegaConf
+
+    assert cfg.hydra.sweep.dir == "multirun/table1"
+    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}_${name}"  # per job: 7_vit_b32_gsam
+    assert OmegaConf.to_container(cfg)["output_dir"] == "${hydra:runtime.output_dir}"  # = sweep.dir/subdir
+    assert cfg.logger.wandb.group == "table1"
+    assert cfg.hydra.launcher.additional_parameters.requeue is True
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
