@@ -1,7 +1,7 @@
 """Launch a sweep on Slurm: the whole of Table 1 (48 experiments) by default, or a glob of experiments.
 
-    python scripts/sweep.py data.root=/data/imagenet hydra.launcher.partition=gpu [sweep=table1]
-    python scripts/sweep.py '+experiment=glob(vit_*_gsam)' data.root=/data/imagenet
+    python scripts/sweep.py data.betons=/data/betons hydra.launcher.partition=gpu [sweep=table1]
+    python scripts/sweep.py '+experiment=glob(vit_*_gsam)' data.betons=/data/betons
     python scripts/sweep.py --dry-run ...        # check and print the command, submit nothing
 
 Checks the Slurm launcher's settings (configs/hydra/launcher/slurm.yaml, configs/local/slurm.yaml, the
