@@ -1,5 +1,5 @@
 """Evaluate a checkpoint on the configured evaluation sets:
-``python evaluate.py +experiment=vit_b32_gsam data.root=/data/imagenet [eval.checkpoint=PATH]``.
+``python evaluate.py +experiment=vit_b32_gsam data.betons=/data/betons [eval.checkpoint=PATH]``.
 
 Uses the same config as training (model, data, amp); under torchrun every image is counted once.
 """

@@ -1,4 +1,4 @@
-"""Train one experiment: ``torchrun --nproc_per_node=8 train.py +experiment=vit_b32_gsam data.root=/data/imagenet``.
+"""Train one experiment: ``torchrun --nproc_per_node=8 train.py +experiment=vit_b32_gsam data.betons=/data/betons``.
 
 Composes the Hydra config, then hands it to ``gsam.experiment.run`` (kept in the package so that the
 submitit launcher can pickle it). A config error is one line naming the key, exit status 2.
