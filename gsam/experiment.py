@@ -73,6 +73,7 @@ def run(cfg: DictConfig) -> dict:
 
     check(cfg)
     info = init_distributed(cfg.train.device)
+    preemption = Preemption(cfg.train.preempt_signals, info.device)  # a bad signal name fails before the build
     plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch)
     seed_everything(int(cfg.seed), info.rank)
     out = Path(cfg.output_dir)
@@ -165,7 +166,7 @@ def run(cfg: DictConfig) -> dict:
 
         progress = tqdm(total=min(stop_at, total), initial=state.step, unit="step", dynamic_ncols=True)
     results = {}
-    preemption = Preemption(cfg.train.preempt_signals, info.device).install()
+    preemption.install()
     try:
         while state.step < min(stop_at, total):
             train_loader.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)

@@ -26,6 +26,7 @@ import warnings
 
 import torch
 
+from .config import ConfigError
 from .distributed import all_reduce_sum
 
 EXIT_REQUEUED = 0  # the work goes on in the requeued job; nothing failed
@@ -45,7 +46,7 @@ def _signal_number(name: str) -> signal.Signals:
     name = str(name).upper()
     sig = getattr(signal, name if name.startswith("SIG") else "SIG" + name, None)
     if not isinstance(sig, signal.Signals):
-        raise ValueError(f"train.preempt_signals: {name!r} is not a signal name (e.g. USR1, USR2, TERM)")
+        raise ConfigError(f"train.preempt_signals: {name!r} is not a signal name (e.g. USR1, USR2, TERM)")
     return sig
 
 
@@ -78,6 +79,8 @@ class Preemption:
 
     def should_stop(self) -> bool:
         """Called after every step by every rank: True on all ranks as soon as one has been signalled."""
+        if not self.signals:  # handling switched off (train.preempt_signals=[]): no per-step all-reduce
+            return False
         if not self.triggered:
             flag = torch.tensor([float(self.received is not None)], device=self.device)
             self.triggered = all_reduce_sum(flag).item() > 0

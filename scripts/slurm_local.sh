@@ -35,7 +35,10 @@ start_munge() {
     # A munged that already answers (a real cluster's, or one left by an earlier `up`) is used as it is.
     if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then return 0; fi
     # without systemd the package's postinst starts nothing and /run/munge does not exist
-    [ -s /etc/munge/munge.key ] || mungekey --create --keyfile=/etc/munge/munge.key
+    if [ ! -s /etc/munge/munge.key ]; then  # postinst makes one; mungekey is munge >= 0.5.14
+        mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null ||
+            dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+    fi
     chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
     mkdir -p /run/munge && chown munge:munge /run/munge
     # -F and setpriv (which execs, unlike runuser) so that the PID we record is munged's own

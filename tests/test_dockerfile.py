@@ -3,10 +3,14 @@ scripts/install_ffcv.sh and the installed torch build by parsing them."""
 import json
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (requires-python allows it)
+    tomllib = pytest.importorskip("tomli")
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 

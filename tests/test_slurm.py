@@ -290,3 +290,15 @@ def test_d_scancel_writes_the_checkpoint_and_does_not_requeue(cluster, demo_root
     assert _job_field(cluster, job, "Restarts") == "0"
     assert load(out / "checkpoints" / "last.pt")["loop"]["step"] == int(stopped.group(1)) < STEPS
     assert _steps(out) == list(range(1, int(stopped.group(1)) + 1))
+
+
+def test_up_without_root_is_the_skip_reason(tmp_path):
+    """What the cluster fixture turns into a skip: exit status 3 and the reason, nothing started."""
+    if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
+        pytest.skip("needs root to drop to an unprivileged user")
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash",
+                          str(ROOT / "scripts" / "slurm_local.sh"), "up"], capture_output=True, text=True,
+                         env={**os.environ, "GSAM_SLURM_DIR": str(tmp_path / "s")}, timeout=60)
+    assert out.returncode == 3
+    assert out.stderr.strip() == "slurm_local: cannot start a cluster here: not root (munged and slurmd need root)"
+    assert not (tmp_path / "s").exists()
