@@ -17,7 +17,7 @@ def parser(doc: str, name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=f"outputs/analysis/{name}", help="run folder for the PNG and the JSON")
     p.add_argument("--demo-root", default="outputs/demo_data", help="the embedded demo data (written if missing)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: small models gain nothing from more)")
     return p
 
 

@@ -41,17 +41,19 @@ class GaussianWells:
             out = out - k.depth * torch.exp(-((w - c) ** 2).sum(-1) / (2 * k.width**2))
         return out
 
-    def nearest_well(self, w: Sequence[float]) -> int:
-        """Index of the well whose centre is nearest ``w``, in units of its width."""
+    def well_of(self, w: Sequence[float], within: float = 1.0) -> int:
+        """Index of the well whose centre is within ``within`` of its widths of ``w``, else -1."""
         p = torch.as_tensor(w, dtype=torch.float64)
-        return int(torch.tensor([(p - torch.tensor(k.center, dtype=torch.float64)).norm() / k.width
-                                 for k in self.wells]).argmin())
+        for i, k in enumerate(self.wells):
+            if (p - torch.tensor(k.center, dtype=torch.float64)).norm() <= within * k.width:
+                return i
+        return -1
 
 
 def sharp_and_flat() -> GaussianWells:
-    """Two sharp wells (width 0.1) between the start region and one flat well (width 0.8), all about
-    as deep: the gradient at the default start points into the nearest sharp well."""
-    return GaussianWells([Well((0.6, 0.5), 0.1, 1.0), Well((0.2, 0.9), 0.1, 1.0), Well((-0.8, -0.6), 0.8, 1.0)])
+    """Well 0 sharp (width 0.1, curvature ~100 at the bottom), well 1 flat (width 0.7, ~2), equally
+    deep, 1.4 apart: from a start near the sharp well its gradient points into it."""
+    return GaussianWells([Well((0.5, 0.4), 0.1, 1.0), Well((-0.6, -0.4), 0.7, 1.0)])
 
 
 class Point(nn.Module):
