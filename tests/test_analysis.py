@@ -196,3 +196,16 @@ def test_bad_input_is_a_clear_error():
         analysis.loss_slice_1d(model, F.cross_entropy, [(x, y)], [torch.zeros(3)], [0.0])
     with pytest.raises(ValueError, match="iters"):
         analysis.dominant_eigenvalue(model, F.cross_entropy, [(x, y)], iters=0)
+
+
+def test_power_iteration_runs_through_fused_attention():
+    """timm ViTs call scaled_dot_product_attention, whose fused CPU/GPU kernels have no double backward."""
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=16, patch_size=8,
+                            embed_dim=24, depth=1, num_heads=2)
+    x = torch.randn(4, 3, 16, 16)
+    y = torch.tensor([0, 1, 2, 0])
+    eig = analysis.dominant_eigenvalue(vit, F.cross_entropy, [(x, y)], iters=3)
+    assert eig.iterations == 3 and eig.eigenvalue == eig.eigenvalue  # ran, and not NaN

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .core import Batch, Criterion, all_reduce_sum_, check_batches, device_of, dot, eval_mode, norm, to_device, \
     total_batches, trainable
@@ -76,7 +77,8 @@ def dominant_eigenvalue(model: nn.Module, criterion: Criterion, batches: Sequenc
     accumulated batch by batch (one graph in memory at a time). Under an initialised process group
     each rank passes its own batches and H v is summed over ranks, so every rank iterates on the
     Hessian of the mean over all ranks' batches and returns the same eigenvalue. Pass the bare
-    module, not a DDP wrapper (its hooks do not support double backward).
+    module, not a DDP wrapper (its hooks do not support double backward). Attention runs on the
+    math kernel of ``scaled_dot_product_attention``: the fused ones cannot be differentiated twice.
     """
     batches = check_batches(batches)
     params = trainable(model)
@@ -99,5 +101,6 @@ def dominant_eigenvalue(model: nn.Module, criterion: Criterion, batches: Sequenc
         all_reduce_sum_(out)
         return out
 
-    with eval_mode(model):
+    # the fused attention kernels (flash, memory-efficient) have no double backward; the math one has
+    with eval_mode(model), sdpa_kernel(SDPBackend.MATH):
         return _power_iteration(hvp, params, iters, tol, seed)
