@@ -34,7 +34,8 @@ def slices(model, criterion, batches, rho, span1, span_rand, n1, n2):
     g = np.linspace(-span_rand, span_rand, n2)
     d1 = random_filter_normalized_direction(model, seed=1)
     d2 = random_filter_normalized_direction(model, seed=2)
-    res["2d"] = {"x": g.tolist(), "y": g.tolist(), "loss": loss_slice_2d(model, criterion, batches, d1, d2, g, g).tolist()}
+    grid = loss_slice_2d(model, criterion, batches, d1, d2, g, g)
+    res["2d"] = {"x": g.tolist(), "y": g.tolist(), "loss": grid.tolist()}
     return res
 
 

@@ -12,7 +12,6 @@
 """
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr

@@ -67,8 +67,8 @@ def main():
             ax.plot(pth[:, 0], pth[:, 1], color=c, lw=1.6, ls="--" if m == "SAM" else "-", label=m)
             ax.plot(pth[-1, 0], pth[-1, 1], "o", color=c, ms=6, mec="k")
         ax.plot(*paths[(i, "SGD")][0], "k*", ms=10)
-        ax.set(title=f"start ({paths[(i, 'SGD')][0][0]:.2f}, {paths[(i, 'SGD')][0][1]:.2f}), ρ = {args.rho}, α = {args.alpha}",
-               aspect="equal")
+        w0 = paths[(i, "SGD")][0]
+        ax.set(title=f"start ({w0[0]:.2f}, {w0[1]:.2f}), ρ = {args.rho}, α = {args.alpha}", aspect="equal")
         ax.legend(loc="lower right")
     save_png(fig, out, NAME)
     save_json(out, NAME, {"rho": args.rho, "alpha": args.alpha, "lr": args.lr, "steps": args.steps,

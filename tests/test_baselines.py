@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 
 import gsam
 from gsam.optim.factory import build_optimizer
-from helpers import Recorder, batch, flat, grad_at, mlp, sgd_for_d, unflat, weights
+from helpers import Recorder, batch, flat, mlp, sgd_for_d, weights
 from test_sam_gsam import reference_gsam
 from test_trainer import ROOT
 

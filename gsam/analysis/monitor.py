@@ -50,7 +50,7 @@ class SharpnessMonitor:
         eig = dominant_eigenvalue(self.model, self.criterion, batches, iters=self.iters, tol=self.tol, seed=self.seed)
         gap = surrogate_gap(self.model, self.criterion, batches, self.rho)
         return {"sigma_max": eig.eigenvalue, "power_iters": eig.iterations, "converged": eig.converged,
-                **{k: v for k, v in gap.as_dict().items()}}
+                **gap.as_dict()}
 
 
 def sharpness_monitor(cfg, model: nn.Module, train_loader, criterion: Criterion, device: torch.device
