@@ -14,12 +14,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
 
 from gsam.analysis import dominant_eigenvalue, surrogate_gaps
 from gsam.analysis.checkpoint_task import checkpoint_task
 from gsam.analysis.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
-from gsam.analysis.report import parser, pyplot, save_json, save_png, start
+from gsam.analysis.report import parser, pyplot, rank_correlation, save_json, save_png, start
 from gsam.analysis.synthetic import half_mse
 
 NAME = "sharpness_vs_gap"
@@ -91,10 +90,10 @@ def main():
                       f"val {runs[-1]['val_top1']:.2f}%", flush=True)
         sig = [r["sigma_max"] for r in runs]
         est = [r["sharpness"] for r in runs]
-        result["demo"] = {"runs": runs, "spearman_sigma_vs_estimate": float(spearmanr(sig, est).statistic),
-                          "per_rho_spearman": {str(rho): float(spearmanr(
+        result["demo"] = {"runs": runs, "spearman_sigma_vs_estimate": rank_correlation(sig, est),
+                          "per_rho_spearman": {str(rho): rank_correlation(
                               [r["sigma_max"] for r in runs if r["rho"] == rho],
-                              [r["sharpness"] for r in runs if r["rho"] == rho]).statistic) for rho in args.rhos}}
+                              [r["sharpness"] for r in runs if r["rho"] == rho]) for rho in args.rhos}}
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
         for rho in args.rhos:
             rs = [r for r in runs if r["rho"] == rho]

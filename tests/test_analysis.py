@@ -209,3 +209,12 @@ def test_power_iteration_runs_through_fused_attention():
     y = torch.tensor([0, 1, 2, 0])
     eig = analysis.dominant_eigenvalue(vit, F.cross_entropy, [(x, y)], iters=3)
     assert eig.iterations == 3 and eig.eigenvalue == eig.eigenvalue  # ran, and not NaN
+
+
+def test_rank_correlation_of_the_scripts():
+    from gsam.analysis.report import rank_correlation
+
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 1, 2, 0]) == pytest.approx(-0.4)  # 1 - 6*14/(4*15)
+    assert rank_correlation([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / 10**0.5)  # ties: mean ranks
+    assert rank_correlation([1.0], [2.0]) != rank_correlation([1.0], [2.0])  # NaN

@@ -47,6 +47,27 @@ def save_json(out: Path, name: str, data: dict, started: float) -> Path:
     return path
 
 
+def rank_correlation(a, b) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN for fewer than 2 points."""
+    import numpy as np
+
+    def ranks(x):
+        x = np.asarray(x, dtype=float)
+        order = x.argsort(kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=float)
+        for v in np.unique(x):  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r
+
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def pyplot():
     import matplotlib
 
