@@ -215,6 +215,6 @@ def test_rank_correlation_of_the_scripts():
     from gsam.analysis.report import rank_correlation
 
     assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert rank_correlation([1, 2, 3, 4], [4, 1, 2, 0]) == pytest.approx(-0.4)  # 1 - 6*14/(4*15)
+    assert rank_correlation([1, 2, 3, 4], [4, 1, 2, 0]) == pytest.approx(-0.8)  # 1 - 6*18/(4*15)
     assert rank_correlation([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / 10**0.5)  # ties: mean ranks
     assert rank_correlation([1.0], [2.0]) != rank_correlation([1.0], [2.0])  # NaN
