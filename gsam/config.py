@@ -65,8 +65,10 @@ def check(cfg: Mapping) -> None:
     if cfg["sam"]["name"] != "none":
         rmax, rmin = float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_min"])
         need("sam.rho_min", 0 <= rmin <= rmax, "expected 0 <= sam.rho_min <= sam.rho_max")
-    if cfg["sam"]["name"] == "gsam":
+    if cfg["sam"]["name"] in ("gsam", "gsam_min_f"):
         need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
+    if cfg["sam"]["name"] == "weighted_gap":
+        need("sam.lam", float(cfg["sam"]["lam"]) >= 0, "expected >= 0")
     if cfg["sam"]["name"] == "xsam":
         need("sam.steps", int(cfg["sam"]["steps"]) >= 1, "expected an integer >= 1")
         need("sam.search_every", int(cfg["sam"]["search_every"]) >= 0, "expected >= 0 (0 = never)")

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
+from .analysis.monitor import sharpness_monitor
 from .checkpoint import CheckpointManager
 from .config import ConfigError, amp_dtype, batch_plan, check
 from .distributed import barrier, init_distributed, rng_state, seed_everything, set_rng_state
@@ -159,6 +160,7 @@ def run(cfg: DictConfig) -> dict:
                 ckpt.save_top(st, results[key]["top1"], state.step)
         return results
 
+    monitor = sharpness_monitor(cfg, model, train_loader, loss_fn, info.device)  # analysis.every_n_epochs
     stop_at = int(cfg.train.max_steps) if cfg.train.max_steps else total
     progress = None
     if info.main and cfg.train.progress:
@@ -176,6 +178,8 @@ def run(cfg: DictConfig) -> dict:
                             progress=progress, should_stop=preemption.should_stop)
             if preemption.triggered:
                 raise preemption.stop(state.step, save_last, logger.close, info.main)
+            if monitor is not None and state.epoch > epoch_before and monitor.due(state.epoch):
+                logger.log(state.step, {"epoch": state.epoch, **monitor.measure()}, kind="analysis")
             if state.epoch > epoch_before and (state.epoch % int(cfg.train.eval_every_epochs) == 0) \
                     and state.step < min(stop_at, total):
                 results = run_evals(periodic)

@@ -6,12 +6,13 @@ from collections.abc import Mapping
 import torch
 
 from .base import SharpnessAware
+from .baselines import GSAMMinF, WeightedGap
 from .gsam import GSAM
 from .sam import SAM
 from .vanilla import Vanilla
 from .xsam import XSAM
 
-METHODS = ("none", "sam", "asam", "gsam", "xsam")
+METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f")
 BASES = ("sgd", "adamw")
 
 
@@ -55,6 +56,12 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, 
     if name == "gsam":
         return GSAM(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=bool(sam_cfg.get("adaptive", False)),
                     **common)
+    if name == "weighted_gap":
+        return WeightedGap(params, base, rho=rho, lam=float(sam_cfg["lam"]),
+                           adaptive=bool(sam_cfg.get("adaptive", False)), **common)
+    if name == "gsam_min_f":
+        return GSAMMinF(params, base, rho=rho, alpha=float(sam_cfg["alpha"]),
+                        adaptive=bool(sam_cfg.get("adaptive", False)), **common)
     if name == "xsam":
         return XSAM(params, base, rho=rho, rho_probe=float(sam_cfg["rho_probe"]), steps=int(sam_cfg.get("steps", 1)),
                     alpha=float(sam_cfg.get("alpha", 1.0)), search_every=int(sam_cfg.get("search_every", 0)), **common)
