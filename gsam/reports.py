@@ -71,7 +71,9 @@ def rows(runs: list[dict]) -> list[dict]:
     paper = paper_table1()
     ours = {(r["model"], r["method"]): r for r in runs}
     order = [(m, k) for m in MODELS for k in METHODS]
-    keys = [k for k in order if k in ours] + sorted(k for k in ours if k not in order)
+    rank = {m: i for i, m in enumerate(METHODS)}
+    keys = [k for k in order if k in ours] + sorted((k for k in ours if k not in order),
+                                                    key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1]))
     out = []
     for key in keys:
         ref = paper.get(key, {})

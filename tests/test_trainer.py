@@ -29,7 +29,7 @@ def config(out, demo_root, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose(config_name="config", overrides=[
             "+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", "data.num_workers=0",
-            "train.progress=false", "logger.wandb.mode=disabled", "eval=default", "data.robustness_root=null",
+            "train.progress=false", "logger.wandb.mode=disabled", "eval=default", "++data.robustness_root=null",
             *overrides])
 
 
@@ -85,7 +85,8 @@ def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, de
     (["data.batch_size=100", "data.max_device_batch=64"], "data.max_device_batch"),
     (["model.name=no_such_model"], "model.name"),
     (["sam.name=lookahead"], "sam.name"),
-    (["data=imagenet", "data.root=/no/such/dir"], "data.root"),
+    (["data=imagenet", "data.loader=folder", "data.root=/no/such/dir"], "data.root"),
+    (["data=imagenet", "data.betons=/no/such/dir"], "data.betons"),
     (["sam.rho_min=0.9"], "sam.rho_min"),
     (["train.amp=fp8"], "train.amp"),
     (["data.batch_size=4096"], "data.batch_size"),
@@ -97,7 +98,8 @@ def test_config_errors_name_the_key(tmp_path, demo_root, overrides, key):
 
 
 def test_cli_error_is_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "train.py", "+experiment=resnet50_gsam", "data.root=/no/such/dir",
+    out = subprocess.run([sys.executable, "train.py", "+experiment=resnet50_gsam", "data.loader=folder",
+                          "data.root=/no/such/dir",
                           f"output_dir={tmp_path}", "logger.wandb.mode=disabled"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 2
@@ -182,7 +184,10 @@ def test_demo_script_end_to_end(tmp_path):
     out = subprocess.run(["bash", "scripts/demo.sh", "schedule.epochs=1", "data.num_workers=0", "train.progress=false",
                           "logger.wandb.mode=disabled"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    table = [l for l in out.stdout.splitlines() if l.startswith("| demo_")]
-    assert [l.split("|")[1].strip() for l in table] == ["demo_vanilla", "demo_gsam"]
+    table = [l for l in out.stdout.splitlines() if l.startswith(("| demo_vanilla |", "| demo_gsam |"))]
+    rows = [(l.split("|")[1].strip(), l.split("|")[2].strip()) for l in table]  # compare_runs: (run, set)
+    assert rows == [("demo_vanilla", "val"), ("demo_vanilla", "v2"), ("demo_gsam", "val"), ("demo_gsam", "v2")]
+    table1 = [l.split("|")[1:3] for l in out.stdout.splitlines() if l.startswith("| demo_vit |")]
+    assert [m.strip() for _, m in table1] == ["vanilla", "gsam"]  # make_table: the Table 1 layout
     for name in ("demo_vanilla", "demo_gsam"):
         assert json.loads((tmp_path / name / "results.json").read_text())["step"] == 11
