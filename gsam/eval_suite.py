@@ -20,13 +20,30 @@ from .evaluators import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, Classificatio
                          SubsetEvaluator)
 
 
+def _timm_info(name: str) -> Path:
+    """A file of timm's ``data/_info`` (the ImageNet label files shipped inside its wheel; no download)."""
+    return Path(find_spec("timm").submodule_search_locations[0]) / "data" / "_info" / name
+
+
 def timm_real_labels() -> Path:
-    """The ReaL labels shipped inside timm's wheel (no download)."""
-    spec = find_spec("timm")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_real_labels.json"
+    path = _timm_info("imagenet_real_labels.json")
     if not path.is_file():
         raise ConfigError(f"eval.real_labels=timm: this timm has no {path}; give the path of real.json")
     return path
+
+
+def check_imagenet_r_classes(class_indices: list[int], classes: list[str]) -> None:
+    """For an ImageNet-1k model, the R folders must be ImageNet-R's 200 classes (timm's copy of the list):
+    a partial copy would silently change the class subset the logits are restricted to."""
+    synsets = _timm_info("imagenet_synsets.txt").read_text().split()
+    if classes != synsets:
+        return  # not the ImageNet-1k label space (the demo, a subset): the folders define the subset
+    expected = set(_timm_info("imagenet_r_synsets.txt").read_text().split())
+    found = {classes[i] for i in class_indices}
+    if found != expected:
+        missing, extra = sorted(expected - found), sorted(found - expected)
+        raise ConfigError(f"eval.r: the folders are not ImageNet-R's {len(expected)} classes ({len(missing)} missing, "
+                          f"e.g. {missing[:3]}; {len(extra)} not in ImageNet-R, e.g. {extra[:3]})")
 
 
 def real_targets(labels_path: Path, files: list[str]) -> torch.Tensor | None:
@@ -77,6 +94,7 @@ def build_evaluators(cfg: DictConfig, *, classes: list[str], loaders: dict, file
         evaluators["v2"] = ClassificationEvaluator("v2", eval_loader(v2_samples(v2, len(classes)), resize_crop, **make))
     if (r := _path(cfg, "r")) is not None:
         samples, cols = subset_samples(r, classes, "eval.r")
+        check_imagenet_r_classes(cols, classes)
         evaluators["r"] = SubsetEvaluator("r", eval_loader(samples, resize_crop, **make), cols)
     if (c := _path(cfg, "c")) is not None:
         found = corruption_folders(c)

@@ -213,3 +213,23 @@ def test_distributed_evaluation_counts_every_image_once(tmp_path):
     assert one["v2"]["images"] == 7 and one["r"]["images"] == 5
     assert set(one["c"]["per_corruption"]) == {"fog", "snow"}
     assert 0 < one["val"]["top5"] < 100 or 0 < one["v2"]["top1"] < 100  # the table is not trivially right or wrong
+
+
+def test_imagenet_r_folders_must_be_timms_200_classes(tmp_path):
+    """With the real ImageNet-1k wnids, the R subset is checked against timm's list: the logit mask is then
+    exactly timm's imagenet_r_indices; a partial copy is an error, not a silently different subset."""
+    from gsam.eval_suite import _timm_info, check_imagenet_r_classes
+
+    synsets = _timm_info("imagenet_synsets.txt").read_text().split()
+    r_wnids = _timm_info("imagenet_r_synsets.txt").read_text().split()
+    r_indices = [int(i) for i in _timm_info("imagenet_r_indices.txt").read_text().split()]
+    cols = [synsets.index(w) for w in sorted(r_wnids)]
+    assert len(cols) == 200 and cols == sorted(r_indices)  # the mask we build is timm's
+    check_imagenet_r_classes(cols, synsets)
+    with pytest.raises(ConfigError, match=r"eval\.r: .*1 missing"):
+        check_imagenet_r_classes(cols[1:], synsets)
+    for w in r_wnids[:3]:
+        write_code_image(tmp_path / "r" / w / "a.jpg", 0)
+    with pytest.raises(ConfigError, match="197 missing"):
+        build_evaluators(cfg_for(r=str(tmp_path / "r")), classes=synsets, loaders={}, files={}, loss_fn=None,
+                         mean=(0.0,) * 3, std=(1.0,) * 3, rank=0, world=1, notice=lambda *_: None)
