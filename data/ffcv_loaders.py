@@ -80,7 +80,7 @@ class FFCVLoader:
         return n // self.batch if self.train else math.ceil(n / self.batch)
 
     def __iter__(self):
-        order = list(self.sampler)
+        order = list(self.sampler) if self.with_index else None  # the sampler's permutation, only when needed
         for b, (x, y) in enumerate(self.loader):
             x = x.float().sub_(self.mean).div_(self.std)
             if not self.channels_last:

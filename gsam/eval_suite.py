@@ -85,7 +85,7 @@ def build_evaluators(cfg: DictConfig, *, classes: list[str], loaders: dict, file
         targets = None
         if name == "val" and cfg.eval.get("real_labels"):
             labels = timm_real_labels() if cfg.eval.real_labels == "timm" else _path(cfg, "real_labels")
-            targets = real_targets(labels, files.get("val") or []) if files.get("val") else None
+            targets = real_targets(labels, files["val"]) if files.get("val") else None
             if targets is None:
                 notice("[gsam] eval: real skipped (the val files are not named ILSVRC2012_val_<n>, so they have no "
                        "ReaL labels)")

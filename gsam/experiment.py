@@ -43,6 +43,11 @@ def _evaluators(cfg: DictConfig, info, data, loss_fn, mean, std) -> dict:
                             notice=print if info.main else lambda *_: None)
 
 
+def _scalars(metrics: dict) -> dict:
+    """The numbers of a set's metrics, without nested details (ImageNet-C's per-corruption tables)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+
+
 def _write_results(path: Path, results: dict, cfg: DictConfig, **extra) -> dict:
     """``results.json``: Table 1's columns at the top level (top-1 %), every set's metrics under ``results``."""
     method = "vanilla" if cfg.sam.name == "none" else str(cfg.sam.name)
@@ -149,10 +154,9 @@ def run(cfg: DictConfig) -> dict:
     def run_evals(which: dict) -> dict:
         results = {name: ev(wrapped, info.device, amp, channels_last) for name, ev in which.items()}
         for name, m in results.items():
-            logger.log(state.step, {k: v for k, v in m.items() if not isinstance(v, dict)}, kind=name)
+            logger.log(state.step, _scalars(m), kind=name)
         logger.summary_row({"epoch": state.epoch, "step": state.step,
-                            **{f"{n}_{k}": v for n, m in results.items() for k, v in m.items()
-                               if not isinstance(v, dict)}})
+                            **{f"{n}_{k}": v for n, m in results.items() for k, v in _scalars(m).items()}})
         key = "minival" if "minival" in results else "val"
         if key in results:
             st = checkpoint_state()
@@ -193,7 +197,7 @@ def run(cfg: DictConfig) -> dict:
         _write_results(out / "results.json", results, cfg, step=state.step, epoch=state.epoch,
                                bad_steps=state.bad_steps_total)
         logger.set_summary({**{f"table1/{k}": v for k, v in table1_row(results).items()},
-                            **{f"{n}/{k}": v for n, m in results.items() for k, v in m.items() if not isinstance(v, dict)}})
+                            **{f"{n}/{k}": v for n, m in results.items() for k, v in _scalars(m).items()}})
         print(results_markdown(results))
     logger.close()
     return results

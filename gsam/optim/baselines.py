@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .base import Closure, _check_nonneg
+from .gsam import GSAM
 from .sam import SAM
 
 
@@ -47,22 +48,9 @@ class WeightedGap(SAM):
         self.lam = state["lam"]
 
 
-class GSAMMinF(SAM):
+class GSAMMinF(GSAM):
     """min(f, h) (Fig. 6, right): d = g + alpha (g_p - (<g, g_p>/||g||^2) g). ``alpha = 0`` is SGD on
-    f with SAM's cost."""
-
-    def __init__(self, params, base_optimizer, rho: float = 0.05, alpha: float = 0.4, adaptive: bool = False,
-                 **kwargs):
-        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, **kwargs)
-        self.alpha = alpha
-
-    @property
-    def alpha(self) -> float:
-        return self._alpha
-
-    @alpha.setter
-    def alpha(self, value: float) -> None:
-        self._alpha = _check_nonneg("alpha", value)
+    f with SAM's cost. GSAM's ``alpha`` (checked, saved in the state) with another d."""
 
     def _sharpness_step(self, closure: Closure):
         ps, loss, g, grad_norm, perturbed_loss, g_p, gp_norm, g_dot_gp = self._ascent(closure)
@@ -71,10 +59,3 @@ class GSAMMinF(SAM):
         torch._foreach_mul_(g_p, self.alpha)
         self._add_scaled_(g_p, g, 1.0 - self.alpha * parallel)
         return ps, self._diagnostics(loss, grad_norm, perturbed_loss, gp_norm, g_dot_gp)
-
-    def _extra_state(self) -> dict:
-        return {**super()._extra_state(), "alpha": self.alpha}
-
-    def _load_extra_state(self, state: dict) -> None:
-        super()._load_extra_state(state)
-        self.alpha = state["alpha"]
