@@ -1,11 +1,16 @@
 """Fig. 9 / Thm 5.3: the surrogate gap h during training for alpha in {0, 0.1, 0.2, 0.3}.
 
-GSAM at constant rho; h = f_p - f is measured on a fixed set of training data (eval mode) as
-training goes. Two tasks:
-  --task demo       the demo digits with the small MLP (minibatch SGD, h on 512 fixed images, per epoch)
+Three tasks:
+  --task trainer    (default) the trainer's demo run, ``+experiment=demo_gsam`` (tiny ViT, AdamW, rho
+                    0.05 -> 0.01 with the lr), once per alpha and seed; h is the per-step minibatch gap
+                    the trainer logs, as in the paper's Fig. 9. Extra trainer overrides: --override.
+  --task demo       the demo digits with the small MLP at constant rho (minibatch SGD, h on 512 fixed
+                    images in eval mode, per epoch)
   --task synthetic  a tanh network regressing a linear teacher, full batch and noise-free (every 10 steps)
-The JSON says, for every seed, whether the final h is strictly decreasing in alpha.
+The JSON says, for every seed, whether h (trainer: its mean over the run, and over the last epoch;
+otherwise: the final h) is strictly decreasing in alpha.
 
+    PYTHONPATH=. python scripts/gap_during_training.py --seeds 0 1 2
     PYTHONPATH=. python scripts/gap_during_training.py --task demo --seeds 0 1 2
     PYTHONPATH=. python scripts/gap_during_training.py --task synthetic --seeds 0 1 2 3 4 5
 """
@@ -17,6 +22,7 @@ from gsam.analysis import surrogate_gap
 from gsam.analysis.demo_task import TrainSpec, demo_mlp, load_demo_data, train_demo
 from gsam.analysis.report import parser, pyplot, save_json, save_png, start
 from gsam.analysis.synthetic import teacher_task, train_full_batch
+from gsam.analysis.trainer_runs import epoch_means, logged, strictly_decreasing, train_alpha_runs, window_mean
 
 NAME = "gap_during_training"
 
@@ -44,48 +50,82 @@ def synthetic_curve(alpha, rho, seed, steps, every=10):
     return xs, hs
 
 
+def trainer_curves(args, out):
+    """Train demo_gsam once per (seed, alpha); the logged minibatch h, per epoch and summarised."""
+    runs = train_alpha_runs(args.experiment, out / "runs", args.alphas, args.seeds,
+                            [f"data.root={args.demo_root}", "logger.wandb.mode=disabled", "train.progress=false",
+                             *args.override])
+    curves = {}
+    for (seed, alpha), d in runs.items():
+        _, h, epochs = logged(d)
+        xs, hs = epoch_means(h, epochs)
+        curves[f"seed{seed}_alpha{alpha}"] = {
+            "seed": seed, "alpha": alpha, "x": xs, "h": hs, "run": str(d), "steps": len(h),
+            "mean_h": window_mean(h), "last_third_h": window_mean(h, 2 / 3), "last_epoch_h": hs[-1]}
+    return curves
+
+
 def main():
     p = parser(__doc__, NAME)
-    p.add_argument("--task", choices=("demo", "synthetic"), default="demo")
+    p.add_argument("--task", choices=("trainer", "demo", "synthetic"), default="trainer")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3])
-    p.add_argument("--rho", type=float, default=None, help="default: 0.1 (both tasks)")
+    p.add_argument("--rho", type=float, default=None, help="demo/synthetic: constant rho (default 0.1)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=20, help="demo: epochs")
     p.add_argument("--steps", type=int, default=400, help="synthetic: full-batch steps")
+    p.add_argument("--experiment", default="demo_gsam", help="trainer: the experiment to vary alpha in")
+    p.add_argument("--override", nargs="*", default=[], help="trainer: extra config overrides, e.g. schedule.epochs=10")
     args = p.parse_args()
     out, t0 = start(args), time.time()
     out = out / args.task
     out.mkdir(exist_ok=True)
     rho = args.rho if args.rho is not None else 0.1
-    data = load_demo_data(args.demo_root) if args.task == "demo" else None
-    curves, verdicts = {}, {}
+    if args.task == "trainer":
+        curves = trainer_curves(args, out)
+        stats = ("mean_h", "last_third_h", "last_epoch_h")
+    else:
+        data = load_demo_data(args.demo_root) if args.task == "demo" else None
+        curves = {}
+        for seed in args.seeds:
+            for alpha in args.alphas:
+                xs, hs = (demo_curve(data, alpha, rho, seed, args.epochs) if args.task == "demo"
+                          else synthetic_curve(alpha, rho, seed, args.steps))
+                curves[f"seed{seed}_alpha{alpha}"] = {"seed": seed, "alpha": alpha, "x": xs, "h": hs,
+                                                      "final_h": hs[-1]}
+        stats = ("final_h",)
+    verdicts = {}
     for seed in args.seeds:
-        for alpha in args.alphas:
-            if args.task == "demo":
-                xs, hs = demo_curve(data, alpha, rho, seed, args.epochs)
-            else:
-                xs, hs = synthetic_curve(alpha, rho, seed, args.steps)
-            curves[f"seed{seed}_alpha{alpha}"] = {"seed": seed, "alpha": alpha, "x": xs, "h": hs}
-        final = [curves[f"seed{seed}_alpha{a}"]["h"][-1] for a in args.alphas]
-        verdicts[seed] = {"final_h": final, "decreasing_in_alpha": all(a > b for a, b in zip(final, final[1:])),
-                          "largest_alpha_below_zero_alpha": final[-1] < final[0]}
-        print(f"seed {seed}: final h " + ", ".join(f"alpha {a}: {h:.5f}" for a, h in zip(args.alphas, final)) +
-              f"  -> decreasing in alpha: {verdicts[seed]['decreasing_in_alpha']}", flush=True)
-    held = sum(v["decreasing_in_alpha"] for v in verdicts.values())
+        v = verdicts[seed] = {}
+        for stat in stats:
+            vals = [curves[f"seed{seed}_alpha{a}"][stat] for a in args.alphas]
+            v[stat] = {"values": vals, "decreasing_in_alpha": strictly_decreasing(vals),
+                       "largest_alpha_below_zero_alpha": vals[-1] < vals[0]}
+            print(f"seed {seed}: {stat} " + ", ".join(f"alpha {a}: {h:.5f}" for a, h in zip(args.alphas, vals)) +
+                  f"  -> decreasing in alpha: {v[stat]['decreasing_in_alpha']}", flush=True)
+    held = {stat: sum(verdicts[s][stat]["decreasing_in_alpha"] for s in args.seeds) for stat in stats}
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, axes = plt.subplots(1, 2 if args.task == "trainer" else 1, figsize=(10, 3.8) if args.task == "trainer" else (5.5, 3.8))
+    ax = axes[0] if args.task == "trainer" else axes
     first = args.seeds[0]
     for alpha in args.alphas:
         c = curves[f"seed{first}_alpha{alpha}"]
         ax.plot(c["x"], c["h"], label=f"α = {alpha}")
-    ax.set(xlabel="epoch" if args.task == "demo" else "step", ylabel=f"surrogate gap h (ρ = {rho})",
-           title=f"{args.task} task, seed {first}; ordering held for {held}/{len(args.seeds)} seeds")
+    main_stat = stats[0]
+    ylabel = "h (per-epoch mean of the logged gap)" if args.task == "trainer" else f"surrogate gap h (ρ = {rho})"
+    ax.set(xlabel="step" if args.task == "synthetic" else "epoch", ylabel=ylabel,
+           title=f"{args.task} task, seed {first}")
     ax.legend()
+    if args.task == "trainer":  # the statistic the verdict uses, every seed
+        for seed in args.seeds:
+            axes[1].plot(args.alphas, verdicts[seed][main_stat]["values"], marker="o", label=f"seed {seed}")
+        axes[1].set(xlabel="α", ylabel="h, mean over the run", xticks=args.alphas,
+                    title=f"strictly decreasing in α for {held[main_stat]}/{len(args.seeds)} seeds")
+        axes[1].legend(fontsize="small")
     save_png(fig, out, NAME)
-    save_json(out, NAME, {"task": args.task, "rho": rho, "alphas": args.alphas, "seeds": args.seeds,
-                          "ordering_held": held, "verdicts": verdicts, "curves": curves}, t0)
-    print(f"final h strictly decreasing in alpha for {held}/{len(args.seeds)} seeds; wrote {out}/{NAME}.png "
-          f"and .json in {time.time() - t0:.0f} s")
+    save_json(out, NAME, {"task": args.task, "rho": None if args.task == "trainer" else rho, "alphas": args.alphas,
+                          "seeds": args.seeds, "ordering_held": held, "verdicts": verdicts, "curves": curves}, t0)
+    print("strictly decreasing in alpha: " + ", ".join(f"{k} {n}/{len(args.seeds)} seeds" for k, n in held.items()) +
+          f"; wrote {out}/{NAME}.png and .json in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -65,13 +65,6 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    from data.demo import write_demo_dataset
-
-    return str(write_demo_dataset(tmp_path_factory.mktemp("demo_data")))
-
-
-@pytest.fixture(scope="module")
 def sweep(cluster, demo_root, tmp_path_factory):
     """(a) 2-point sweep (glob of the demo experiments) through the launcher; its GSAM point is the
     uninterrupted reference of the USR2 test."""

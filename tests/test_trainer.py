@@ -18,13 +18,6 @@ from gsam.experiment import run
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    from data.demo import write_demo_dataset
-
-    return str(write_demo_dataset(tmp_path_factory.mktemp("demo_data")))
-
-
 def config(out, demo_root, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose(config_name="config", overrides=[

@@ -1,0 +1,84 @@
+"""Fig. 9 from the trainer's own logs: runs of one shipped experiment that differ only in ``sam.alpha``
+(and the seed), and the per-step surrogate gap every sharpness-aware step writes to ``metrics.jsonl``.
+
+This is how the paper's Fig. 9 is measured: h = f_p - f (Eq. 4) on each training minibatch, at the
+scheduled rho_t, as training goes, not a separate evaluation. The minibatch value is noisy, so it is
+summarised per epoch and over windows of the run (:func:`window_mean`).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def compose_experiment(experiment: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """The trainer's config for ``+experiment=<experiment>`` plus ``overrides``, composed as train.py does."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"+experiment={experiment}", *overrides])
+
+
+def run_dir(out: Path, seed: int, alpha: float) -> Path:
+    return Path(out) / f"seed{seed}_alpha{alpha:g}"
+
+
+def train_alpha_runs(experiment: str, out: str | Path, alphas: Sequence[float], seeds: Sequence[int],
+                     overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[tuple[int, float], Path]:
+    """Train ``experiment`` once per (seed, alpha) into ``<out>/seed<s>_alpha<a>``; a finished run
+    (its ``results.json`` exists) is reused, an interrupted one resumes from its checkpoint."""
+    from ..experiment import run
+
+    dirs = {}
+    for seed in seeds:
+        for alpha in alphas:
+            d = run_dir(Path(out), seed, alpha)
+            if not (d / "results.json").exists():
+                run(compose_experiment(experiment, [*overrides, f"sam.alpha={alpha}", f"seed={seed}",
+                                                    f"output_dir={d}"], config_dir))
+            dirs[(seed, alpha)] = d
+    return dirs
+
+
+def logged(run: str | Path, key: str = "surrogate_gap") -> tuple[list[int], list[float], list[int]]:
+    """(step, value, epoch) of every logged training step of a run (the last record of a step wins,
+    so a resumed run counts each step once)."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run} a trainer run folder?")
+    by_step = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "train" and key in rec:
+            by_step[int(rec["step"])] = (float(rec[key]), int(rec["epoch"]))
+    if not by_step:
+        raise ValueError(f"{path} has no training records with {key!r}: was the run sharpness-aware?")
+    steps = sorted(by_step)
+    return steps, [by_step[s][0] for s in steps], [by_step[s][1] for s in steps]
+
+
+def window_mean(values: Sequence[float], start: float = 0.0, end: float = 1.0) -> float:
+    """Mean over the fraction [start, end) of the run, e.g. (2/3, 1) for the last third."""
+    if not 0 <= start < end <= 1:
+        raise ValueError(f"need 0 <= start < end <= 1, got {start}, {end}")
+    n = len(values)
+    part = values[int(round(start * n)):max(int(round(end * n)), int(round(start * n)) + 1)]
+    return sum(part) / len(part)
+
+
+def epoch_means(values: Sequence[float], epochs: Sequence[int]) -> tuple[list[int], list[float]]:
+    """The per-epoch mean of a logged series (the curve Fig. 9 draws, without the minibatch noise)."""
+    sums: dict[int, list[float]] = {}
+    for v, e in zip(values, epochs):
+        sums.setdefault(e, []).append(v)
+    keys = sorted(sums)
+    return keys, [sum(sums[e]) / len(sums[e]) for e in keys]
+
+
+def strictly_decreasing(xs: Sequence[float]) -> bool:
+    return all(a > b for a, b in zip(xs, xs[1:]))
