@@ -8,6 +8,12 @@ rotating their order, so that drifting machine load and allocator effects hit al
 XSAM's cost at each ``--search-every`` N is amortised from the two measured kinds of step:
 (N-1) plain steps + 1 search step, over N. Held memory is counted by walking the optimizer object
 for tensors that are neither parameters nor gradients nor the base optimizer's state.
+
+Each ratio is printed three ways: the ratio of the medians; the median of the ratios paired within
+a round, with a 95% bootstrap interval over the rounds; and the ratio predicted from a decomposition
+of the step (model fwd+bwd, base optimizer step, the method's own vector work measured with a
+closure of negligible cost). A target is "met" or "missed" only when the whole interval is on one
+side of it; otherwise the machine was too noisy to tell in this run ("undecided").
 """
 from __future__ import annotations
 
@@ -42,6 +48,20 @@ def held_tensors(obj, params: set[int], seen: set[int] | None = None, root: bool
     elif hasattr(obj, "__dict__"):
         items = list(vars(obj).values())
     return [t for item in items for t in held_tensors(item, params, seen, root=False)]
+
+
+def bootstrap_median(xs: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median of ``xs`` (resampling the rounds)."""
+    import random
+
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
+
+
+def verdict(interval: tuple[float, float], target: float) -> str:
+    lo, hi = interval
+    return "met" if hi <= target else "missed" if lo > target else "undecided"
 
 
 def sync(device):
@@ -128,23 +148,6 @@ def main() -> None:
           f"{args.rounds} rounds x {args.steps} steps, median")
     for k, v in t.items():
         print(f"{k:>18s}: {1000 * v:9.1f} ms/step")
-    ratios = {
-        "SAM/vanilla": (t["SAM"] / t["vanilla"], 2.05),
-        "GSAM/SAM": (t["GSAM"] / t["SAM"], 1.02),
-        "XSAM/SAM (no search)": (t["XSAM"] / t["SAM"], 1.02),
-        **{f"XSAM/SAM (search every {n})": (t[f"XSAM, search/{n}"] / t["SAM"], 1.02) for n in args.search_every},
-    }
-    # the same ratios within each round (paired, so slow drifts of the machine cancel): median [min, max]
-    per_round = {
-        "SAM/vanilla": [s / v for s, v in zip(times["SAM"], times["vanilla"])],
-        "GSAM/SAM": [g / s for g, s in zip(times["GSAM"], times["SAM"])],
-        "XSAM/SAM (no search)": [x / s for x, s in zip(times["XSAM"], times["SAM"])],
-    }
-    for k, (r, target) in ratios.items():
-        spread = per_round.get(k)
-        extra = (f"   per round: median {statistics.median(spread):.3f} [{min(spread):.3f}, {max(spread):.3f}]"
-                 if spread else "")
-        print(f"{k:>28s}: {r:6.3f}   (target <= {target}){extra}")
     # The optimizer's own work, apart from the model: the same steps with a closure whose forward and
     # backward cost one element-wise pass (loss = sum <p, c>), many repetitions, median.
     consts = [torch.randn_like(p) for p in params]
@@ -169,10 +172,39 @@ def main() -> None:
     c = {k: statistics.median(v) for k, v in cheap_t.items()}
     one_pass = c["two cheap passes"] / 2
     base_step = c["vanilla"] - one_pass
-    print(f"per step: model fwd+bwd {1000 * (t['vanilla'] - base_step):.0f} ms, base optimizer step "
-          f"{1000 * base_step:.1f} ms; the method's own vector work (closure ~free, median of "
-          f"{len(cheap_t['vanilla'])}): " + ", ".join(
-              f"{k} {1000 * (c[k] - 2 * one_pass - base_step):.1f} ms" for k in opts))
+    fwd_bwd = t["vanilla"] - base_step
+    own = {k: c[k] - 2 * one_pass - base_step for k in opts}
+    print(f"per step: model fwd+bwd {1000 * fwd_bwd:.0f} ms, base optimizer step {1000 * base_step:.1f} ms; the "
+          f"method's own vector work (closure ~free, median of {len(cheap_t['vanilla'])}): " +
+          ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in own.items()))
+    # predicted: two model passes + base step + own work; an XSAM search adds (search - plain XSAM) / N
+    two = 2 * fwd_bwd + base_step
+    predicted = {"SAM/vanilla": (two + own["SAM"]) / (fwd_bwd + base_step),
+                 "GSAM/SAM": (two + own["GSAM"]) / (two + own["SAM"]),
+                 "XSAM/SAM (no search)": (two + own["XSAM"]) / (two + own["SAM"]),
+                 **{f"XSAM/SAM (search every {n})":
+                    (two + own["XSAM"] + (t["XSAM search step"] - t["XSAM"]) / n) / (two + own["SAM"])
+                    for n in args.search_every}}
+    targets = {"SAM/vanilla": 2.05, "GSAM/SAM": 1.02, "XSAM/SAM (no search)": 1.02,
+               **{f"XSAM/SAM (search every {n})": 1.02 for n in args.search_every}}
+    # the same ratios within each round (paired, so slow drifts of the machine cancel)
+    per_round = {
+        "SAM/vanilla": [s / v for s, v in zip(times["SAM"], times["vanilla"])],
+        "GSAM/SAM": [g / s for g, s in zip(times["GSAM"], times["SAM"])],
+        "XSAM/SAM (no search)": [x / s for x, s in zip(times["XSAM"], times["SAM"])],
+        **{f"XSAM/SAM (search every {n})": [((n - 1) * x + q) / n / s for x, q, s in
+                                            zip(times["XSAM"], times["XSAM search step"], times["SAM"])]
+           for n in args.search_every},
+    }
+    medians = {"SAM/vanilla": t["SAM"] / t["vanilla"], "GSAM/SAM": t["GSAM"] / t["SAM"],
+               "XSAM/SAM (no search)": t["XSAM"] / t["SAM"],
+               **{f"XSAM/SAM (search every {n})": t[f"XSAM, search/{n}"] / t["SAM"] for n in args.search_every}}
+    print(f"{'ratio':>28s}  target  median-ratio  paired median [95% CI]      verdict    predicted  verdict")
+    for k, target in targets.items():
+        ci = bootstrap_median(per_round[k])
+        pred_ok = "met" if predicted[k] <= target else "missed"
+        print(f"{k:>28s}  {target:6.2f}  {medians[k]:12.3f}  {statistics.median(per_round[k]):6.3f} "
+              f"[{ci[0]:.3f}, {ci[1]:.3f}]  {verdict(ci, target):>9s}  {predicted[k]:9.3f}  {pred_ok}")
     for name, opt in opts.items():
         held = held_tensors(opt, param_ids)
         extra = sum(h.numel() * h.element_size() for h in held) / param_bytes
