@@ -7,10 +7,13 @@ Three tasks:
   --task demo       the demo digits with the small MLP at constant rho (minibatch SGD, h on 512 fixed
                     images in eval mode, per epoch)
   --task synthetic  a tanh network regressing a linear teacher, full batch and noise-free (every 10 steps)
+With --runs DIR..., existing trainer runs (any experiment, e.g. ImageNet runs of a Slurm sweep over
+sam.alpha) are summarised instead; their config.yaml gives alpha and seed.
 The JSON says, for every seed, whether h (trainer: its mean over the run, and over the last epoch;
 otherwise: the final h) is strictly decreasing in alpha.
 
     PYTHONPATH=. python scripts/gap_during_training.py --seeds 0 1 2
+    PYTHONPATH=. python scripts/gap_during_training.py --runs outputs/sweep/*     # existing runs
     PYTHONPATH=. python scripts/gap_during_training.py --task demo --seeds 0 1 2
     PYTHONPATH=. python scripts/gap_during_training.py --task synthetic --seeds 0 1 2 3 4 5
 """
@@ -22,7 +25,8 @@ from gsam.analysis import surrogate_gap
 from gsam.analysis.demo_task import TrainSpec, demo_mlp, load_demo_data, train_demo
 from gsam.analysis.report import parser, pyplot, save_json, save_png, start
 from gsam.analysis.synthetic import teacher_task, train_full_batch
-from gsam.analysis.trainer_runs import epoch_means, logged, strictly_decreasing, train_alpha_runs, window_mean
+from gsam.analysis.trainer_runs import (epoch_means, find_alpha_runs, logged, strictly_decreasing, train_alpha_runs,
+                                        window_mean)
 
 NAME = "gap_during_training"
 
@@ -52,9 +56,16 @@ def synthetic_curve(alpha, rho, seed, steps, every=10):
 
 def trainer_curves(args, out):
     """Train demo_gsam once per (seed, alpha); the logged minibatch h, per epoch and summarised."""
-    runs = train_alpha_runs(args.experiment, out / "runs", args.alphas, args.seeds,
-                            [f"data.root={args.demo_root}", "logger.wandb.mode=disabled", "train.progress=false",
-                             *args.override])
+    if args.runs:
+        runs = find_alpha_runs(args.runs)
+        args.seeds, args.alphas = sorted({s for s, _ in runs}), sorted({a for _, a in runs})
+        missing = [f"seed {s} alpha {a}" for s in args.seeds for a in args.alphas if (s, a) not in runs]
+        if missing:
+            raise SystemExit(f"--runs: every seed needs every alpha; missing {', '.join(missing)}")
+    else:
+        runs = train_alpha_runs(args.experiment, out / "runs", args.alphas, args.seeds,
+                                [f"data.root={args.demo_root}", "logger.wandb.mode=disabled", "train.progress=false",
+                                 *args.override])
     curves = {}
     for (seed, alpha), d in runs.items():
         _, h, epochs = logged(d)
@@ -75,6 +86,8 @@ def main():
     p.add_argument("--steps", type=int, default=400, help="synthetic: full-batch steps")
     p.add_argument("--experiment", default="demo_gsam", help="trainer: the experiment to vary alpha in")
     p.add_argument("--override", nargs="*", default=[], help="trainer: extra config overrides, e.g. schedule.epochs=10")
+    p.add_argument("--runs", nargs="+", default=None,
+                   help="trainer: summarise these existing run folders (e.g. a sweep over sam.alpha) instead of training")
     args = p.parse_args()
     out, t0 = start(args), time.time()
     out = out / args.task

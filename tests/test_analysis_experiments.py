@@ -8,7 +8,8 @@ import torch
 from gsam.analysis import surrogate_gap
 from gsam.analysis.synthetic import teacher_task, train_full_batch
 from gsam.analysis.toy import sharp_and_flat, trajectory
-from gsam.analysis.trainer_runs import epoch_means, logged, strictly_decreasing, train_alpha_runs, window_mean
+from gsam.analysis.trainer_runs import (epoch_means, find_alpha_runs, logged, strictly_decreasing, train_alpha_runs,
+                                        window_mean)
 
 
 def final_gap(alpha, seed=1, rho=0.1):
@@ -83,3 +84,30 @@ def test_toy_sgd_falls_into_the_sharp_well_xsam_reaches_the_flat_one_sam_gsam_st
     for name in ("sam", "gsam"):
         assert fn.well_of(ends[name].tolist()) == -1
         assert (ends[name] - sharp).norm().item() == pytest.approx(rho, abs=0.01)
+
+
+def test_find_alpha_runs_reads_existing_runs_and_refuses_a_mixed_set(tmp_path):
+    from omegaconf import OmegaConf
+
+    def run(name, **changes):
+        cfg = {"seed": 0, "name": name, "output_dir": str(tmp_path / name), "train": {"progress": True},
+               "sam": {"name": "gsam", "alpha": 0.0, "rho_max": 0.05}, "optimizer": {"lr": 0.003}}
+        for key, value in changes.items():
+            section, field = key.split("__") if "__" in key else (None, key)
+            (cfg[section] if section else cfg)[field] = value
+        (tmp_path / name).mkdir()
+        OmegaConf.save(OmegaConf.create(cfg), tmp_path / name / "config.yaml")
+        return tmp_path / name
+
+    a = run("a")
+    b = run("b", sam__alpha=0.2, train__progress=False)  # the progress bar cannot change the numbers
+    c = run("c", seed=1, sam__alpha=0.2)
+    assert find_alpha_runs([a, b, c]) == {(0, 0.0): a, (0, 0.2): b, (1, 0.2): c}
+    d = run("d", sam__alpha=0.3, optimizer__lr=0.01)
+    with pytest.raises(ValueError, match="differ in optimizer.lr"):
+        find_alpha_runs([a, d])
+    with pytest.raises(ValueError, match="both seed 0, alpha 0.0"):
+        find_alpha_runs([a, run("e")])
+    e = run("f", sam={"name": "sam", "rho_max": 0.05})
+    with pytest.raises(ValueError, match="has no alpha"):
+        find_alpha_runs([e])

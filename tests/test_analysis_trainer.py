@@ -6,7 +6,7 @@ import torch
 
 from gsam.checkpoint import load
 from gsam.experiment import run
-from test_trainer import config, demo_root  # noqa: F401  (the module-scoped demo data fixture)
+from test_trainer import config
 
 
 def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path, demo_root):  # noqa: F811

@@ -45,6 +45,44 @@ def train_alpha_runs(experiment: str, out: str | Path, alphas: Sequence[float], 
     return dirs
 
 
+def _flat_config(cfg, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        out.update(_flat_config(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def find_alpha_runs(dirs: Sequence[str | Path]) -> dict[tuple[int, float], Path]:
+    """Existing trainer run folders (e.g. a Slurm sweep over ``sam.alpha``), keyed by (seed, alpha)
+    from each folder's ``config.yaml``. They must be one experiment: every setting other than
+    ``sam.alpha``, ``seed``, the folder, the name, and what cannot change the numbers (logging, the
+    progress bar, loader workers) has to agree, or the comparison means nothing."""
+    from omegaconf import OmegaConf
+
+    found, reference = {}, None
+    ignored = {"sam.alpha", "seed", "output_dir", "name", "train.progress", "data.num_workers"}
+    for d in map(Path, dirs):
+        path = d / "config.yaml"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: is {d} a trainer run folder?")
+        cfg = _flat_config(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+        if "sam.alpha" not in cfg:
+            raise ValueError(f"{d}: sam={cfg.get('sam.name')} has no alpha; Fig. 9 compares GSAM runs")
+        key = (int(cfg["seed"]), float(cfg["sam.alpha"]))
+        if key in found:
+            raise ValueError(f"{d} and {found[key]} are both seed {key[0]}, alpha {key[1]}")
+        settings = {k: v for k, v in cfg.items() if k not in ignored and not k.startswith(("logger.", "hydra."))}
+        if reference is None:
+            reference = (d, settings)
+        else:
+            diff = sorted(k for k in settings.keys() | reference[1].keys() if settings.get(k) != reference[1].get(k))
+            if diff:
+                raise ValueError(f"{d} and {reference[0]} differ in {', '.join(diff[:5])}: not one experiment")
+        found[key] = d
+    return found
+
+
 def logged(run: str | Path, key: str = "surrogate_gap") -> tuple[list[int], list[float], list[int]]:
     """(step, value, epoch) of every logged training step of a run (the last record of a step wins,
     so a resumed run counts each step once)."""
