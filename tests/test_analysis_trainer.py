@@ -9,7 +9,7 @@ from gsam.experiment import run
 from test_trainer import config
 
 
-def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path, demo_root):  # noqa: F811
+def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path, demo_root):
     common = ["model=demo_mixer", "schedule.epochs=2", "data.batch_size=512", "train.log_every=1",
               "analysis.batches=1", "analysis.power_iters=5"]
     run(config(tmp_path / "off", demo_root, *common))
@@ -32,7 +32,7 @@ def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path
     assert train(tmp_path / "off") == train(tmp_path / "on")
 
 
-def test_bad_analysis_settings_are_clear_errors(tmp_path, demo_root):  # noqa: F811
+def test_bad_analysis_settings_are_clear_errors(tmp_path, demo_root):
     with pytest.raises(ValueError, match="analysis.every_n_epochs"):
         run(config(tmp_path, demo_root, "analysis.every_n_epochs=-1", "train.max_steps=1"))
     with pytest.raises(ValueError, match="analysis.batches"):
