@@ -73,6 +73,25 @@ def _check_nonneg(name: str, value: float) -> float:
     return float(value)
 
 
+class NonNegative:
+    """A hyper-parameter that must be a number >= 0, checked at every assignment (``opt.rho = 0.03``
+    between steps included): a ValueError names it."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj, value: float) -> None:
+        obj.__dict__[self.name] = _check_nonneg(self.name, value)
+
+
 class SharpnessAware(torch.optim.Optimizer):
     """Base class of SAM, GSAM and XSAM.
 
@@ -125,13 +144,7 @@ class SharpnessAware(torch.optim.Optimizer):
         self.steps_skipped = 0
 
     # ----------------------------------------------------------------- settable hyper-parameters
-    @property
-    def rho(self) -> float:
-        return self._rho
-
-    @rho.setter
-    def rho(self, value: float) -> None:
-        self._rho = _check_nonneg("rho", value)
+    rho = NonNegative()
 
     @property
     def alpha(self) -> float:

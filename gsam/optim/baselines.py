@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Closure, _check_nonneg
+from .base import Closure, NonNegative
 from .gsam import GSAM
 from .sam import SAM
 
@@ -21,18 +21,12 @@ from .sam import SAM
 class WeightedGap(SAM):
     """Minimise f_p + lam h directly: d = (1 + lam) g_p - lam g. ``lam = 0`` is SAM."""
 
+    lam = NonNegative()
+
     def __init__(self, params, base_optimizer, rho: float = 0.05, lam: float = 0.1, adaptive: bool = False,
                  **kwargs):
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, **kwargs)
         self.lam = lam
-
-    @property
-    def lam(self) -> float:
-        return self._lam
-
-    @lam.setter
-    def lam(self, value: float) -> None:
-        self._lam = _check_nonneg("lam", value)
 
     def _sharpness_step(self, closure: Closure):
         ps, loss, g, grad_norm, perturbed_loss, g_p, gp_norm, g_dot_gp = self._ascent(closure)

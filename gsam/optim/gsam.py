@@ -19,25 +19,19 @@ from __future__ import annotations
 
 import torch
 
-from .base import Closure, _check_nonneg
+from .base import Closure, NonNegative
 from .sam import SAM
 
 
 class GSAM(SAM):
     """GSAM (Algorithm 1). ``alpha`` >= 0; Table 4 uses values from 0.005 up to 1.0."""
 
+    alpha = NonNegative()
+
     def __init__(self, params, base_optimizer, rho: float = 0.05, alpha: float = 0.4,
                  adaptive: bool = False, **kwargs):
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, **kwargs)
         self.alpha = alpha
-
-    @property
-    def alpha(self) -> float:
-        return self._alpha
-
-    @alpha.setter
-    def alpha(self, value: float) -> None:
-        self._alpha = _check_nonneg("alpha", value)
 
     def _sharpness_step(self, closure: Closure):
         ps, loss, g, grad_norm, perturbed_loss, g_p, gp_norm, g_dot_gp = self._ascent(closure)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Closure, SharpnessAware, _check_nonneg
+from .base import Closure, NonNegative, SharpnessAware, _check_nonneg
 from .comm import all_reduce_mean
 
 DEFAULT_ALPHA_GRID = tuple(round(0.1 * i, 10) for i in range(21))  # 0, 0.1, ..., 2.0 (official)
@@ -52,6 +52,9 @@ class XSAM(SharpnessAware):
         alpha_grid: candidate alphas (default 0, 0.1, ..., 2.0: 21 forward passes per search).
     """
 
+    alpha = NonNegative()
+    rho_probe = NonNegative()
+
     def __init__(self, params, base_optimizer, rho: float = 0.05, rho_probe: float = 0.1,
                  steps: int = 1, alpha: float = 1.0, search_every: int = 0,
                  alpha_grid=DEFAULT_ALPHA_GRID, **kwargs):
@@ -69,22 +72,6 @@ class XSAM(SharpnessAware):
         self.search_every = search_every
         self.alpha_grid = grid
         self.searches = 0
-
-    @property
-    def alpha(self) -> float:
-        return self._alpha
-
-    @alpha.setter
-    def alpha(self, value: float) -> None:
-        self._alpha = _check_nonneg("alpha", value)
-
-    @property
-    def rho_probe(self) -> float:
-        return self._rho_probe
-
-    @rho_probe.setter
-    def rho_probe(self, value: float) -> None:
-        self._rho_probe = _check_nonneg("rho_probe", value)
 
     def _search_due(self) -> bool:
         return self.search_every > 0 and self.steps_taken % self.search_every == 0
