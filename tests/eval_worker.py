@@ -33,4 +33,5 @@ if __name__ == "__main__":
     results = evaluate_all(settings, dist.get_rank(), dist.get_world_size())
     if dist.get_rank() == 0:
         Path(sys.argv[2]).write_text(json.dumps(results))
+    dist.barrier()  # neither rank tears gloo down while the other may still use it (rank 0 aborted at teardown in 1 run of 4 without it)
     dist.destroy_process_group()
