@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Builds FFCV 1.0.2 into a venv (default .venv) on Debian/Ubuntu.
+# Builds FFCV 1.0.2 into a venv (default .venv) on Debian/Ubuntu, or, with --wheel, a wheel for another Python.
 # FFCV's sdist compiles a small C extension that calls only cv::resize and libturbojpeg, so it needs
 # OpenCV core+imgproc and libturbojpeg headers plus pkg-config's `opencv4` entry. Debian's light
 # packages (47 MB) ship no opencv4.pc and their opencv2/opencv.hpp pulls in modules they lack, so a
 # minimal .pc file and an include shim are generated here. ffcv goes in with --no-deps: it declares
 # the GUI opencv-python and omits Pillow; its real runtime deps are the `ffcv` extra of pyproject.toml.
-# usage: scripts/install_ffcv.sh [venv]     exit 0 installed (or already), 1 failed, 3 cannot (not root)
+# usage: scripts/install_ffcv.sh [venv]              exit 0 installed (or already), 1 failed, 3 cannot (not root)
+#        scripts/install_ffcv.sh --wheel DIR PYTHON  builds ffcv-1.0.2-<PYTHON's tag>.whl into DIR (not repaired:
+#                                                    scripts/gpu_bundle.sh grafts the system libraries in)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${1:-.venv}
-PY="$VENV/bin/python"
-if "$PY" -c "import ffcv.loader" 2>/dev/null; then exit 0; fi
+if [ "${1:-}" = "--wheel" ]; then
+    WHEEL_DIR=$2; PY=$3; VENV=""
+else
+    WHEEL_DIR=""; VENV=${1:-.venv}; PY="$VENV/bin/python"
+    if "$PY" -c "import ffcv.loader" 2>/dev/null; then exit 0; fi
+fi
 pkgs=(libopencv-imgproc-dev libturbojpeg0-dev pkg-config)
 if ! dpkg -s "${pkgs[@]}" >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -22,7 +27,7 @@ if ! dpkg -s "${pkgs[@]}" >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}"; } >/dev/null
 fi
-pc=$(realpath "$VENV")/ffcv-build
+pc=$(mktemp -d)/ffcv-build
 mkdir -p "$pc/include/opencv2"
 libdir=$(dirname "$(find /usr/lib /usr/lib64 -name 'libopencv_imgproc.so' 2>/dev/null | head -n1)")
 cat > "$pc/opencv4.pc" <<PC
@@ -36,6 +41,11 @@ Libs: -L\${libdir} -lopencv_imgproc -lopencv_core
 Cflags: -I$pc/include -I\${includedir}
 PC
 printf '#pragma once\n#include <opencv2/core.hpp>\n#include <opencv2/imgproc.hpp>\n' > "$pc/include/opencv2/opencv.hpp"
+if [ -n "$WHEEL_DIR" ]; then
+    mkdir -p "$WHEEL_DIR"
+    PKG_CONFIG_PATH="$pc" "$PY" -m pip wheel -q --no-deps -w "$WHEEL_DIR" "ffcv==1.0.2"
+    exit 0
+fi
 "$PY" -m pip install -q -e ".[ffcv]"
 PKG_CONFIG_PATH="$pc" "$PY" -m pip install -q --no-deps --no-build-isolation "ffcv==1.0.2"
 NUMBA_THREADING_LAYER=workqueue "$PY" -c "import ffcv.loader, ffcv.writer"
