@@ -62,6 +62,12 @@ def check(cfg: Mapping) -> None:
     need("schedule.decay", cfg["schedule"]["decay"] in ("linear", "cosine", "constant"),
          "expected linear, cosine or constant")
     need("model.loss", cfg["model"]["loss"] in ("softmax", "sigmoid"), "expected softmax or sigmoid")
+    compile_ = cfg["train"].get("compile", False)
+    if not isinstance(compile_, bool):
+        import torch._dynamo
+
+        need("train.compile", compile_ in torch._dynamo.list_backends(exclude_tags=()),
+             "expected true, false or a torch.compile backend (e.g. inductor, aot_eager)")
     if cfg["sam"]["name"] != "none":
         rmax, rmin = float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_min"])
         need("sam.rho_min", 0 <= rmin <= rmax, "expected 0 <= sam.rho_min <= sam.rho_max")

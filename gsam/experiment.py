@@ -64,6 +64,14 @@ def _channels_last(cfg: DictConfig) -> bool:
     return cfg.train.channels_last is True or (cfg.train.channels_last == "auto" and cfg.model.family == "resnet")
 
 
+def _compiled(model, setting):
+    """``train.compile``: false, true (inductor) or the name of a torch.compile backend (e.g. aot_eager, which
+    traces and differentiates as inductor does without generating code: the kit's CPU rehearsal uses it)."""
+    if setting is False or setting is None:
+        return model
+    return torch.compile(model) if setting is True else torch.compile(model, backend=str(setting))
+
+
 def _gather_rng() -> list:
     states = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
     if dist.is_initialized():
@@ -98,7 +106,7 @@ def run(cfg: DictConfig) -> dict:
     ddp = None
     if info.world > 1:
         ddp = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-    wrapped = torch.compile(ddp or model) if cfg.train.compile else (ddp or model)
+    wrapped = _compiled(ddp or model, cfg.train.compile)
     scaler = torch.amp.GradScaler(info.device.type) if amp == torch.float16 else None
     # the optimizer gets the DDP object itself (no_sync, BN layers), not the compiled wrapper
     opt = build_optimizer(model, cfg.optimizer, cfg.sam, wrapper=ddp, grad_scaler=scaler)
