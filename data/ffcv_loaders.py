@@ -61,7 +61,10 @@ class FFCVLoader:
                      RandomHorizontalFlip()]
         else:
             image = [CenterCropRGBImageDecoder((img_size, img_size), ratio=crop_pct)]
-        pipelines = {"image": image + [ToTensor()] + to_device + [ToTorchImage(channels_last=channels_last)],
+        # ToTorchImage(channels_last=False) copies into a buffer it allocates on the host, so on a GPU the
+        # batch came back to the CPU (seen on an H100, 2026-11-27): keep FFCV's zero-copy NHWC view and make
+        # it contiguous on the device in __iter__
+        pipelines = {"image": image + [ToTensor()] + to_device + [ToTorchImage(channels_last=True)],
                      "label": [IntDecoder(), ToTensor()] + to_device}
         self.loader = Loader(str(beton), batch_size=batch, num_workers=max(num_workers, 1), os_cache=os_cache,
                              order=OrderOption.SEQUENTIAL, drop_last=train, pipelines=pipelines)
