@@ -84,15 +84,30 @@ class FFCVLoader:
 
     def __iter__(self):
         order = list(self.sampler) if self.with_index else None  # the sampler's permutation, only when needed
-        for b, (x, y) in enumerate(self.loader):
-            x = x.float().sub_(self.mean).div_(self.std)
-            if not self.channels_last:
-                x = x.contiguous()
-            y = y.view(-1).long()
-            if self.with_index:
-                yield x, y, torch.as_tensor(order[b * self.batch:(b + 1) * self.batch])
-            else:
-                yield x, y
+        epoch = iter(self.loader)
+        try:
+            for b, (x, y) in enumerate(epoch):
+                x = x.float().sub_(self.mean).div_(self.std)
+                if not self.channels_last:
+                    x = x.contiguous()
+                y = y.view(-1).long()
+                if self.with_index:
+                    yield x, y, torch.as_tensor(order[b * self.batch:(b + 1) * self.batch])
+                else:
+                    yield x, y
+        finally:
+            _stop(epoch)
+
+
+def _stop(epoch) -> None:
+    """End an FFCV epoch's worker thread before anything else runs FFCV. Left mid-epoch (a run stopped at
+    ``train.max_steps`` or preempted, then evaluated), the thread goes on decoding until its queue is full,
+    and a second loader's numba parallel region beside it aborts the process under the workqueue threading
+    layer ("Concurrent access has been detected", seen on an H100, 2026-11-27). FFCV's own ``close`` only
+    raises a flag and frees the batch memory the thread may still be writing."""
+    epoch.terminate_event.set()
+    epoch.join(timeout=120)
+    epoch.close()
 
 
 def build_ffcv_loaders(*, betons: str, img_size: int, mean, std, batch: int, eval_batch: int, num_workers: int,
