@@ -195,7 +195,7 @@ def _child_env() -> dict:
 def part_kill_resume(ctx: Ctx) -> dict:
     from gpu_check_report import kill_resume_figures
 
-    steps, every = (40, 2) if ctx.args.tiny else (60, 10)
+    steps, every = (16, 2) if ctx.args.tiny else (60, 10)
     name = "kill_resume"
     cmd = [sys.executable, str(ROOT / "train.py"), *ctx.overrides("vit_s32_gsam", name),
            f"train.max_steps={steps}", f"train.checkpoint_every_steps={every}", "train.amp=bf16"]

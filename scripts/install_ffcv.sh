@@ -46,6 +46,6 @@ if [ -n "$WHEEL_DIR" ]; then
     PKG_CONFIG_PATH="$pc" "$PY" -m pip wheel -q --no-deps -w "$WHEEL_DIR" "ffcv==1.0.2"
     exit 0
 fi
-"$PY" -m pip install -q -e ".[ffcv]"
+"$PY" -m pip install -q -c constraints/cpu-dev.txt -e ".[ffcv]"
 PKG_CONFIG_PATH="$pc" "$PY" -m pip install -q --no-deps --no-build-isolation "ffcv==1.0.2"
 NUMBA_THREADING_LAYER=workqueue "$PY" -c "import ffcv.loader, ffcv.writer"

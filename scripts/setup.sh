@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the project with its test extras; a no-op when pyproject.toml is unchanged.
-# torch 2.14.1 / torchvision 0.29.1 come from the machine's local wheels where present, else from PyPI.
+# Exact versions from constraints/cpu-dev.txt (torch 2.14.1 / torchvision 0.29.1 from the machine's local wheels
+# where present, else from PyPI). Where a Python 3.12 exists it also prepares the GPU kit's CPU rehearsal
+# (tests/test_gpu_kit.py): .venv-gpu, a stand-in for the GPU machine's image, and .gpu_bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml constraints/cpu-dev.txt | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 if [ ! -f "$stamp" ]; then
     echo "setting up .venv (first run: a few minutes) ..." >&2
     log=$(mktemp)
-    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e '.[test]'; } >"$log" 2>&1; then
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -c constraints/cpu-dev.txt -e '.[test]'; } >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "error: installing the project into .venv failed (full log: $log)" >&2
         exit 1
@@ -27,4 +29,14 @@ if [ ! -f "$stamp" ]; then
     esac
     if [ "$rc" = 0 ]; then rm -f "$log"; fi
     touch "$stamp"
+fi
+# The GPU kit's rehearsal under Python 3.12 (torch 2.11 as on the GPU image, the bundle installed as there)
+if bash scripts/find_python312.sh >/dev/null 2>&1; then
+    log=$(mktemp)
+    if ! { bash scripts/gpu_rehearsal_env.sh && bash scripts/gpu_bundle.sh; } >"$log" 2>&1; then
+        grep -v 'is ignored' "$log" | tail -n 20 >&2
+        echo "warning: preparing the GPU kit's rehearsal failed (log: $log); tests/test_gpu_kit.py will fail" >&2
+    else
+        rm -f "$log"
+    fi
 fi

@@ -1,0 +1,64 @@
+"""The GPU acceptance kit's CPU rehearsal: ``scripts/gpu_check.sh --device cpu --tiny`` under Python 3.12 with
+torch 2.11 (``.venv-gpu``, a stand-in for the GPU machine's image) and the bundle of ``scripts/gpu_bundle.sh``
+installed the way the GPU machine installs it (--no-index --target), so the kit cannot rot between GPU sessions.
+``scripts/setup.sh`` prepares both wherever a Python 3.12 exists.
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_GPU = ROOT / ".venv-gpu" / "bin" / "python"
+
+
+def _python312_exists() -> bool:
+    return subprocess.run(["bash", str(ROOT / "scripts" / "find_python312.sh")], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    if not _python312_exists():
+        pytest.skip("no Python 3.12 on this machine (the GPU machine's version): the kit's rehearsal needs one")
+    if not VENV_GPU.exists() or not list((ROOT / ".gpu_bundle" / "wheels").glob("ffcv-*.whl")):
+        pytest.fail("the rehearsal is not prepared: run bash scripts/setup.sh (it builds .venv-gpu and .gpu_bundle)")
+    tmp = tmp_path_factory.mktemp("gpu_kit")
+    env = {**os.environ, "PYTHON": str(VENV_GPU), "GSAM_SITE": str(tmp / "site")}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp / "out"), "--device", "cpu", "--tiny",
+                           "--work", str(tmp / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    summary_path = tmp / "out" / "summary.json"
+    assert summary_path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads(summary_path.read_text()), tmp / "out"
+
+
+def test_every_part_of_the_kit_passes_on_python312_torch211_with_the_bundle(rehearsal):
+    proc, summary, _ = rehearsal
+    failed = {p["part"]: p["error"] for p in summary["parts"] if not p["ok"]}
+    assert not failed, "\n\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    assert proc.returncode == 0
+    env = next(p["figures"] for p in summary["parts"] if p["part"] == "env")
+    assert env["python"].startswith("3.12.") and env["torch"].startswith("2.11.")
+    assert env["ffcv"] == "1.0.2" and env["hydra-core"] and env["wandb"]  # from the bundle: .venv-gpu has none
+
+
+def test_the_kit_measures_what_its_parts_claim(rehearsal):
+    _, summary, out = rehearsal
+    figs = {p["part"]: p["figures"] for p in summary["parts"]}
+    for run in ("vit_b32_gsam", "resnet50_xsam", "mixer_b16_sam_compile", "vit_s16_gsam_fp16"):
+        assert figs[run]["steps"] == 3 and figs[run]["losses_finite"], (run, figs[run])
+        assert 0 <= figs[run]["data_wait"] < 1 and figs[run]["img_s"] > 0
+    assert figs["resnet50_xsam"]["searches"] >= 1 and figs["resnet50_xsam"]["channels_last"]
+    assert figs["mixer_b16_sam_compile"]["overrides"] == ["train.compile=aot_eager"]
+    kr = figs["kill_resume"]
+    assert kr["resumed_at_step"] < kr["killed_at_step"] and kr["final_step"] == 16
+    assert figs["evaluate"]["val_top1"] == figs["evaluate"]["val_top1_at_end_of_training"]
+    for model in ("vit_b32", "resnet50"):
+        b = figs[f"bench_{model}"]
+        assert b["SAM/vanilla"] > 0 and 0 <= b["data_wait_GSAM"] < 1
+        assert "## GSAM" in (out / f"profile_{model}.txt").read_text()
+    md = (out / "summary.md").read_text()
+    assert "PASSED" in md and "| kill_resume | ok |" in md
