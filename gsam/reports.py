@@ -104,8 +104,9 @@ def markdown(table: list[dict]) -> str:
         cells = [f"{_fmt(r[c]['ours'])} / {_fmt(r[c]['paper'])} ({_fmt(r[c]['diff'], True)})" for c in COLUMNS]
         lines.append(f"| {r['model']} | {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + ("\n\nEach cell: ours / paper (ours − paper), top-1 %; — where there is no number. "
-                               "R: argmax over all 1000 classes, as Table 1's R (docs/data.md); R masked: over "
-                               "ImageNet-R's 200 classes, which the paper does not report.\n")
+                               "R: the argmax over all the model's classes (1000), as Table 1's R most likely is "
+                               "(docs/data.md); R masked: over the R set's classes only (ImageNet-R's 200), which "
+                               "the paper does not report.\n")
 
 
 def to_csv(table: list[dict]) -> str:
