@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 SIDECAR_VERSION = 1
+# The writer options that keep an image as decoded from its source file: no resize, no JPEG re-encoding.
+ORIGINAL_PIXELS = {"max_resolution": None, "write_mode": "raw", "jpeg_quality": 90, "compress_probability": 0.0}
 
 
 def sidecar_path(beton: Path) -> Path:

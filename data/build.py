@@ -50,13 +50,12 @@ def build_data(d, *, seed: int, rank: int, world: int, is_main: bool, per_rank_b
 
 
 def _write_demo_betons(root: Path, out: Path) -> None:
-    from .betons import read_sidecar, write_beton
+    from .betons import ORIGINAL_PIXELS, read_sidecar, write_beton
     from .sources import class_folders, folder_samples
 
     if (out / "val.beton").is_file() and read_sidecar(out / "val.beton").get("source") == str(root.resolve()):
         return
     classes = class_folders(root / "train")
     for split in ("train", "val"):
-        write_beton(out / f"{split}.beton", folder_samples(root / split, classes), classes, max_resolution=None,
-                    write_mode="raw", jpeg_quality=90, compress_probability=0.0, workers=2, keep_files=split == "val",
-                    progress=False, source=str(root.resolve()))
+        write_beton(out / f"{split}.beton", folder_samples(root / split, classes), classes, **ORIGINAL_PIXELS,
+                    workers=2, keep_files=split == "val", progress=False, source=str(root.resolve()))

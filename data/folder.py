@@ -1,6 +1,7 @@
 """Image-folder loaders (PIL + torchvision transforms) with the recipes' transforms.
 
-Train: Inception-style random-resized crop (area scale 0.08-1) + horizontal flip. Eval: resize the short
+Train: Inception-style random-resized crop (area scale ``min_crop_scale``-1; 0.05 as big_vision's
+``inception_crop(area_min=5)`` in the Table 1 recipe) + horizontal flip. Eval: resize the short
 side to ``img_size / crop_pct`` (crop_pct = 224/256 by default) and centre-crop ``img_size``.
 Augmentation is a pure function of (seed, epoch, sample index): each sample seeds the transform's
 RNG, so results do not depend on the number of workers and a run resumed mid-epoch sees exactly
@@ -23,7 +24,7 @@ from .sources import class_folders, folder_samples, val_samples
 MINIVAL_SEED = 0
 
 
-def train_transform(img_size: int, mean, std, min_scale: float = 0.08):
+def train_transform(img_size: int, mean, std, min_scale: float = 0.05):
     return transforms.Compose([
         transforms.RandomResizedCrop(img_size, scale=(min_scale, 1.0), interpolation=transforms.InterpolationMode.BILINEAR),
         transforms.RandomHorizontalFlip(),
@@ -168,7 +169,7 @@ def eval_loader(samples: list[tuple[str, int]], transform, *, batch: int, num_wo
 
 def build_folder_loaders(*, root: str, train_split: str, val_split: str | None, img_size: int, mean, std,
                          batch: int, eval_batch: int, num_workers: int, rank: int, world: int, seed: int,
-                         minival_fraction: float, crop_pct: float = 224 / 256, min_crop_scale: float = 0.08,
+                         minival_fraction: float, crop_pct: float = 224 / 256, min_crop_scale: float = 0.05,
                          val_labels: str | None = None):
     """Returns (train loader, {name: eval loader}, classes, {name: files}). ``batch`` is per rank."""
     root = Path(root)

@@ -10,8 +10,11 @@ import io
 import json
 from pathlib import Path
 
-COLUMNS = ("imagenet", "real", "v2", "r", "c")
-HEADERS = {"imagenet": "ImageNet", "real": "ReaL", "v2": "V2", "r": "R", "c": "C"}
+PAPER_COLUMNS = ("imagenet", "real", "v2", "r", "c")
+# r: ImageNet-R with the argmax over all 1000 classes, the protocol Table 1's R most likely used (docs/data.md);
+# r_masked: the argmax over ImageNet-R's 200 classes (hendrycks, timm), for which the paper has no number
+COLUMNS = ("imagenet", "real", "v2", "r", "r_masked", "c")
+HEADERS = {"imagenet": "ImageNet", "real": "ReaL", "v2": "V2", "r": "R", "r_masked": "R masked", "c": "C"}
 METHODS = ("vanilla", "sam", "gsam", "xsam")
 MODELS = ("resnet50", "resnet101", "resnet152", "vit_s32", "vit_s16", "vit_b32", "vit_b16", "mixer_s32",
           "mixer_s16", "mixer_s8", "mixer_b32", "mixer_b16")
@@ -39,7 +42,7 @@ def paper_table1() -> dict[tuple[str, str], dict[str, float]]:
         model, rest = line.split(maxsplit=1)
         for cell in rest.split("|"):
             method, *values = cell.split()
-            table[model, method] = dict(zip(COLUMNS, map(float, values)))
+            table[model, method] = dict(zip(PAPER_COLUMNS, map(float, values)))
     return table
 
 
@@ -63,6 +66,9 @@ def load_run(path: Path) -> dict:
     res = json.loads(file.read_text())
     if "model" not in res or "method" not in res:
         raise ValueError(f"{file}: no model/method fields (written by an older version; rerun evaluate.py)")
+    if "r" in res and "r_masked" not in res:
+        raise ValueError(f"{file}: its r is the 200-class masked ImageNet-R of an older version, not the 1000-way "
+                         "number Table 1 is compared with (docs/data.md); rerun evaluate.py")
     return res
 
 
@@ -97,7 +103,10 @@ def markdown(table: list[dict]) -> str:
     for r in table:
         cells = [f"{_fmt(r[c]['ours'])} / {_fmt(r[c]['paper'])} ({_fmt(r[c]['diff'], True)})" for c in COLUMNS]
         lines.append(f"| {r['model']} | {r['method']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nEach cell: ours / paper (ours − paper), top-1 %; — where there is no number.\n"
+    return "\n".join(lines) + ("\n\nEach cell: ours / paper (ours − paper), top-1 %; — where there is no number. "
+                               "R: the argmax over all the model's classes (1000), as Table 1's R most likely is "
+                               "(docs/data.md); R masked: over the R set's classes only (ImageNet-R's 200), which "
+                               "the paper does not report.\n")
 
 
 def to_csv(table: list[dict]) -> str:

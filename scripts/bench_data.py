@@ -76,7 +76,7 @@ def bench_ffcv(beton: Path, workers: int, batch: int) -> float:
     from data.ffcv_loaders import FFCVLoader
 
     loader = FFCVLoader(beton, train=True, img_size=224, mean=MEAN, std=STD, batch=batch, rank=0, world=1, seed=0,
-                        num_workers=workers, device=torch.device("cpu"), channels_last=False, min_crop_scale=0.08,
+                        num_workers=workers, device=torch.device("cpu"), channels_last=False, min_crop_scale=0.05,
                         crop_pct=224 / 256, os_cache=True)
     return time_passes(lambda: iter(loader))
 

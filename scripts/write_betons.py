@@ -5,8 +5,11 @@
 
 The minival split is the folder loader's (data/folder.py: split_minival, a fixed permutation with seed 0
 over the sorted train files), so data.loader=ffcv and data.loader=folder hold out the same images.
-Defaults are ffcv-imagenet's README command (`write_dataset.sh 400 0.10 90`): max side 400 px, 10% of the
-images stored as JPEG q90, the rest raw (larger on disk, decoded much faster; docs/benchmarks.md).
+The train beton takes the storage options; their defaults are ffcv-imagenet's README command
+(`write_dataset.sh 400 0.10 90`): max side 400 px, 10% of the images stored as JPEG q90, the rest raw (larger
+on disk, decoded much faster; docs/benchmarks.md). That changes the training pixels a little, as it did for
+ffcv-imagenet. minival and val, the images accuracy is measured on, are always stored as the original images
+(decoded, raw, full size: no resize, no re-encoding), pixel for pixel what the folder loader decodes.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.betons import write_beton  # noqa: E402
+from data.betons import ORIGINAL_PIXELS, write_beton  # noqa: E402
 from data.folder import split_minival  # noqa: E402
 from data.sources import class_folders, folder_samples, val_samples  # noqa: E402
 
@@ -29,10 +32,12 @@ def main(argv=None) -> int:
     ap.add_argument("--val-labels", type=Path, help="flat val only: devkit folder or LOC_val_solution.csv")
     ap.add_argument("--splits", default="train,minival,val", help="comma list of train, minival, val")
     ap.add_argument("--minival-fraction", type=float, default=0.01)
-    ap.add_argument("--max-side", type=int, default=400, help="longer side is resized down to this (0: keep)")
-    ap.add_argument("--write-mode", default="proportion", choices=["raw", "jpg", "proportion", "smart"])
-    ap.add_argument("--jpeg-quality", type=int, default=90)
-    ap.add_argument("--compress-probability", type=float, default=0.1, help="write-mode proportion: share as JPEG")
+    ap.add_argument("--max-side", type=int, default=400, help="train: longer side resized down to this (0: keep)")
+    ap.add_argument("--write-mode", default="proportion", choices=["raw", "jpg", "proportion", "smart"],
+                    help="train only (minival and val are stored raw at full size)")
+    ap.add_argument("--jpeg-quality", type=int, default=90, help="train only")
+    ap.add_argument("--compress-probability", type=float, default=0.1,
+                    help="train, write-mode proportion: share stored as JPEG")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -41,6 +46,8 @@ def main(argv=None) -> int:
     unknown = set(splits) - {"train", "minival", "val"}
     if unknown:
         ap.error(f"--splits: unknown {sorted(unknown)}; choose from train, minival, val")
+    train_storage = {"max_resolution": args.max_side or None, "write_mode": args.write_mode,
+                     "jpeg_quality": args.jpeg_quality, "compress_probability": args.compress_probability}
     try:
         classes = class_folders(args.imagenet / "train", "--imagenet train/")
         jobs = {}
@@ -55,10 +62,9 @@ def main(argv=None) -> int:
             if not jobs[split]:
                 print(f"[write_betons] {split}: empty (minival fraction {args.minival_fraction}), not written")
                 continue
-            meta = write_beton(args.out / f"{split}.beton", jobs[split], classes,
-                               max_resolution=args.max_side or None, write_mode=args.write_mode,
-                               jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability,
-                               workers=args.workers, keep_files=split != "train", progress=not args.no_progress,
+            storage = train_storage if split == "train" else ORIGINAL_PIXELS
+            meta = write_beton(args.out / f"{split}.beton", jobs[split], classes, **storage, workers=args.workers,
+                               keep_files=split != "train", progress=not args.no_progress,
                                source=str(args.imagenet.resolve()))
             print(f"[write_betons] {args.out / f'{split}.beton'}: {meta['num_images']} images, "
                   f"{len(classes)} classes, {len(meta['skipped'])} skipped")

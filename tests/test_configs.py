@@ -33,6 +33,7 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(model, method)
     assert cfg.name == f"{model}_{method}"
     assert cfg.model.name == TIMM[model]
     assert cfg.data.batch_size == 4096
+    assert cfg.data.min_crop_scale == 0.05  # big_vision inception_crop(area_min=5), both loaders read it
     resnet = model.startswith("resnet")
     if resnet:
         assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.lr_min) == ("sgd", 1.6, 0.016)

@@ -93,18 +93,20 @@ def test_v2_folder_names_are_class_indices_not_string_order(tmp_path):
     assert m["images"] == 4 and m["top1"] == pytest.approx(75.0) and m["top5"] == pytest.approx(100.0)
 
 
-def test_r_restricts_the_argmax_to_its_classes(tmp_path):
-    root = tmp_path / "imagenet-r"
-    subset = [1, 4, 6]  # the "200" classes of this fixture
-    for k, (cls, code) in enumerate([(1, 0), (4, 1), (6, 2), (6, 3)]):
+def test_r_masked_and_over_all_classes(tmp_path):
+    root = tmp_path / "imagenet-r"  # classes 1, 4, 6: the "200" classes of this fixture
+    for k, (cls, code) in enumerate([(1, 0), (4, 1), (6, 2), (6, 3), (1, 4)]):
         write_code_image(root / CLASSES[cls] / f"art_{k}.jpg", code)
     table = torch.zeros(1024, 1000)
-    table[0] = ranked_logits(0, 1)     # 1000-way top-1 is class 0 (not in R); restricted: 1, a hit
-    table[1] = ranked_logits(4)        # hit
-    table[2] = ranked_logits(999, 4)   # restricted: 4, a miss
-    table[3] = ranked_logits(6)        # hit
+    table[0] = ranked_logits(0, 1)     # class 1. all classes: 0, a miss; masked to {1, 4, 6}: 1, a hit
+    table[1] = ranked_logits(4)        # class 4: a hit both ways
+    table[2] = ranked_logits(999, 4)   # class 6: 999 / 4, a miss both ways
+    table[3] = ranked_logits(6)        # class 6: a hit both ways
+    table[4] = ranked_logits(7, 6, 1)  # class 1. all: 7, a miss; masked: 6, a miss
     m = build(cfg_for(r=str(root)))["r"](CodeModel(table), CPU, None)
-    assert m["classes"] == 3 and m["images"] == 4 and m["top1"] == pytest.approx(75.0)
+    assert m["classes"] == 3 and m["images"] == 5
+    assert m["top1_masked"] == pytest.approx(100 * 3 / 5) and m["top1_all"] == pytest.approx(100 * 2 / 5)
+    assert table1_row({"r": m}) == {"r": pytest.approx(40.0), "r_masked": pytest.approx(60.0)}
 
 
 def test_r_rejects_folders_that_are_not_training_classes(tmp_path):

@@ -42,7 +42,7 @@ def test_a_resumed_step_logged_twice_keeps_the_later_record(tmp_path):
 
 
 def test_make_table_puts_ours_beside_the_paper(tmp_path):
-    runs = [fake_run(tmp_path / "a", "vit_b32", "gsam", imagenet=75.3, real=81.0, v2=61.5),
+    runs = [fake_run(tmp_path / "a", "vit_b32", "gsam", imagenet=75.3, real=81.0, v2=61.5, r=20.3, r_masked=33.6),
             fake_run(tmp_path / "b", "vit_b32", "xsam", imagenet=76.0),
             fake_run(tmp_path / "c", "resnet50", "vanilla", imagenet=76.5, c=40.1)]
     out = subprocess.run([sys.executable, "scripts/make_table.py", *map(str, runs), "--out", str(tmp_path / "t1")],
@@ -53,12 +53,22 @@ def test_make_table_puts_ours_beside_the_paper(tmp_path):
     assert [l.split("|")[1:3] for l in body] == [[" resnet50 ", " vanilla "], [" vit_b32 ", " gsam "],
                                                  [" vit_b32 ", " xsam "]]  # the paper's row order
     assert "76.5 / 76.0 (+0.5)" in body[0] and "40.1 / 44.6 (-4.5)" in body[0]
-    assert "75.3 / 76.8 (-1.5)" in body[1] and "— / 25.1 (—)" in body[1]
+    assert "75.3 / 76.8 (-1.5)" in body[1] and "— / 25.1 (—)" not in body[1]
+    cells = [c.strip() for c in body[1].split("|")[1:-1]]
+    assert cells[5:7] == ["20.3 / 25.1 (-4.8)", "33.6 / — (—)"]  # R: the 1000-way number against the paper's
     assert "76.0 / — (—)" in body[2]
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t1.csv").read_text())))
-    assert len(rows) == 15
+    assert len(rows) == 18  # 3 runs x 6 columns
     r = next(r for r in rows if r["model"] == "vit_b32" and r["method"] == "gsam" and r["column"] == "real")
     assert float(r["ours"]) == 81.0 and float(r["paper"]) == 82.7 and float(r["diff"]) == pytest.approx(-1.7)
+
+
+def test_make_table_refuses_an_older_masked_r(tmp_path):
+    """Before r_masked existed, results.json's r was the masked number: comparing it with Table 1 is wrong."""
+    run = fake_run(tmp_path / "old", "vit_b32", "gsam", imagenet=75.3, r=33.6)
+    out = subprocess.run([sys.executable, "scripts/make_table.py", str(run)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "200-class masked ImageNet-R of an older version" in out.stderr
 
 
 def test_make_table_names_a_run_without_results(tmp_path):

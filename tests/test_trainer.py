@@ -143,7 +143,9 @@ def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path
     assert "c_mce" not in saved and "real" not in saved  # the demo's files have no ReaL labels
     assert "real skipped" in out.stdout
     md = (tmp_path / "results.md").read_text()
-    assert "| val |" in md and "| v2 |" in md and "| r |" in md
+    assert "| val |" in md and "| v2 |" in md
+    assert "| r (argmax over all classes) |" in md and "| r (masked to its 5 classes) |" in md
+    assert saved["r"] == again["r"]["top1_all"] and saved["r_masked"] == again["r"]["top1_masked"]
 
 
 def test_top_k_checkpoints_are_kept(tmp_path, demo_root):

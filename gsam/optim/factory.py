@@ -16,13 +16,21 @@ METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f")
 BASES = ("sgd", "adamw")
 
 
+# big_vision decays ``.*/kernel$`` only (optax.py, default ``wd_mults``): in flax, "kernel" is the weight of a
+# Dense or Conv layer, i.e. of a PyTorch Linear or ConvNd. Not biases, norm scales, pos_embed or tokens.
+KERNEL_LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_norms_and_biases: bool) -> list[dict]:
-    """Weight decay on weight matrices and kernels only (1-D tensors: biases, norm scales), as
-    big_vision's default ``.*/kernel$`` mask, unless ``decay_norms_and_biases``."""
+    """Weight decay on kernels only: the weights of Linear and Conv layers, as big_vision's default
+    ``.*/kernel$`` mask; no decay on biases, norm scales, pos_embed or class/register tokens (a ViT's
+    pos_embed is a 3-D tensor, so a rule by tensor rank would decay it). ``decay_norms_and_biases``:
+    every parameter is decayed instead."""
+    kernels = {id(m.weight) for m in model.modules() if isinstance(m, KERNEL_LAYERS) and m.weight is not None}
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if decay_norms_and_biases or p.ndim > 1 else no_decay).append(p)
+            (decay if decay_norms_and_biases or id(p) in kernels else no_decay).append(p)
     return [g for g in ({"params": decay, "weight_decay": weight_decay},
                         {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
 
