@@ -1,4 +1,4 @@
-# gsam on a CUDA machine: the pinned dependencies of pyproject.toml, FFCV, the project installed, train.py as
+# gsam on a CUDA machine: torch as pinned in constraints/cpu-dev.txt, pyproject's dependencies, FFCV, the project installed, train.py as
 # the entry point. Build: docker build -t gsam .
 #   one GPU:  docker run --gpus all --ipc=host -v /data:/data gsam +experiment=vit_b32_gsam data.betons=/data/betons
 #   8 GPUs:   docker run --gpus all --ipc=host -v /data:/data --entrypoint torchrun gsam \
@@ -25,11 +25,13 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /workspace/gsam
-# Dependencies first, at pyproject's pins (a cached layer while only the code changes), then the project and
-# FFCV (its sdist is built against the system libraries above, without its GUI opencv dependency).
+# Dependencies first (a cached layer while only the code changes): torch at the development machine's version
+# (constraints/cpu-dev.txt; pyproject only declares the range), then the project, then FFCV (its sdist is built
+# against the system libraries above, without its GUI opencv dependency). The rest of constraints/cpu-dev.txt is
+# not applied: it pins for Python 3.11 (numpy 2.4 needs >= 3.11) and this image has Ubuntu's 3.10.
 COPY pyproject.toml README.md ./
 COPY gsam/__init__.py gsam/__init__.py
-RUN pip install --upgrade pip setuptools wheel && pip install -e .
+RUN pip install --upgrade pip setuptools wheel && pip install torch==2.14.1 torchvision==0.29.1 && pip install -e .
 COPY . .
 RUN bash scripts/install_ffcv.sh /opt/venv
 

@@ -67,10 +67,9 @@ def test_base_is_a_cuda_runtime_image_of_the_torch_build(docker):
     m = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-(?:cudnn-)?runtime-ubuntu(\d+\.\d+)", base[0])
     assert m, base[0]
     torch = pytest.importorskip("torch")
-    pin = next(Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-               if Requirement(r).name == "torch")
-    if torch.__version__.split("+")[0] not in pin.specifier or torch.version.cuda is None:
-        pytest.skip(f"the installed torch {torch.__version__} is not pyproject's {pin} CUDA build")
+    pin = dockerfile_pins(docker)["torch"]
+    if torch.__version__.split("+")[0] != pin or torch.version.cuda is None:
+        pytest.skip(f"the installed torch {torch.__version__} is not the Dockerfile's {pin} CUDA build")
     assert f"{m.group(1)}.{m.group(2)}" == torch.version.cuda  # the CUDA release torch was built for
 
 
@@ -81,14 +80,23 @@ def test_the_image_python_is_allowed_by_requires_python(docker, project):
     assert UBUNTU_PYTHON[ubuntu] in SpecifierSet(project["requires-python"])
 
 
-def test_no_pin_in_the_dockerfile_disagrees_with_pyproject(docker, project):
-    pins = {Requirement(r).name: Requirement(r).specifier for r in project["dependencies"]}
-    assert str(pins["torch"]).startswith("==") and str(pins["torchvision"]).startswith("==")
-    for words in runs(docker):
-        for w in words:
-            m = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", w)
-            if m and m.group(1) in pins:
-                assert f"=={m.group(2)}" == str(pins[m.group(1)]), w
+def dockerfile_pins(docker) -> dict[str, str]:
+    return {m.group(1): m.group(2) for words in runs(docker) for w in words
+            if (m := re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", w))}
+
+
+def constraint_pins() -> dict[str, str]:
+    lines = (ROOT / "constraints" / "cpu-dev.txt").read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+
+
+def test_no_pin_in_the_dockerfile_disagrees_with_pyproject_or_the_constraints(docker, project):
+    ranges = {Requirement(r).name: Requirement(r).specifier for r in project["dependencies"]}
+    pins, exact = dockerfile_pins(docker), constraint_pins()
+    assert {"torch", "torchvision"} <= set(pins)  # the CUDA build is chosen here, not by pip's resolver
+    for name, version in pins.items():
+        assert name in ranges and version in ranges[name], (name, version, ranges.get(name))
+        assert exact[name] == version, (name, version, exact.get(name))  # the development machine's version
 
 
 def test_the_project_is_installed_with_its_pinned_dependencies_then_ffcv(docker):
