@@ -330,7 +330,8 @@ class SharpnessAware(torch.optim.Optimizer):
                 active, fields = self._sharpness_step(closure)
                 per_group.append(fields)
                 old = [p for p in active if p in total]  # a parameter one group did not reach adds zero
-                torch._foreach_add_([total[p] for p in old], [p.grad for p in old])
+                if old:
+                    torch._foreach_add_([total[p] for p in old], [p.grad for p in old])
                 new = [p for p in active if p not in total]
                 total.update(zip(new, self._take_grads(new, buffer="d_sum")))
         finally:
