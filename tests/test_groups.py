@@ -211,3 +211,31 @@ def test_check_rejects_a_bad_m(m):
         check(cfg)
     assert "\n" not in str(err.value)
     check({**cfg, "sam": {**cfg["sam"], "m": 64}})  # a good m passes
+
+
+@pytest.mark.parametrize("cls,kw", METHODS, ids=IDS)
+def test_groups_cost_at_most_one_parameter_sized_buffer_more(cls, kw):
+    """Peak memory of a step (the profiler's allocation events), groups against one group, with a
+    closure whose forward and backward allocate nothing but the gradients: the running sum of d."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from bench_optim import peak_bytes
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Linear(512, 512))
+    consts = [torch.randn_like(p) for p in model.parameters()]
+
+    def cheap():
+        loss = sum((p * c).sum() for p, c in zip(model.parameters(), consts))
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+
+    opt = cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9), rho=0.05,
+              **{k: v for k, v in kw.items() if k != "search_every"})
+    opt.step([cheap] * G)  # allocates the persistent buffers and the momentum
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    extra = (peak_bytes(opt, [cheap] * G, torch.device("cpu")) - peak_bytes(opt, cheap, torch.device("cpu"))) / size
+    assert 0.99 < extra < 1.01
