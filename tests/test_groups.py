@@ -11,14 +11,7 @@ from gsam.config import ConfigError, batch_plan, check
 from gsam.engine import StepPlan, make_closures
 from gsam.optim.xsam import DEFAULT_ALPHA_GRID
 from helpers import Recorder, batch, flat, loss_at, mlp, sgd_for_d, weights
-
-METHODS = [
-    (gsam.SAM, {}),
-    (gsam.SAM, {"adaptive": True}),
-    (gsam.GSAM, {"alpha": 0.4}),
-    (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.2}),
-]
-IDS = ["sam", "asam", "gsam", "xsam"]
+from test_optim_mechanics import IDS, METHODS, TwoBranches  # SAM, ASAM, GSAM, XSAM (k=2, search every 2)
 G, M = 4, 8  # 4 groups of 8 images: the batch of 32
 STEPS = 3
 
@@ -103,8 +96,6 @@ def test_batchnorm_statistics_come_from_group_0s_clean_pass_only():
 
 def test_a_parameter_one_group_does_not_reach_adds_zero():
     """d = (1/G) sum_g d_g with d_g = 0 where group g has no gradient."""
-    from test_optim_mechanics import TwoBranches
-
     x, y = batch(n=16)
     model = TwoBranches()
     uses_b = []
