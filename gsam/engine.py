@@ -75,13 +75,13 @@ def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtyp
     return closure
 
 
-def make_closures(model, opt: SharpnessAware, loss_fn, x, y, plan: StepPlan) -> list[Callable]:
-    """One closure per perturbation group of m images, each accumulating ``plan.accum`` micro-batches.
-    Vanilla has nothing to perturb: one closure over the whole batch (the same mean gradient, and
-    under DDP one synchronisation instead of one per group)."""
-    groups = 1 if isinstance(opt, Vanilla) else plan.groups
-    accum = plan.accum * plan.groups // groups
-    return [make_closure(model, opt, loss_fn, xg, yg, accum, plan.amp_dtype)
+def make_closures(model, opt: SharpnessAware, loss_fn, x, y, groups: int, accum: int, amp_dtype) -> list[Callable]:
+    """One closure per perturbation group (``groups`` equal slices of the batch), each accumulating
+    ``accum`` micro-batches. Vanilla has nothing to perturb: one closure over the whole batch (the
+    same mean gradient, and under DDP one synchronisation instead of one per group)."""
+    if isinstance(opt, Vanilla):
+        groups, accum = 1, accum * groups
+    return [make_closure(model, opt, loss_fn, xg, yg, accum, amp_dtype)
             for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
 
 
@@ -118,7 +118,7 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
             opt.rho = rho_from_lr(lr, lr_max=plan.lr_max, lr_min=plan.lr_min, rho_max=plan.rho_max, rho_min=plan.rho_min)
         if isinstance(opt, XSAM):
             opt.search_next = xsam_search_due(state, plan.search_every_epochs)
-        stats = opt.step(make_closures(model, opt, loss_fn, x, y, plan))
+        stats = opt.step(make_closures(model, opt, loss_fn, x, y, plan.groups, plan.accum, plan.amp_dtype))
         state.step += 1
         state.batch_in_epoch += 1
         images += x.shape[0]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import gsam
 from gsam.config import ConfigError, batch_plan, check
-from gsam.engine import StepPlan, make_closures
+from gsam.engine import make_closures
 from gsam.optim.xsam import DEFAULT_ALPHA_GRID
 from helpers import Recorder, batch, flat, loss_at, mlp, sgd_for_d, weights
 from test_optim_mechanics import IDS, METHODS, TwoBranches  # SAM, ASAM, GSAM, XSAM (k=2, search every 2)
@@ -161,19 +161,16 @@ def test_xsam_schedule_counts_skipped_steps_and_search_next_overrides_it():
 def test_engine_builds_one_closure_per_group_with_micro_batches(accum):
     """make_closures: G closures of m images; micro-batches within a group give the group's step."""
     x, y = batch(seed=7, n=G * M)
-    plan = StepPlan(total_steps=1, warmup_steps=0, lr_max=0.1, lr_min=0.0, decay="constant", rho_max=0.1,
-                    rho_min=0.1, accum=accum, amp_dtype=None, max_bad_steps=1, log_every=1, checkpoint_every=0,
-                    groups=G)
     model, ref = mlp(seed=8, bn=False), mlp(seed=8, bn=False)
     opt = gsam.GSAM(model.parameters(), sgd(model), rho=0.1, alpha=0.4)
-    closures = make_closures(model, opt, F.cross_entropy, x, y, plan)
+    closures = make_closures(model, opt, F.cross_entropy, x, y, G, accum, None)
     assert len(closures) == G
     opt.step(closures)
     gsam.GSAM(ref.parameters(), sgd(ref), rho=0.1, alpha=0.4).step(
         [Recorder(ref, xg, yg) for xg, yg in zip(x.chunk(G), y.chunk(G))])
     torch.testing.assert_close(flat(weights(model)), flat(weights(ref)), rtol=1e-12, atol=1e-14)
     vanilla = gsam.Vanilla(model.parameters(), sgd(model))
-    assert len(make_closures(model, vanilla, F.cross_entropy, x, y, plan)) == 1  # nothing to perturb
+    assert len(make_closures(model, vanilla, F.cross_entropy, x, y, G, accum, None)) == 1  # nothing to perturb
 
 
 def test_batch_plan_groups():
