@@ -21,8 +21,8 @@ a=1 stays bitwise SAM). Under data parallelism the probe losses are averaged ove
 rank picks the same a*. With perturbation groups (``step([closure_1, ...])``) every group ascends and
 forms its own v0, v1, phi; a* is searched on group 0 only (its images, its directions; 21 forward
 passes of m images) and used by every group of the step. The official code is single-GPU, where
-the search sees the whole batch: that is the deviation. Memory: a copy of theta_0, and the displacement, accumulated in the first
-pass's gradient tensors (kept instead of copied).
+the search sees the whole batch: that is the deviation. Memory: a copy of theta_0, and the
+displacement, accumulated in the first pass's gradient tensors (kept instead of copied).
 """
 from __future__ import annotations
 
