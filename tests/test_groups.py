@@ -227,3 +227,22 @@ def test_groups_cost_at_most_one_parameter_sized_buffer_more(cls, kw):
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     extra = (peak_bytes(opt, [cheap] * G, torch.device("cpu")) - peak_bytes(opt, cheap, torch.device("cpu"))) / size
     assert 0.99 < extra < 1.01
+
+
+def test_the_analysis_task_trains_with_groups(tmp_path):
+    """TrainSpec.m: one group of the whole batch is the run without groups, bit for bit; groups change
+    the run; an m that does not divide the batch is an error."""
+    from gsam.analysis.demo_task import DemoData, TrainSpec, demo_mlp, train_demo
+
+    gen = torch.Generator().manual_seed(9)
+    x, y = torch.randn(64, 256, generator=gen), torch.randint(0, 10, (64,), generator=gen)  # demo_mlp's shapes
+    data = DemoData(x, y, x, y)
+    runs = {}
+    for m in (None, 32, 8):
+        model = demo_mlp(seed=0)
+        train_demo(model, data, TrainSpec(method={"name": "gsam", "rho_max": 0.1, "alpha": 0.3}, epochs=2,
+                                          batch_size=32, m=m))
+        runs[m] = flat(weights(model))
+    assert torch.equal(runs[None], runs[32]) and not torch.equal(runs[None], runs[8])
+    with pytest.raises(ValueError, match="m=12"):
+        train_demo(demo_mlp(seed=0), data, TrainSpec(method={"name": "sam", "rho_max": 0.1}, batch_size=32, m=12))
