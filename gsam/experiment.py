@@ -80,7 +80,8 @@ def run(cfg: DictConfig) -> dict:
     check(cfg)
     info = init_distributed(cfg.train.device)
     preemption = Preemption(cfg.train.preempt_signals, info.device)  # a bad signal name fails before the build
-    plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch, cfg.sam.get("m"))
+    m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb, batch as before
+    plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch, m)
     seed_everything(int(cfg.seed), info.rank)
     out = Path(cfg.output_dir)
     amp = amp_dtype(cfg.train.amp, info.device)
