@@ -18,21 +18,29 @@ class BatchPlan:
     global_batch: int
     per_rank: int  # images per rank per optimisation step
     micro: int  # images per forward/backward
-    accum: int  # micro-batches per step
+    accum: int  # micro-batches per perturbation group
+    groups: int = 1  # perturbation groups per rank per step
+    m: int = 0  # images per perturbation group (per_rank when sam.m is null)
 
 
-def batch_plan(global_batch: int, world: int, max_device_batch: int | None) -> BatchPlan:
-    """Global batch -> per-rank batch and gradient accumulation; anything that does not divide is an error."""
+def batch_plan(global_batch: int, world: int, max_device_batch: int | None, m: int | None = None) -> BatchPlan:
+    """Global batch -> per-rank batch, perturbation groups of ``m`` images (``sam.m``; None = the
+    whole per-rank batch) and micro-batches within a group; anything that does not divide is an error."""
     if global_batch <= 0:
         raise ConfigError(f"data.batch_size must be positive, got {global_batch}")
     if global_batch % world:
         raise ConfigError(f"data.batch_size={global_batch} is not divisible by the number of processes ({world})")
     per_rank = global_batch // world
-    micro = min(per_rank, max_device_batch or per_rank)
-    if micro <= 0 or per_rank % micro:
-        raise ConfigError(f"data.max_device_batch={max_device_batch} does not divide the per-process batch "
-                          f"{per_rank} (data.batch_size={global_batch} over {world} processes)")
-    return BatchPlan(global_batch, per_rank, micro, per_rank // micro)
+    m = per_rank if m is None else m
+    if per_rank % m:
+        raise ConfigError(f"sam.m={m} does not divide the per-process batch {per_rank} "
+                          f"(data.batch_size={global_batch} over {world} processes)")
+    micro = min(m, max_device_batch or m)
+    if micro <= 0 or m % micro:
+        raise ConfigError(f"data.max_device_batch={max_device_batch} does not divide the perturbation group of "
+                          f"{m} images (sam.m; the per-process batch is {per_rank}: data.batch_size={global_batch} "
+                          f"over {world} processes)")
+    return BatchPlan(global_batch, per_rank, micro, m // micro, per_rank // m, m)
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
@@ -71,11 +79,14 @@ def check(cfg: Mapping) -> None:
     if cfg["sam"]["name"] != "none":
         rmax, rmin = float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_min"])
         need("sam.rho_min", 0 <= rmin <= rmax, "expected 0 <= sam.rho_min <= sam.rho_max")
+        m = cfg["sam"].get("m")
+        need("sam.m", m is None or (isinstance(m, int) and not isinstance(m, bool) and m > 0),
+             "expected null (the whole per-process batch) or an integer > 0 (images per perturbation group)")
     if cfg["sam"]["name"] in ("gsam", "gsam_min_f"):
         need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
     if cfg["sam"]["name"] == "weighted_gap":
         need("sam.lam", float(cfg["sam"]["lam"]) >= 0, "expected >= 0")
     if cfg["sam"]["name"] == "xsam":
         need("sam.steps", int(cfg["sam"]["steps"]) >= 1, "expected an integer >= 1")
-        need("sam.search_every", int(cfg["sam"]["search_every"]) >= 0, "expected >= 0 (0 = never)")
+        need("sam.search_every_epochs", int(cfg["sam"]["search_every_epochs"]) >= 0, "expected >= 0 (0 = never)")
         need("sam.rho_probe", float(cfg["sam"]["rho_probe"]) >= 0, "expected >= 0")

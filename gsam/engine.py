@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from .optim import SharpnessAware, Vanilla, lr_at, rho_from_lr
+from .optim import XSAM, SharpnessAware, Vanilla, lr_at, rho_from_lr
 
 
 @dataclasses.dataclass
@@ -34,12 +34,14 @@ class StepPlan:
     decay: str
     rho_max: float
     rho_min: float
-    accum: int
+    accum: int  # micro-batches per perturbation group
     amp_dtype: torch.dtype | None
     max_bad_steps: int
     log_every: int
     checkpoint_every: int
     channels_last: bool = False
+    groups: int = 1  # perturbation groups per process (sam.m)
+    search_every_epochs: int = 0  # XSAM: search alpha* at the first step of every N-th epoch; 0 = never
 
 
 def loss_function(kind: str, num_classes: int) -> Callable:
@@ -73,6 +75,22 @@ def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtyp
     return closure
 
 
+def make_closures(model, opt: SharpnessAware, loss_fn, x, y, groups: int, accum: int, amp_dtype) -> list[Callable]:
+    """One closure per perturbation group (``groups`` equal slices of the batch), each accumulating
+    ``accum`` micro-batches. Vanilla has nothing to perturb: one closure over the whole batch (the
+    same mean gradient, and under DDP one synchronisation instead of one per group)."""
+    if isinstance(opt, Vanilla):
+        groups, accum = 1, accum * groups
+    return [make_closure(model, opt, loss_fn, xg, yg, accum, amp_dtype)
+            for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
+
+
+def xsam_search_due(state: LoopState, every_epochs: int) -> bool:
+    """The first step of every N-th epoch, on the loop's counters (a skipped step shifts nothing), as
+    the official XSAM code's ``batch_idx == 1`` (its batch_idx counts from 1)."""
+    return every_epochs > 0 and state.batch_in_epoch == 0 and state.epoch % every_epochs == 0
+
+
 def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan: StepPlan, state: LoopState,
                     device: torch.device, on_log: Callable, on_checkpoint: Callable, stop_at: int | None = None,
                     progress=None, should_stop: Callable[[], bool] | None = None) -> None:
@@ -98,7 +116,9 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
             g["lr"] = lr
         if sam_like:
             opt.rho = rho_from_lr(lr, lr_max=plan.lr_max, lr_min=plan.lr_min, rho_max=plan.rho_max, rho_min=plan.rho_min)
-        stats = opt.step(make_closure(model, opt, loss_fn, x, y, plan.accum, plan.amp_dtype))
+        if isinstance(opt, XSAM):
+            opt.search_next = xsam_search_due(state, plan.search_every_epochs)
+        stats = opt.step(make_closures(model, opt, loss_fn, x, y, plan.groups, plan.accum, plan.amp_dtype))
         state.step += 1
         state.batch_in_epoch += 1
         images += x.shape[0]

@@ -88,7 +88,8 @@ def run(cfg: DictConfig) -> dict:
     check(cfg)
     info = init_distributed(cfg.train.device)
     preemption = Preemption(cfg.train.preempt_signals, info.device)  # a bad signal name fails before the build
-    plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch)
+    m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb, batch as before
+    plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch, m)
     seed_everything(int(cfg.seed), info.rank)
     out = Path(cfg.output_dir)
     amp = amp_dtype(cfg.train.amp, info.device)
@@ -121,7 +122,8 @@ def run(cfg: DictConfig) -> dict:
                     lr_max=float(cfg.optimizer.lr), lr_min=float(cfg.optimizer.lr_min), decay=cfg.schedule.decay,
                     rho_max=rho_max, rho_min=float(cfg.sam.get("rho_min", rho_max) or 0.0), accum=plan_b.accum,
                     amp_dtype=amp, max_bad_steps=int(cfg.train.max_bad_steps), log_every=int(cfg.train.log_every),
-                    checkpoint_every=int(cfg.train.checkpoint_every_steps), channels_last=channels_last)
+                    checkpoint_every=int(cfg.train.checkpoint_every_steps), channels_last=channels_last,
+                    groups=plan_b.groups, search_every_epochs=int(cfg.sam.get("search_every_epochs", 0)))
 
     ckpt = CheckpointManager(out / "checkpoints", keep_top_k=int(cfg.train.keep_top_k))
     state = LoopState()
@@ -145,7 +147,8 @@ def run(cfg: DictConfig) -> dict:
     if info.main:
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         print(f"[gsam] {cfg.name}: {cfg.model.name} {cfg.sam.name}/{cfg.optimizer.name}, {info.world} process(es) on "
-              f"{info.device}, batch {plan_b.global_batch} = {info.world} x {plan_b.accum} x {plan_b.micro}, "
+              f"{info.device}, batch {plan_b.global_batch} = {info.world} x {plan_b.groups * plan_b.accum} x "
+              f"{plan_b.micro}, perturbation groups of {plan_b.m} images ({plan_b.groups} per process), "
               f"{steps_per_epoch} steps/epoch, {total} steps" + (f", resumed at step {state.step}" if resumed else ""))
 
     def checkpoint_state() -> dict:

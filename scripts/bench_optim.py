@@ -14,6 +14,15 @@ a round, with a 95% bootstrap interval over the rounds; and the ratio predicted 
 of the step (model fwd+bwd, base optimizer step, the method's own vector work measured with a
 closure of negligible cost). A target is "met" or "missed" only when the whole interval is on one
 side of it; otherwise the machine was too noisy to tell in this run ("undecided").
+
+``--m M`` times perturbation groups instead (issue 11): each method with ``--batch / M`` groups of M
+images (``opt.step([closure_1, ..., closure_G])``) against one group of the whole batch, on the same
+weights, in interleaved rounds; and the peak memory of the grouped step over the one-group step,
+with a closure of negligible cost (the optimizer's buffers alone) and with the model (where the
+groups' smaller activations count too). On the CPU the peak comes from the profiler's allocation
+events, on CUDA from the allocator's statistics.
+
+    .venv/bin/python scripts/bench_optim.py --model resnet18 --img-size 64 --batch 256 --m 64
 """
 from __future__ import annotations
 
@@ -69,6 +78,108 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def closure_on(model, x, y, amp: str):
+    """The closure convention of gsam/optim/base.py on one batch (or one perturbation group)."""
+    def closure():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss = F.cross_entropy(model(x), y)
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+    return closure
+
+
+def peak_bytes(opt, closure, device) -> int:
+    """Peak memory allocated while ``opt.step(closure)`` runs, above what was allocated before it. The
+    gradients are let go of first: the profiler cannot see the freeing of memory allocated before it."""
+    opt.base_optimizer.zero_grad(set_to_none=True)
+
+    def fn():
+        opt.step(closure)
+    sync(device)
+    if device.type == "cuda":
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # the raw allocation (+) and free (-) events in time order: the per-op attribution of
+    # ``prof.events()`` moves frees made outside an op to the start of the enclosing range
+    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for _, nbytes in sorted(events):
+        current += nbytes
+        peak = max(peak, current)
+    return peak
+
+
+def time_rounds(steps: dict, rounds: int, n_of, device) -> dict[str, list[float]]:
+    """Seconds per step of each entry, ``n_of(name)`` steps per round, the order rotated every round so
+    that no entry always follows the same one."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            n = n_of(name)
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                steps[name]()
+            sync(device)
+            times[name].append((time.perf_counter() - t0) / n)
+    return times
+
+
+def compare_groups(args, model, x, y, opts: dict, device, param_bytes: int) -> None:
+    """Each method with groups of ``args.m`` images against one group of the whole batch (issue 11)."""
+    groups = args.batch // args.m
+    one, grouped = closure_on(model, x, y, args.amp), [closure_on(model, xg, yg, args.amp)
+                                                      for xg, yg in zip(x.split(args.m), y.split(args.m))]
+    steps = {f"{k}{tag}": (lambda o=o, c=c: o.step(c)) for k, o in opts.items()
+             for tag, c in (("", one), (f" m={args.m}", grouped))}
+    for fn in steps.values():  # warm-up; allocates the buffers
+        fn()
+    times = time_rounds(steps, args.rounds, lambda k: 1 if "search" in k else args.steps, device)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    print(f"# groups of m={args.m} ({groups} per step) vs one group of {args.batch}: {args.model} "
+          f"{args.img_size}px amp={args.amp} on {device_name(device)}, torch {torch.__version__}, "
+          f"{args.rounds} rounds x {args.steps} steps, median")
+    print(f"{'method':>18s}  one group ms  groups ms  groups/one  paired median [95% CI]")
+    for k in opts:
+        per_round = [g / o for g, o in zip(times[f"{k} m={args.m}"], times[k])]
+        lo, hi = bootstrap_median(per_round)
+        print(f"{k:>18s}  {1000 * t[k]:12.1f}  {1000 * t[f'{k} m={args.m}']:9.1f}  "
+              f"{t[f'{k} m={args.m}'] / t[k]:10.3f}  {statistics.median(per_round):.3f} [{lo:.3f}, {hi:.3f}]")
+    for tag in ("", f" m={args.m}"):
+        sam = t[f"SAM{tag}"]
+        xsam = {n: ((n - 1) * t[f"XSAM{tag}"] + t[f"XSAM search step{tag}"]) / n for n in args.search_every}
+        print(f"{'one group' if not tag else f'groups of {args.m}':>18s}: GSAM/SAM {t[f'GSAM{tag}'] / sam:.3f}, "
+              + ", ".join(f"XSAM/SAM search every {n} {v / sam:.3f}" for n, v in xsam.items()))
+    consts = [torch.randn_like(p) for p in model.parameters()]
+
+    def cheap():  # forward and backward of one element-wise pass: the optimizer's buffers alone
+        loss = sum((p * c).sum() for p, c in zip(model.parameters(), consts))
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+
+    for k, o in opts.items():
+        if "search" in k:
+            continue
+        extra = [(peak_bytes(o, [cheap] * groups, device) - peak_bytes(o, cheap, device)) / param_bytes,
+                 (peak_bytes(o, grouped, device) - peak_bytes(o, one, device)) / param_bytes]
+        print(f"{k:>5s}: peak of the grouped step over one group, in parameter sizes: {extra[0]:+.2f} (optimizer "
+              f"alone, closure of negligible cost), {extra[1]:+.2f} (with the model's activations)")
+
+
+def device_name(device) -> str:
+    return torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet18")
@@ -81,7 +192,11 @@ def main() -> None:
     ap.add_argument("--search-every", type=int, nargs="+", default=[100, 309],
                     help="XSAM search periods to amortise over (309 = one ImageNet epoch at batch 4096)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    ap.add_argument("--m", type=int, default=None,
+                    help="time perturbation groups of m images against one group of the whole --batch instead")
     args = ap.parse_args()
+    if args.m is not None and (args.m <= 0 or args.batch % args.m):
+        ap.error(f"--m {args.m} must divide --batch {args.batch}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -99,12 +214,7 @@ def main() -> None:
     param_ids = {id(p) for p in params}
     param_bytes = sum(p.numel() * p.element_size() for p in params)
 
-    def closure():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
-            loss = F.cross_entropy(model(x), y)
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
+    closure = closure_on(model, x, y, args.amp)
 
     def base():  # lr 0: every method times the same weights
         return torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
@@ -123,27 +233,18 @@ def main() -> None:
         "XSAM": gsam.XSAM(params, base(), rho=0.05, rho_probe=0.1, steps=1, alpha=1.5, search_every=0, model=model),
     }
     xsam_search = gsam.XSAM(params, base(), rho=0.05, rho_probe=0.1, steps=1, search_every=1, model=model)
+    if args.m is not None:
+        return compare_groups(args, model, x, y, {**opts, "XSAM search step": xsam_search}, device, param_bytes)
     steps = {"vanilla": vanilla_step, **{k: (lambda o=o: o.step(closure)) for k, o in opts.items()},
              "XSAM search step": lambda: xsam_search.step(closure)}
     for fn in steps.values():  # warm-up; allocates the buffers
         fn()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    names = list(steps)
-    for r in range(args.rounds):  # rotate the order so no method always follows the same one
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            fn = steps[name]
-            n = 1 if name == "XSAM search step" else args.steps
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            sync(device)
-            times[name].append((time.perf_counter() - t0) / n)
+    times = time_rounds(steps, args.rounds, lambda k: 1 if k == "XSAM search step" else args.steps, device)
     t = {k: statistics.median(v) for k, v in times.items()}
     for n in args.search_every:
         t[f"XSAM, search/{n}"] = ((n - 1) * t["XSAM"] + t["XSAM search step"]) / n
 
-    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    dev = device_name(device)
     print(f"# {args.model} {args.img_size}px batch {args.batch} amp={args.amp} on {dev}, torch {torch.__version__}, "
           f"{args.rounds} rounds x {args.steps} steps, median")
     for k, v in t.items():

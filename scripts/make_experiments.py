@@ -20,7 +20,11 @@ TABLE4 = {
     "mixer_b32": ("mixer", 0.7, 0.2, 0.05),
     "mixer_b16": ("mixer", 0.5, 0.2, 0.01),
 }
-STEPS_PER_EPOCH = 309  # 1,281,167 train images less the 1% minival, batch 4096, last partial batch dropped
+# sam.m of every SAM-family experiment, with its derivation: the same perturbation group on any hardware
+M_LINES = ["  # m: images per perturbation group. The paper's runs: batch 4096 on \"8x8 TPU cores\" (big_vision",
+           "  # PR #8), each core perturbing with its own slice (per-device gsam_gradient, then pmean), so",
+           "  # m = 4096 / 64 cores = 64. If \"8x8\" means 64 chips of 2 cores each, m = 4096 / 128 = 32.",
+           "  m: 64"]
 
 HEADER = "# @package _global_\n"
 
@@ -55,9 +59,12 @@ def experiment(model: str, method: str) -> str:
         rho, _ = sam_rho(model)
         lines += ["# XSAM has no ImageNet recipe (the official code is CIFAR-only): rho = this row's SAM rho,",
                   "# rho_probe = 2 rho and k = 1 as in the official README (rho 0.15, rho_max 0.3), alpha* searched",
-                  f"# once per epoch as the official --is_dynamic does ({STEPS_PER_EPOCH} steps at batch 4096).",
+                  "# at the first step of every epoch as the official --is_dynamic does (batch_idx == 1), on one",
+                  "# perturbation group of m images (docs/optimizers.md).",
                   "sam:", f"  rho_max: {rho}", f"  rho_probe: {round(2 * rho, 6)}", "  steps: 1",
-                  f"  search_every: {STEPS_PER_EPOCH}"]
+                  "  search_every_epochs: 1"]
+    if method != "vanilla":
+        lines += M_LINES
     return "\n".join(lines) + "\n"
 
 

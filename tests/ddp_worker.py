@@ -25,7 +25,23 @@ SCENARIOS = {
     "xsam_sync": (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.2}, True, True),
     "gsam_sync_plain": (gsam.GSAM, {"alpha": 0.4}, True, False),
 }
+# name: (class, kwargs): per-worker perturbation, DDP, a BatchNorm model and GROUPS perturbation groups per rank
+GROUP_SCENARIOS = {
+    "sam_groups": (gsam.SAM, {}),
+    "gsam_groups": (gsam.GSAM, {"alpha": 0.4}),
+    "xsam_groups": (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.2}),
+}
+GROUPS = 2
 STEPS = 3
+
+
+def closure_on(model, x, y):
+    def closure():
+        loss = F.cross_entropy(model(x), y)
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+    return closure
 
 
 def main(out: Path) -> None:
@@ -48,30 +64,26 @@ def main(out: Path) -> None:
         return fut.then(lambda f: f.value()[0])
 
     dist.all_reduce = counting_all_reduce
-    for name, (cls, kw, sync, wrap) in SCENARIOS.items():
-        net = mlp(seed=0)
+    scenarios = {**{name: (cls, kw, sync, wrap, 1, False) for name, (cls, kw, sync, wrap) in SCENARIOS.items()},
+                 **{name: (cls, kw, False, True, GROUPS, True) for name, (cls, kw) in GROUP_SCENARIOS.items()}}
+    for name, (cls, kw, sync, wrap, groups, bn) in scenarios.items():
+        net = mlp(seed=0, bn=bn)
         model = DDP(net, gradient_as_bucket_view=name.endswith("_bv")) if wrap else net
         if wrap:
             model.register_comm_hook(None, counting_hook)
         base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
         opt = cls(net.parameters(), base, rho=0.1, model=model, sync_perturbation=sync, **kw)
-
-        def closure():
-            loss = F.cross_entropy(model(x), y)
-            if torch.is_grad_enabled():
-                loss.backward()
-            return loss
-
+        closures = [closure_on(model, xg, yg) for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
         per_step = []
         alphas = []
         for _ in range(STEPS):
             for k in counts:
                 counts[k] = 0
-            stats = opt.step(closure)
+            stats = opt.step(closures if groups > 1 else closures[0])
             per_step.append(dict(counts))
             alphas.append(stats.alpha)
         results[name] = {"weights": [p.detach().clone() for p in net.parameters()],
-                         "counts": per_step, "alphas": alphas,
+                         "buffers": [b.clone() for b in net.buffers()], "counts": per_step, "alphas": alphas,
                          "probe_losses": getattr(opt, "last_probe_losses", None)}
     torch.save(results, out / f"rank{rank}.pt")
     dist.destroy_process_group()

@@ -53,8 +53,10 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(model, method)
         assert (cfg.sam.rho_max, cfg.sam.rho_min, cfg.sam.alpha) == (rho_max, rho_min, alpha)
     if method in ("sam", "xsam"):
         assert cfg.sam.rho_min == cfg.sam.rho_max == (0.05 if resnet else rho_max)  # constant rho
-    if method == "xsam":
-        assert cfg.sam.rho_probe == pytest.approx(2 * cfg.sam.rho_max) and cfg.sam.search_every == 309
+    if method == "xsam":  # alpha* searched at the first step of every epoch (official batch_idx == 1)
+        assert cfg.sam.rho_probe == pytest.approx(2 * cfg.sam.rho_max) and cfg.sam.search_every_epochs == 1
+    # perturbation groups of 4096 images / 64 TPU cores, whatever the hardware (issue 11)
+    assert cfg.sam.get("m") == (None if method == "vanilla" else 64)
 
 
 def test_vit_recipe_details():

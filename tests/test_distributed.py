@@ -14,7 +14,7 @@ from helpers import Recorder, batch, mlp, sgd_for_d
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from ddp_worker import SCENARIOS, STEPS  # noqa: E402
+from ddp_worker import GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def closure_for(model, x, y):
     return Recorder(model, x, y)
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", list(SCENARIOS) + list(GROUP_SCENARIOS))
 def test_ranks_stay_identical(ranks, name):
     r0, r1 = ranks[0][name], ranks[1][name]
     for a, b in zip(r0["weights"], r1["weights"]):
@@ -68,13 +68,40 @@ def test_bucket_view_gradients_give_the_same_steps(ranks):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["gsam_local", "sam_local", "xsam_local"])
+@pytest.mark.parametrize("name", ["gsam_local", "sam_local", "xsam_local", *GROUP_SCENARIOS])
 def test_per_worker_mode_all_reduces_d_once_per_step(ranks, name):
-    for step in ranks[0][name]["counts"]:
+    """With or without perturbation groups: one all-reduce of d (+ XSAM's probe losses on a search step)."""
+    cls, kw = (SCENARIOS.get(name) or GROUP_SCENARIOS[name])[:2]
+    numel = sum(p.numel() for p in mlp(bn=name in GROUP_SCENARIOS).parameters())
+    for i, step in enumerate(ranks[0][name]["counts"]):
         assert step["ddp_buckets"] == 0  # no gradient communication in any pass
-        extra = len(gsam.optim.xsam.DEFAULT_ALPHA_GRID) if name == "xsam_local" else 0  # probe losses
+        searched = cls is gsam.XSAM and i % kw["search_every"] == 0
+        extra = len(gsam.optim.xsam.DEFAULT_ALPHA_GRID) if searched else 0  # probe losses
         assert step["all_reduce_calls"] == 1 + (extra > 0)
-        assert step["all_reduce_numel"] == n_params() + extra  # one bucket: the volume of vanilla DDP
+        assert step["all_reduce_numel"] == numel + extra  # one bucket: the volume of vanilla DDP
+
+
+@pytest.mark.parametrize("name", list(GROUP_SCENARIOS))
+def test_two_processes_of_two_groups_equal_one_process_of_four(ranks, name):
+    """Perturbation groups make the update independent of the process count (float64, BN, gloo).
+
+    XSAM: each process searches on its group 0 and the probe losses are averaged over ranks, so two
+    processes choose alpha* from groups 0 and 2 where one process uses group 0 alone; the alphas are
+    asserted equal here (they are, for this seed), and given alpha* the rest of the update is identical."""
+    cls, kw = GROUP_SCENARIOS[name]
+    x, y = batch(seed=1, n=32)
+    model = mlp(seed=0, bn=True)
+    base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    opt = cls(model.parameters(), base, rho=0.1, model=model, **kw)
+    groups = 2 * GROUPS
+    closures = [closure_for(model, xg, yg) for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
+    alphas = [opt.step(closures).alpha for _ in range(STEPS)]
+    for a, b in zip(model.parameters(), ranks[0][name]["weights"]):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-14)
+    assert alphas == ranks[0][name]["alphas"] == ranks[1][name]["alphas"]
+    # running statistics: rank 0's group 0 is the single process's group 0
+    for a, b in zip(model.buffers(), ranks[0][name]["buffers"]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", ["gsam_sync", "xsam_sync", "xsam_sync_bv", "gsam_sync_plain"])

@@ -20,7 +20,9 @@ from gsam.checkpoint import load
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 24  # long enough to be signalled mid-run, short enough for 2 cores
-COMMON = ["data.num_workers=0", "data.batch_size=32", f"train.max_steps={STEPS}", "train.progress=false"]
+# ++sam.m=16: 2 tasks hold 16 images each, fewer than demo_gsam's perturbation group of 32 (vanilla ignores it)
+COMMON = ["data.num_workers=0", "data.batch_size=32", "++sam.m=16", f"train.max_steps={STEPS}",
+          "train.progress=false"]
 LAUNCHER = ["hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=null", "hydra.launcher.tasks_per_node=1",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=15"]
 

@@ -30,7 +30,7 @@ def config(out, demo_root, *overrides):
                                           ("demo_vit", "none")])
 def test_a_few_steps_of_each_family(tmp_path, demo_root, model, method):
     cfg = config(tmp_path, demo_root, f"model={model}", f"sam={method}", "train.max_steps=3", "schedule.epochs=1",
-                 "data.batch_size=32", "sam.search_every=2" if method == "xsam" else "seed=0")
+                 "data.batch_size=32", "sam.search_every_epochs=1" if method == "xsam" else "seed=0")
     results = run(cfg)
     assert results["val"]["images"] == 355  # every val image exactly once
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -41,7 +41,7 @@ def test_a_few_steps_of_each_family(tmp_path, demo_root, model, method):
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, demo_root):
     common = ["schedule.epochs=2", "train.checkpoint_every_steps=4", "data.batch_size=64", "sam=xsam",
-              "sam.search_every=3", "train.log_every=1"]
+              "sam.search_every_epochs=1", "train.log_every=1"]  # demo_gsam's sam.m=32: 2 groups per step
     run(config(tmp_path / "straight", demo_root, *common))
     run(config(tmp_path / "resumed", demo_root, *common, "train.max_steps=9"))  # stops mid-epoch 0
     partial = load(tmp_path / "resumed" / "checkpoints" / "last.pt")
@@ -61,6 +61,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, demo_root):
         return {l["step"]: l["loss"] for l in map(json.loads, open(run_dir / "metrics.jsonl")) if l["kind"] == "train"}
     la, lb = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert all(la[s] == lb[s] for s in la)
+    # XSAM searched alpha* at the first step of each epoch (logged as steps 1 and 23), also across the resume
+    for run_dir in ("straight", "resumed"):
+        lines = map(json.loads, open(tmp_path / run_dir / "metrics.jsonl"))
+        assert sorted({l["step"] for l in lines if l["kind"] == "train" and l["searched"]}) == [1, 23]
     rows = list(csv.DictReader(open(tmp_path / "straight" / "summary.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
 
@@ -75,7 +79,7 @@ def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, de
 
 
 @pytest.mark.parametrize("overrides,key", [
-    (["data.batch_size=100", "data.max_device_batch=64"], "data.max_device_batch"),
+    (["data.batch_size=100", "data.max_device_batch=64", "sam.m=null"], "data.max_device_batch"),
     (["model.name=no_such_model"], "model.name"),
     (["sam.name=lookahead"], "sam.name"),
     (["data=imagenet", "data.loader=folder", "data.root=/no/such/dir"], "data.root"),
@@ -83,6 +87,8 @@ def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, de
     (["sam.rho_min=0.9"], "sam.rho_min"),
     (["train.amp=fp8"], "train.amp"),
     (["data.batch_size=4096"], "data.batch_size"),
+    (["sam.m=48"], "sam.m"),  # the per-process batch of 128 is not a multiple of 48
+    (["sam.m=0"], "sam.m"),
 ])
 def test_config_errors_name_the_key(tmp_path, demo_root, overrides, key):
     with pytest.raises((ConfigError, ValueError), match=key.replace(".", r"\.")):

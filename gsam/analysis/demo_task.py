@@ -80,6 +80,7 @@ class TrainSpec:
     optimizer: str = "sgd"
     weight_decay: float = 5e-4
     seed: int = 0
+    m: int | None = None  # images per perturbation group (m-sharpness); None = the whole batch
 
 
 def build_demo_optimizer(model: nn.Module, spec: TrainSpec) -> SharpnessAware:
@@ -87,10 +88,21 @@ def build_demo_optimizer(model: nn.Module, spec: TrainSpec) -> SharpnessAware:
     return build_optimizer(model, {"name": spec.optimizer, "lr": spec.lr, "weight_decay": spec.weight_decay}, method)
 
 
+def _closure(model: nn.Module, opt: SharpnessAware, x: torch.Tensor, y: torch.Tensor) -> Callable:
+    def closure():
+        loss = F.cross_entropy(model(x), y)
+        if torch.is_grad_enabled():
+            opt.backward(loss)
+        return loss
+    return closure
+
+
 def train_demo(model: nn.Module, data: DemoData, spec: TrainSpec,
                on_epoch: Callable[[int, nn.Module], dict] | None = None) -> list[dict]:
     """Train ``model`` in place; returns one record per epoch: the mean train loss and h of the steps
     (the optimizer's own per-batch f and f_p), plus whatever ``on_epoch(epoch, model)`` returns."""
+    if spec.m is not None and (spec.m <= 0 or spec.batch_size % spec.m):
+        raise ValueError(f"m={spec.m} must divide the batch of {spec.batch_size} into perturbation groups")
     opt = build_demo_optimizer(model, spec)
     g = torch.Generator().manual_seed(spec.seed)
     n = len(data.train_x)
@@ -107,13 +119,8 @@ def train_demo(model: nn.Module, data: DemoData, spec: TrainSpec,
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps=total, warmup_steps=0, lr_max=spec.lr, lr_min=spec.lr_min)
 
-            def closure():
-                loss = F.cross_entropy(model(x), y)
-                if torch.is_grad_enabled():
-                    opt.backward(loss)
-                return loss
-
-            stats = opt.step(closure)
+            m = spec.m or spec.batch_size
+            stats = opt.step([_closure(model, opt, xg, yg) for xg, yg in zip(x.split(m), y.split(m))])
             losses.append(stats.loss.item())
             if not isinstance(opt, Vanilla):
                 gaps.append(stats.surrogate_gap.item())

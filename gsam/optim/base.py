@@ -14,6 +14,11 @@ Closure convention (the trainer's closure follows it)::
 
 The optimizer zeroes the gradients before every pass, so a closure may loop over micro-batches and
 accumulate (``loss / n_micro``) and get the step of the big batch.
+
+Perturbation groups (m-sharpness, Foret et al. 2021 Sec. 4.1): ``step([closure_1, ..., closure_G])``
+takes one closure per group of m images. Each group runs its own passes and perturbation and
+forms its own update d_g; the base optimizer gets d = (1/G) sum_g d_g, averaged over ranks too.
+``step(closure)`` is one group, the whole batch.
 """
 from __future__ import annotations
 
@@ -28,11 +33,18 @@ from torch.nn.parallel import DistributedDataParallel
 from .comm import all_reduce_mean_, world_size
 
 Closure = Callable[[], torch.Tensor]
+TENSOR_STATS = ("loss", "perturbed_loss", "grad_norm", "perturbed_grad_norm", "cos")  # averaged over groups
 
 
 @dataclasses.dataclass
 class StepStats:
-    """Diagnostics of one step. Tensors stay on the device (no host sync) until ``as_dict``."""
+    """Diagnostics of one step. Tensors stay on the device (no host sync) until ``as_dict``.
+
+    With G perturbation groups, loss, perturbed_loss, grad_norm, perturbed_grad_norm and cos are the
+    means over the groups of each group's value (the process's own groups; no communication), so
+    surrogate_gap and sharpness are the mean gap and its 2h/rho^2; update_norm is ||d|| of the
+    averaged update; alpha and searched are group 0's (XSAM searches there only).
+    """
 
     loss: torch.Tensor  # f(w), the clean loss
     perturbed_loss: torch.Tensor  # f_p(w) = f(w_adv)
@@ -142,6 +154,7 @@ class SharpnessAware(torch.optim.Optimizer):
         self._buffers: dict[str, dict[torch.Tensor, torch.Tensor]] = {}
         self.steps_taken = 0
         self.steps_skipped = 0
+        self._group = 0  # index of the perturbation group whose passes are running
 
     # ----------------------------------------------------------------- settable hyper-parameters
     rho = NonNegative()
@@ -178,9 +191,12 @@ class SharpnessAware(torch.optim.Optimizer):
                 m.track_running_stats = True
 
     def _grad_pass(self, closure: Closure, *, clean: bool) -> torch.Tensor:
-        """Zero the grads, run forward+backward; only the clean pass updates BN statistics."""
+        """Zero the grads, run forward+backward. BN statistics are updated once per step, by the clean
+        pass of group 0: every clean pass runs at the same w, so one group's m images are as good a
+        sample as another's, and group 0 is the one a single-closure step has (unchanged behaviour)."""
         self.base_optimizer.zero_grad(set_to_none=True)
-        with torch.enable_grad(), self._comm_context(), (contextlib.nullcontext() if clean else self._bn_frozen()):
+        updates_bn = clean and self._group == 0
+        with torch.enable_grad(), self._comm_context(), (contextlib.nullcontext() if updates_bn else self._bn_frozen()):
             loss = closure()
         if not isinstance(loss, torch.Tensor):
             raise ValueError(f"closure must return the loss tensor, got {type(loss)}")
@@ -209,7 +225,7 @@ class SharpnessAware(torch.optim.Optimizer):
                 p.grad = torch.zeros_like(p)
         return [p.grad for p in ps]
 
-    def _take_grads(self, ps: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _take_grads(self, ps: list[torch.Tensor], buffer: str = "kept_grad") -> list[torch.Tensor]:
         """Keep this pass's gradients for later in the step, without a copy.
 
         The parameters let go of them (grad = None) and the next pass allocates fresh ones, so the
@@ -219,7 +235,7 @@ class SharpnessAware(torch.optim.Optimizer):
         """
         grads = self._grads(ps)
         if self._ddp is not None and getattr(self._ddp, "gradient_as_bucket_view", False):
-            kept = self._buffer("kept_grad", ps)
+            kept = self._buffer(buffer, ps)
             torch._foreach_copy_(kept, grads)
             return kept
         for p in ps:
@@ -292,14 +308,49 @@ class SharpnessAware(torch.optim.Optimizer):
     def _on_skip(self) -> None:
         """Undo a subclass's bookkeeping of a step that turned out non-finite."""
 
+    @staticmethod
+    def _closures(closure) -> list[Closure]:
+        """``closure`` or ``[closure_1, ..., closure_G]`` -> the list of per-group closures."""
+        closures = list(closure) if isinstance(closure, (list, tuple)) else [closure]
+        if not closures or not all(callable(c) for c in closures):
+            raise ValueError("step needs a closure, or a non-empty list of closures (one per perturbation "
+                             "group): the optimizer runs the forward/backward passes itself")
+        return closures
+
+    def _grouped_step(self, closures: list[Closure]) -> tuple[list[torch.Tensor], dict]:
+        """d = (1/G) sum_g d_g, each d_g from ``_sharpness_step`` on group g alone; one group is
+        ``_sharpness_step`` itself, untouched. The running sum is the one extra parameter-sized
+        buffer: group 0's d tensors, taken from the parameters (copied only for DDP bucket views)."""
+        if len(closures) == 1:
+            return self._sharpness_step(closures[0])
+        total: dict[torch.Tensor, torch.Tensor] = {}
+        per_group = []
+        try:
+            for self._group, closure in enumerate(closures):
+                active, fields = self._sharpness_step(closure)
+                per_group.append(fields)
+                old = [p for p in active if p in total]  # a parameter one group did not reach adds zero
+                if old:
+                    torch._foreach_add_([total[p] for p in old], [p.grad for p in old])
+                new = [p for p in active if p not in total]
+                total.update(zip(new, self._take_grads(new, buffer="d_sum")))
+        finally:
+            self._group = 0
+        active = [p for p in self._params() if p in total]
+        for p in active:
+            p.grad = total[p]
+        torch._foreach_div_([p.grad for p in active], len(closures))
+        means = {k: torch.stack([f[k] for f in per_group]).mean(0) for k in TENSOR_STATS}
+        return active, {**per_group[0], **means}
+
     @torch.no_grad()
-    def step(self, closure: Closure) -> StepStats:  # type: ignore[override]
-        """One sharpness-aware step. The closure is called by the optimizer, every pass."""
-        if closure is None:
-            raise ValueError("closure is required: the optimizer runs the forward/backward passes itself")
+    def step(self, closure) -> StepStats:  # type: ignore[override]
+        """One sharpness-aware step: ``step(closure)``, or ``step([closure_1, ..., closure_G])`` with one
+        closure per perturbation group. The closures are called by the optimizer, every pass."""
+        closures = self._closures(closure)
         bn_saved = [b for m in self._bn for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
         bn_copy = [b.clone() for b in bn_saved]
-        active, fields = self._sharpness_step(closure)
+        active, fields = self._grouped_step(closures)
         in_active = set(active)
         for p in self._params():
             if p not in in_active:

@@ -70,7 +70,7 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, 
     if name == "gsam_min_f":
         return GSAMMinF(params, base, rho=rho, alpha=float(sam_cfg["alpha"]),
                         adaptive=bool(sam_cfg.get("adaptive", False)), **common)
-    if name == "xsam":
+    if name == "xsam":  # the trainer schedules the search itself (opt.search_next, sam.search_every_epochs)
         return XSAM(params, base, rho=rho, rho_probe=float(sam_cfg["rho_probe"]), steps=int(sam_cfg.get("steps", 1)),
                     alpha=float(sam_cfg.get("alpha", 1.0)), search_every=int(sam_cfg.get("search_every", 0)), **common)
     raise ValueError(f"sam.name must be one of {METHODS}, got {name!r}")

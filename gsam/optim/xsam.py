@@ -18,8 +18,11 @@ deliberate: the displacement is accumulated explicitly (exact in low precision t
 clamped, the weights are restored from a copy, and when sin(phi) < 1e-8 v(a) falls back to the
 limit of the slerp, (1-a) v0 + a v1, instead of the official (v0 + v1)/2 that ignores a (so k=1,
 a=1 stays bitwise SAM). Under data parallelism the probe losses are averaged over ranks, so every
-rank picks the same a*. Memory: a copy of theta_0, and the displacement, accumulated in the first
-pass's gradient tensors (kept instead of copied).
+rank picks the same a*. With perturbation groups (``step([closure_1, ...])``) every group ascends and
+forms its own v0, v1, phi; a* is searched on group 0 only (its images, its directions; 21 forward
+passes of m images) and used by every group of the step. The official code is single-GPU, where
+the search sees the whole batch: that is the deviation. Memory: a copy of theta_0, and the
+displacement, accumulated in the first pass's gradient tensors (kept instead of copied).
 """
 from __future__ import annotations
 
@@ -48,7 +51,8 @@ class XSAM(SharpnessAware):
         rho_probe: radius at which the candidate directions are probed (official ``--rho_max``, 2 rho).
         steps: k, the number of ascent steps (k+1 forward-backward passes per step).
         alpha: alpha* used until the first search (1.0 = SAM); after a search, the one found.
-        search_every: search alpha* every that many steps, starting with the first; 0 = never.
+        search_every: search alpha* every that many calls of ``step``, starting with the first, skipped
+            steps counted (a loop step is a call); 0 = never. ``search_next`` overrides it for one step.
         alpha_grid: candidate alphas (default 0, 0.1, ..., 2.0: 21 forward passes per search).
     """
 
@@ -72,9 +76,18 @@ class XSAM(SharpnessAware):
         self.search_every = search_every
         self.alpha_grid = grid
         self.searches = 0
+        # set by a training loop that schedules the search itself (gsam/engine.py: the first step of
+        # every N-th epoch, as the official ``batch_idx == 1``); None = ``search_every``; reset by step()
+        self.search_next: bool | None = None
 
     def _search_due(self) -> bool:
-        return self.search_every > 0 and self.steps_taken % self.search_every == 0
+        """Only group 0 searches; the schedule counts loop steps (taken and skipped)."""
+        if self._group != 0:
+            return False
+        if self.search_next is not None:
+            return bool(self.search_next)
+        calls = self.steps_taken + self.steps_skipped
+        return self.search_every > 0 and calls % self.search_every == 0
 
     def _sharpness_step(self, closure: Closure):
         loss = self._grad_pass(closure, clean=True)
@@ -100,7 +113,8 @@ class XSAM(SharpnessAware):
         unit_v0 = disp_scale / (disp_norm + self.eps)  # v0 = unit_v0 * disp
 
         searched = self._search_due()
-        self._alpha_before_search = self.alpha
+        if self._group == 0:
+            self._alpha_before_search = self.alpha
         if searched:
             self.alpha = self._search(closure, ps, theta0, disp, unit_v0, g_k, gk_norm, phi)
         self._restore_weights(ps)
@@ -133,8 +147,11 @@ class XSAM(SharpnessAware):
     def _on_skip(self) -> None:
         self.alpha = self._alpha_before_search  # a search on a non-finite step is not kept
 
-    def step(self, closure: Closure):
-        stats = super().step(closure)
+    def step(self, closure):
+        try:
+            stats = super().step(closure)
+        finally:
+            self.search_next = None
         if stats.searched and not stats.skipped:
             self.searches += 1
         return stats
