@@ -3,6 +3,7 @@ own step, in one run.
 
     python scripts/bench_train.py --device cuda --amp bf16 --batch 256                    # GPU
     python scripts/bench_train.py --device cuda --batch 256 --betons /data/betons          # + FFCV data wait
+    python scripts/bench_train.py --device cuda --batch 256 --m 64    # perturbation groups of 64 (Table 1's sam.m)
     .venv/bin/python scripts/bench_train.py --models vit_b32 --img-size 64 --batch 8 --steps 2   # CPU
 
 Speed: synthetic data already on the device (the model and the optimizer, not the loader); the recipe of
@@ -33,7 +34,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gsam.engine import loss_function, make_closure  # noqa: E402
+from gsam.engine import loss_function, make_closures  # noqa: E402
 from gsam.optim.factory import build_optimizer  # noqa: E402
 from models import build_model, model_data_config  # noqa: E402
 
@@ -54,13 +55,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--search-every", type=int, default=309)
+    ap.add_argument("--m", type=int, default=None, help="images per perturbation group (sam.m); default: the whole "
+                    "--batch. With --m, SAM with one group is timed too (the groups' cost)")
     ap.add_argument("--betons", type=Path, help="measure the data wait through FFCV on <betons>/train.beton")
     ap.add_argument("--data-steps", type=int, default=40, help="steps per method of the data-wait measurement")
     ap.add_argument("--workers", type=int, default=12, help="FFCV loader threads for the data-wait measurement")
     ap.add_argument("--tiny-depth", action="store_true", help="two-block ViTs and Mixers (CPU rehearsals)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     ap.add_argument("--profile", type=Path, help="write torch.profiler's top operators of each method's step here")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.m is not None and (args.m <= 0 or args.batch % args.m):
+        ap.error(f"--m {args.m} must divide --batch {args.batch}")
+    args.groups = args.batch // args.m if args.m else 1
+    return args
 
 
 def _sync(device) -> None:
@@ -95,17 +102,22 @@ def _setup(short: str, args, device):
     return mcfg, model, ocfg, loss_function(mcfg.loss, 1000), cl
 
 
-def _step_fn(model, opt, loss_fn, amp):
-    return lambda x, y: opt.step(make_closure(model, opt, loss_fn, x, y, 1, amp))
+def _step_fn(model, opt, loss_fn, amp, groups: int = 1):
+    """One trainer step on (x, y): ``groups`` perturbation groups (vanilla always one, as in the trainer)."""
+    return lambda x, y: opt.step(make_closures(model, opt, loss_fn, x, y, groups, 1, amp))
 
 
 def time_methods(model, ocfg, loss_fn, x, y, amp, args, device) -> dict:
     """Median step time (s) of each method, XSAM's with its amortised search."""
     steps = {}
     for name, scfg in METHODS.items():
-        fn = _step_fn(model, build_optimizer(model, ocfg, scfg), loss_fn, amp)
+        fn = _step_fn(model, build_optimizer(model, ocfg, scfg), loss_fn, amp, args.groups)
         steps[name] = lambda fn=fn: fn(x, y)
-    search_fn = _step_fn(model, build_optimizer(model, ocfg, {**METHODS["XSAM"], "search_every": 1}), loss_fn, amp)
+    if args.groups > 1:
+        fn = _step_fn(model, build_optimizer(model, ocfg, METHODS["SAM"]), loss_fn, amp)
+        steps["SAM one group"] = lambda fn=fn: fn(x, y)
+    search_fn = _step_fn(model, build_optimizer(model, ocfg, {**METHODS["XSAM"], "search_every": 1}), loss_fn, amp,
+                         args.groups)
     steps["XSAM search step"] = lambda: search_fn(x, y)
     for k, fn in steps.items():
         for _ in range(1 if k == "XSAM search step" else args.warmup):
@@ -120,13 +132,13 @@ def time_methods(model, ocfg, loss_fn, x, y, amp, args, device) -> dict:
     return t
 
 
-def peak_memory(model, ocfg, loss_fn, x, y, amp, device) -> dict:
+def peak_memory(model, ocfg, loss_fn, x, y, amp, device, groups: int = 1) -> dict:
     """Peak GB of one step of each method alone (its optimizer only), and GSAM's bound."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     peaks, held = {}, {}
     for name, scfg in METHODS.items():
         opt = build_optimizer(model, ocfg, scfg)
-        fn = _step_fn(model, opt, loss_fn, amp)
+        fn = _step_fn(model, opt, loss_fn, amp, groups)
         for _ in range(2):
             fn(x, y)
         gc.collect()
@@ -159,7 +171,7 @@ def data_wait(model, mcfg, ocfg, loss_fn, amp, args, device, channels_last: bool
                         os_cache=True)
     out = {}
     for name in ("vanilla", "GSAM"):
-        fn = _step_fn(model, build_optimizer(model, ocfg, METHODS[name]), loss_fn, amp)
+        fn = _step_fn(model, build_optimizer(model, ocfg, METHODS[name]), loss_fn, amp, args.groups)
         waits, firsts, total, epoch, done = [], [], 0.0, 0, -min(3, args.data_steps)  # warm-up steps
         while done < args.data_steps:
             loader.sampler.set_epoch(epoch)
@@ -185,7 +197,7 @@ def data_wait(model, mcfg, ocfg, loss_fn, amp, args, device, channels_last: bool
     return out
 
 
-def profile_methods(model, ocfg, loss_fn, x, y, amp, device, path: Path, steps: int = 3) -> None:
+def profile_methods(model, ocfg, loss_fn, x, y, amp, device, path: Path, groups: int = 1, steps: int = 3) -> None:
     """Where a step's time goes: the operators with the most self time (device time on a GPU) per method."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -193,7 +205,7 @@ def profile_methods(model, ocfg, loss_fn, x, y, amp, device, path: Path, steps: 
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     with open(path, "a") as f:
         for name, scfg in METHODS.items():
-            fn = _step_fn(model, build_optimizer(model, ocfg, scfg), loss_fn, amp)
+            fn = _step_fn(model, build_optimizer(model, ocfg, scfg), loss_fn, amp, groups)
             fn(x, y)
             _sync(device)
             with profile(activities=acts) as prof:
@@ -210,7 +222,8 @@ def bench(args: argparse.Namespace) -> dict:
     amp = torch.bfloat16 if args.amp == "bf16" else None
     dev_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"# {dev_name}, torch {torch.__version__}, batch {args.batch}, {args.img_size}px, amp={args.amp}, "
-          f"{args.rounds} rounds x {args.steps} steps, median", flush=True)
+          f"{args.rounds} rounds x {args.steps} steps, median, perturbation groups of {args.m or args.batch}",
+          flush=True)
     figures = {}
     for short in args.models:
         mcfg, model, ocfg, loss_fn, cl = _setup(short, args, device)
@@ -218,17 +231,19 @@ def bench(args: argparse.Namespace) -> dict:
         x = x.contiguous(memory_format=torch.channels_last) if cl else x
         y = torch.randint(0, 1000, (args.batch,), device=device)
         t = time_methods(model, ocfg, loss_fn, x, y, amp, args, device)
-        figs = {"model": mcfg.name, "batch": args.batch, "img_size": args.img_size,
+        figs = {"model": mcfg.name, "batch": args.batch, "img_size": args.img_size, "m": args.m or args.batch,
                 **{f"img_s_{k}": round(args.batch / v, 1) for k, v in t.items()},
                 **{f"{a}/{b}": round(t[a] / t[b], 3) for a, b, _ in RATIOS}}
         figs.update({f"{a}/{b} met": t[a] / t[b] <= target for a, b, target in RATIOS})
+        if "SAM one group" in t:
+            figs["SAM/SAM one group"] = round(t["SAM"] / t["SAM one group"], 3)
         if device.type == "cuda":
-            figs.update(peak_memory(model, ocfg, loss_fn, x, y, amp, device))
+            figs.update(peak_memory(model, ocfg, loss_fn, x, y, amp, device, args.groups))
         if args.betons:
             figs.update(data_wait(model, mcfg, ocfg, loss_fn, amp, args, device, cl))
         if args.profile:
             profile_methods(model, ocfg, loss_fn, x, y, amp, device, args.profile.with_name(
-                f"{args.profile.stem}_{short}{args.profile.suffix}"))
+                f"{args.profile.stem}_{short}{args.profile.suffix}"), args.groups)
         figures[short] = figs
         print(f"{short} ({mcfg.name}):")
         for k, v in t.items():

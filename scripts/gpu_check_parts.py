@@ -40,9 +40,10 @@ def sizes(tiny: bool) -> Sizes:
     if tiny:
         return Sizes(4, 16, 4, (80, 60), 8, 3, 32, 1,
                      ["--img-size", "32", "--batch", "4", "--steps", "1", "--rounds", "1", "--warmup", "1",
-                      "--data-steps", "2", "--search-every", "10", "--amp", "none"])
+                      "--data-steps", "2", "--search-every", "10", "--amp", "none", "--m", "2"])
     workers = max(1, min(12, (os.cpu_count() or 2) - 2))
-    return Sizes(20, 100, 25, (500, 375), 256, 50, None, workers, ["--batch", "256", "--steps", "10", "--data-steps", "40"])
+    return Sizes(20, 100, 25, (500, 375), 256, 50, None, workers,
+                 ["--batch", "256", "--m", "64", "--steps", "10", "--data-steps", "40"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +59,19 @@ class Ctx:
         self.args, self.size, self.work = args, sizes(args.tiny), args.work
         self.betons, self.images, self.runs = self.work / "betons", self.work / "imagenet", self.work / "runs"
 
-    def overrides(self, experiment: str, name: str, loader: str = "ffcv") -> list[str]:
+    def overrides(self, experiment: str, name: str, loader: str = "ffcv", micro: int | None = None) -> list[str]:
+        """The experiment at the kit's size; Table 1's sam.m = 64 stays (4 groups of the batch of 256), the tiny
+        batch of 8 has 2 groups of 4. ``micro``: data.max_device_batch (default: the whole batch)."""
         s = self.size
         ov = [f"+experiment={experiment}", f"output_dir={self.runs / name}", f"train.device={self.args.device}",
-              f"data.num_classes={s.classes}", f"data.batch_size={s.batch}", f"data.max_device_batch={s.batch}",
+              f"data.num_classes={s.classes}", f"data.batch_size={s.batch}",
+              f"data.max_device_batch={micro or s.batch}",
               f"data.eval_batch_size={max(s.batch, 50)}", f"data.num_workers={s.workers}",
               f"train.max_steps={s.steps}", "train.progress=false", "logger.wandb.mode=offline",
               "eval.real_labels=null", "train.eval_every_epochs=1000"]
         ov += [f"data.betons={self.betons}"] if loader == "ffcv" else ["data.loader=folder", f"data.root={self.images}"]
+        if s.img_size and not experiment.endswith("_vanilla"):
+            ov.append(f"sam.m={s.batch // 2}")
         if s.img_size:  # tiny: 32 px and two blocks (ResNets keep their depth; they run at 32 px as they are)
             ov.append(f"data.img_size={s.img_size}")
             family = experiment.split("_")[0]
@@ -125,7 +131,8 @@ def part_data(ctx: Ctx) -> dict:
             "write_betons_s": round(time.perf_counter() - t0 - t_images, 1), "beton_mb": sizes_mb}
 
 
-def _train(ctx: Ctx, experiment: str, name: str, extra: list[str], loader: str = "ffcv") -> dict:
+def _train(ctx: Ctx, experiment: str, name: str, extra: list[str], loader: str = "ffcv", micro: int | None = None
+           ) -> dict:
     from hydra import compose, initialize_config_dir
 
     from gpu_check_report import train_figures
@@ -136,7 +143,7 @@ def _train(ctx: Ctx, experiment: str, name: str, extra: list[str], loader: str =
     if ctx.args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=ctx.overrides(experiment, name, loader) + extra)
+        cfg = compose("config", overrides=ctx.overrides(experiment, name, loader, micro) + extra)
     t0 = time.perf_counter()
     results = run(cfg)
     figs = {"overrides": extra, "loader": loader, "wall_s": round(time.perf_counter() - t0, 1),
@@ -155,8 +162,8 @@ def part_vit_b32_gsam(ctx: Ctx) -> dict:
 
 
 def part_resnet50_xsam(ctx: Ctx) -> dict:
-    every = 2 if ctx.args.tiny else 20  # alpha* searched at steps 0, every, 2 every, ... inside the window
-    figs = _train(ctx, "resnet50_xsam", "resnet50_xsam", ["train.amp=bf16", f"sam.search_every={every}"])
+    # alpha* searched at the first step of every epoch (7 steps at full size: 8 searches in 50 steps)
+    figs = _train(ctx, "resnet50_xsam", "resnet50_xsam", ["train.amp=bf16"])
     if figs["searches"] < 1:
         raise RuntimeError(f"XSAM searched alpha* {figs['searches']} times in {figs['steps']} steps")
     if not figs["channels_last"]:
@@ -176,14 +183,11 @@ def part_vit_s16_gsam_fp16(ctx: Ctx) -> dict:
 
 
 def part_groups(ctx: Ctx) -> dict:
-    """Perturbation groups (``sam.m``), when the trainer has them."""
-    from omegaconf import OmegaConf
-
-    sam = OmegaConf.load(ROOT / "configs" / "sam" / "gsam.yaml")
-    if "m" not in sam:
-        return {"skipped": "sam.m (perturbation groups) is not in this version of the trainer"}
-    m = 2 if ctx.args.tiny else 64
-    return _train(ctx, "vit_s32_gsam", "vit_s32_gsam_groups", ["train.amp=bf16", f"sam.m={m}"])
+    """Perturbation groups larger than a micro-batch: each group of sam.m images accumulates two micro-batches
+    (every other run has one micro-batch per group)."""
+    micro = ctx.size.batch // 4 if ctx.args.tiny else 32  # m = batch / 2 (tiny) or 64
+    figs = _train(ctx, "vit_s32_gsam", "vit_s32_gsam_groups", ["train.amp=bf16"], micro=micro)
+    return {"max_device_batch": micro, **figs}
 
 
 def _child_env() -> dict:

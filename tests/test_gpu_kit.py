@@ -48,10 +48,11 @@ def test_every_part_of_the_kit_passes_on_python312_torch211_with_the_bundle(rehe
 def test_the_kit_measures_what_its_parts_claim(rehearsal):
     _, summary, out = rehearsal
     figs = {p["part"]: p["figures"] for p in summary["parts"]}
-    for run in ("vit_b32_gsam", "resnet50_xsam", "mixer_b16_sam_compile", "vit_s16_gsam_fp16"):
+    for run in ("vit_b32_gsam", "resnet50_xsam", "mixer_b16_sam_compile", "vit_s16_gsam_fp16", "groups"):
         assert figs[run]["steps"] == 3 and figs[run]["losses_finite"], (run, figs[run])
         assert 0 <= figs[run]["data_wait"] < 1 and figs[run]["img_s"] > 0
-    assert figs["resnet50_xsam"]["searches"] >= 1 and figs["resnet50_xsam"]["channels_last"]
+    assert figs["resnet50_xsam"]["searches"] == 1 and figs["resnet50_xsam"]["channels_last"]  # epoch 0's step 1
+    assert figs["groups"]["max_device_batch"] == 2  # groups of 4 images in micro-batches of 2
     assert figs["mixer_b16_sam_compile"]["overrides"] == ["train.compile=aot_eager"]
     kr = figs["kill_resume"]
     assert kr["resumed_at_step"] < kr["killed_at_step"] and kr["final_step"] == 16
@@ -59,6 +60,7 @@ def test_the_kit_measures_what_its_parts_claim(rehearsal):
     for model in ("vit_b32", "resnet50"):
         b = figs[f"bench_{model}"]
         assert b["SAM/vanilla"] > 0 and 0 <= b["data_wait_GSAM"] < 1
+        assert b["m"] == 2 and b["SAM/SAM one group"] > 0  # perturbation groups, against one group
         assert "## GSAM" in (out / f"profile_{model}.txt").read_text()
     md = (out / "summary.md").read_text()
     assert "PASSED" in md and "| kill_resume | ok |" in md
