@@ -4,10 +4,15 @@ Files in ``<output_dir>/checkpoints``: ``last.pt`` (every N steps and at the end
 ``top-<metric>-<value>-step<N>.pt`` (the k best evaluations). Every file is written to a temporary
 name in the same folder, flushed, fsynced and renamed, so a crash leaves the previous file intact.
 A checkpoint whose weights are not finite is refused, so it never replaces a good one.
+
+Loading never runs code: a checkpoint holds only tensors and plain containers (the RNG states as tensors
+and lists, the optimizer state, the config as a dict) and is read with ``torch.load(weights_only=True)``,
+so a crafted ``last.pt`` or ``eval.checkpoint=`` file is refused instead of executed.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -32,12 +37,26 @@ def finite_weights(state_dict: dict) -> bool:
     return all(torch.isfinite(v).all() for v in state_dict.values() if torch.is_tensor(v) and v.is_floating_point())
 
 
+REQUIRED_KEYS = ("model", "loop", "config")  # what every checkpoint the trainer writes has
+
+
 def load(path: Path) -> dict:
+    """A gsam checkpoint, read without running any code it may carry; CheckpointError (one line, naming the
+    file) for anything else."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused an object: never unpickle it
+        raise CheckpointError(f"checkpoint {path} refused: it holds objects other than tensors and plain "
+                              "containers (not written by this gsam, or crafted); nothing in it was run") from e
     except Exception as e:  # truncated or foreign file: say which and what to do
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {first}); "
                               "move it away to start from scratch, or restore a copy") from e
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        found = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a gsam checkpoint (expected the entries {list(REQUIRED_KEYS)}, "
+                              f"found {found})")
+    return state
 
 
 class CheckpointManager:
