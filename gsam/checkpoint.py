@@ -23,14 +23,38 @@ class CheckpointError(RuntimeError):
     pass
 
 
+TMP_PATTERN = ".*.tmp*"  # atomic_save's temporary names (a kill -9 mid-write leaves one behind)
+
+
+def _nbytes(obj) -> int:
+    """The tensor bytes in ``obj``: about what its file needs on disk."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
 def atomic_save(obj, path: Path) -> None:
+    """Write to a temporary name, fsync, rename. On failure (disk full, quota) the temporary file is removed,
+    the previous ``path`` is untouched, and the error is one line naming the folder and the space needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kept = "the previous one is kept" if path.exists() else "there is no previous one"
+        raise CheckpointError(f"cannot write {path.name} in {path.parent} ({reason}): it needs about "
+                              f"{_nbytes(obj) / 2**20:.0f} MiB free; {kept}. Free space there and rerun the same "
+                              "command to resume") from e
 
 
 def finite_weights(state_dict: dict) -> bool:
@@ -60,9 +84,13 @@ def load(path: Path) -> dict:
 
 
 class CheckpointManager:
-    def __init__(self, directory: str | Path, keep_top_k: int = 3, metric: str = "top1"):
+    """``keep_previous``: besides ``last.pt``, the N checkpoints before it stay as ``step-<N>.pt`` (the newest
+    ``step-`` file is ``last.pt`` itself, a hard link), so a run that went wrong while its weights stayed finite
+    can be stepped back: copy a ``step-`` file over ``last.pt`` and rerun."""
+
+    def __init__(self, directory: str | Path, keep_top_k: int = 3, metric: str = "top1", keep_previous: int = 0):
         self.dir = Path(directory)
-        self.keep_top_k, self.metric = keep_top_k, metric
+        self.keep_top_k, self.metric, self.keep_previous = keep_top_k, metric, keep_previous
 
     @property
     def last(self) -> Path:
@@ -71,11 +99,49 @@ class CheckpointManager:
     def save_last(self, state: dict) -> bool:
         if not finite_weights(state["model"]):
             return False
-        atomic_save(state, self.last)
+        if self.keep_previous <= 0:
+            atomic_save(state, self.last)
+            return True
+        step_file = self.dir / f"step-{state['loop']['step']:08d}.pt"
+        atomic_save(state, step_file)
+        link = self.dir / f".last.pt.tmp{os.getpid()}"
+        link.unlink(missing_ok=True)
+        os.link(step_file, link)  # last.pt replaced in one rename: never absent, never half written
+        os.replace(link, self.last)
+        for old in self.history()[self.keep_previous + 1:]:
+            old.unlink()
         return True
 
+    def history(self) -> list[Path]:
+        """The ``step-`` checkpoints, newest first."""
+        return sorted(self.dir.glob("step-*.pt"), reverse=True)
+
+    def describe(self) -> str:
+        """Where the good checkpoints are, for a message that stops the run."""
+        if not self.last.exists():
+            return "no checkpoint was written"
+        earlier = [p.name for p in self.history()[1:]]
+        return f"{self.last} holds step {load(self.last)['loop']['step']}" + (
+            f"; earlier: {', '.join(earlier)} (copy one over last.pt to go back)" if earlier else "")
+
+    def remove_partial_files(self) -> list[Path]:
+        """Temporary files of writes that never finished (a kill -9 mid-write); only while this run holds
+        the output folder's lock, so that no other run's write is in progress."""
+        stale = list(self.dir.glob(TMP_PATTERN)) if self.dir.is_dir() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
     def resume_state(self) -> dict | None:
-        return load(self.last) if self.last.exists() else None
+        """``last.pt``; the ``step-`` files after its step (a future the user stepped back from) are removed,
+        so that the history that follows is this run's."""
+        if not self.last.exists():
+            return None
+        state = load(self.last)
+        for p in self.history():
+            if int(p.stem.split("-")[1]) > state["loop"]["step"]:
+                p.unlink()
+        return state
 
     def _top(self) -> list[tuple[float, Path]]:
         pat = re.compile(rf"top-{re.escape(self.metric)}-([0-9.]+)-step(\d+)\.pt$")
