@@ -236,6 +236,28 @@ def run(cfg: DictConfig) -> dict:
 
 
 
+def _check_same_experiment(saved: dict, current: dict, path: Path) -> None:
+    """Results are labelled with this config's name, model and method: a checkpoint of another one is refused."""
+    from .resume import config_changes
+
+    changes = config_changes({**saved, "method": saved["sam"]["name"]}, {**current, "method": current["sam"]["name"]},
+                             sections=("name", "method", "model"))
+    if changes:
+        listed = ", ".join(f"{k}: {new!r} here, {old!r} in the checkpoint" for k, (old, new) in changes.items())
+        raise ConfigError(f"eval.checkpoint={path} is from another experiment ({listed}); evaluate it with its "
+                          "own config")
+
+
+def _results_stem(path: Path, out: Path) -> str:
+    """``results`` for this run's own last.pt; any other checkpoint's results are named after it (and after its
+    run folder when it is not this run's), so they never overwrite this run's."""
+    own = out / "checkpoints"
+    if path.parent.resolve() == own.resolve():
+        return "results" if path.name == "last.pt" else f"results-{path.stem}"
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return f"results-{run_dir.name}-{path.stem}"
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     """Evaluate a checkpoint (``eval.checkpoint``, default the run's last) on every configured set.
 
@@ -252,6 +274,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if not path.exists():
         raise ConfigError(f"eval.checkpoint={str(path)!r}: no such file")
     state = load(path)
+    _check_same_experiment(state["config"], OmegaConf.to_container(cfg, resolve=True), path)
     model = models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
     model.load_state_dict(state["model"])
     data_cfg = models.model_data_config(model)
@@ -268,7 +291,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if info.main:
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        stem = "results" if path.name == "last.pt" else f"results-{path.stem}"
+        stem = _results_stem(path, out)
         _write_results(out / f"{stem}.json", results, cfg, checkpoint=str(path),
                        step=state.get("loop", {}).get("step"))
         table = results_markdown(results)
