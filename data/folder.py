@@ -11,6 +11,7 @@ the crops of the uninterrupted run. The minival split is a fixed, seed-independe
 from __future__ import annotations
 
 import math
+import signal
 import warnings
 from pathlib import Path
 
@@ -159,12 +160,30 @@ def split_minival(n: int, fraction: float) -> tuple[list[int], list[int]]:
     return sorted(order[k:]), sorted(order[:k])
 
 
+def private_generator(seed: int) -> torch.Generator:
+    """A DataLoader draws one int64 (its workers' base seed) each time an iterator is made; from its own
+    generator, not the global one, so that making the epoch's iterator again after a resume leaves the training
+    stream (dropout, drop-path) where the checkpoint found it. The transforms are seeded per sample, so this
+    seed changes no image."""
+    return torch.Generator().manual_seed(seed)
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """A DataLoader worker's first act. Slurm signals the whole process group (TERM at preemption, USR2 before
+    a time limit) and a terminal's Ctrl-C reaches it too: a worker killed by one ends the main process with
+    "DataLoader worker exited unexpectedly" before it can checkpoint. The main process handles them and ends
+    its workers itself."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def eval_loader(samples: list[tuple[str, int]], transform, *, batch: int, num_workers: int, rank: int,
                 world: int) -> DataLoader:
     """This rank's unpadded shard of ``samples``; yields (x, y, sample index)."""
     s = ShardSampler(len(samples), rank=rank, world=world, shuffle=False, seed=0, batch=batch, drop_last=False)
     return DataLoader(IndexedEval(samples, transform), batch_size=batch, sampler=s, collate_fn=collate_skipping_none,
-                      num_workers=num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      generator=private_generator(rank), worker_init_fn=ignore_stop_signals)
 
 
 def build_folder_loaders(*, root: str, train_split: str, val_split: str | None, img_size: int, mean, std,
@@ -183,7 +202,8 @@ def build_folder_loaders(*, root: str, train_split: str, val_split: str | None, 
     if len(sampler) < batch:
         raise ValueError(f"data.batch_size: {batch * world} is larger than the training set ({len(train_set)} images)")
     train = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers,
-                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+                       generator=private_generator(seed * 1000 + rank), worker_init_fn=ignore_stop_signals)
     sets = {}
     if minival_idx:
         sets["minival"] = [train_samples[i] for i in minival_idx]

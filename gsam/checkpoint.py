@@ -4,10 +4,15 @@ Files in ``<output_dir>/checkpoints``: ``last.pt`` (every N steps and at the end
 ``top-<metric>-<value>-step<N>.pt`` (the k best evaluations). Every file is written to a temporary
 name in the same folder, flushed, fsynced and renamed, so a crash leaves the previous file intact.
 A checkpoint whose weights are not finite is refused, so it never replaces a good one.
+
+Loading never runs code: a checkpoint holds only tensors and plain containers (the RNG states as tensors
+and lists, the optimizer state, the config as a dict) and is read with ``torch.load(weights_only=True)``,
+so a crafted ``last.pt`` or ``eval.checkpoint=`` file is refused instead of executed.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -18,32 +23,74 @@ class CheckpointError(RuntimeError):
     pass
 
 
+TMP_PATTERN = ".*.tmp*"  # atomic_save's temporary names (a kill -9 mid-write leaves one behind)
+
+
+def _nbytes(obj) -> int:
+    """The tensor bytes in ``obj``: about what its file needs on disk."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
 def atomic_save(obj, path: Path) -> None:
+    """Write to a temporary name, fsync, rename. On failure (disk full, quota) the temporary file is removed,
+    the previous ``path`` is untouched, and the error is one line naming the folder and the space needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kept = "the previous one is kept" if path.exists() else "there is no previous one"
+        raise CheckpointError(f"cannot write {path.name} in {path.parent} ({reason}): it needs about "
+                              f"{_nbytes(obj) / 2**20:.0f} MiB free; {kept}. Free space there and rerun the same "
+                              "command to resume") from e
 
 
 def finite_weights(state_dict: dict) -> bool:
     return all(torch.isfinite(v).all() for v in state_dict.values() if torch.is_tensor(v) and v.is_floating_point())
 
 
+REQUIRED_KEYS = ("model", "loop", "config")  # what every checkpoint the trainer writes has
+
+
 def load(path: Path) -> dict:
+    """A gsam checkpoint, read without running any code it may carry; CheckpointError (one line, naming the
+    file) for anything else."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused an object: never unpickle it
+        raise CheckpointError(f"checkpoint {path} refused: it holds objects other than tensors and plain "
+                              "containers (not written by this gsam, or crafted); nothing in it was run") from e
     except Exception as e:  # truncated or foreign file: say which and what to do
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {first}); "
                               "move it away to start from scratch, or restore a copy") from e
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        found = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a gsam checkpoint (expected the entries {list(REQUIRED_KEYS)}, "
+                              f"found {found})")
+    return state
 
 
 class CheckpointManager:
-    def __init__(self, directory: str | Path, keep_top_k: int = 3, metric: str = "top1"):
+    """``keep_previous``: besides ``last.pt``, the N checkpoints before it stay as ``step-<N>.pt`` (the newest
+    ``step-`` file is ``last.pt`` itself, a hard link), so a run that went wrong while its weights stayed finite
+    can be stepped back: copy a ``step-`` file over ``last.pt`` and rerun."""
+
+    def __init__(self, directory: str | Path, keep_top_k: int = 3, metric: str = "top1", keep_previous: int = 0):
         self.dir = Path(directory)
-        self.keep_top_k, self.metric = keep_top_k, metric
+        self.keep_top_k, self.metric, self.keep_previous = keep_top_k, metric, keep_previous
 
     @property
     def last(self) -> Path:
@@ -52,11 +99,49 @@ class CheckpointManager:
     def save_last(self, state: dict) -> bool:
         if not finite_weights(state["model"]):
             return False
-        atomic_save(state, self.last)
+        if self.keep_previous <= 0:
+            atomic_save(state, self.last)
+            return True
+        step_file = self.dir / f"step-{state['loop']['step']:08d}.pt"
+        atomic_save(state, step_file)
+        link = self.dir / f".last.pt.tmp{os.getpid()}"
+        link.unlink(missing_ok=True)
+        os.link(step_file, link)  # last.pt replaced in one rename: never absent, never half written
+        os.replace(link, self.last)
+        for old in self.history()[self.keep_previous + 1:]:
+            old.unlink()
         return True
 
+    def history(self) -> list[Path]:
+        """The ``step-`` checkpoints, newest first."""
+        return sorted(self.dir.glob("step-*.pt"), reverse=True)
+
+    def describe(self) -> str:
+        """Where the good checkpoints are, for a message that stops the run."""
+        if not self.last.exists():
+            return "no checkpoint was written"
+        earlier = [p.name for p in self.history()[1:]]
+        return f"{self.last} holds step {load(self.last)['loop']['step']}" + (
+            f"; earlier: {', '.join(earlier)} (copy one over last.pt to go back)" if earlier else "")
+
+    def remove_partial_files(self) -> list[Path]:
+        """Temporary files of writes that never finished (a kill -9 mid-write); only while this run holds
+        the output folder's lock, so that no other run's write is in progress."""
+        stale = list(self.dir.glob(TMP_PATTERN)) if self.dir.is_dir() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
     def resume_state(self) -> dict | None:
-        return load(self.last) if self.last.exists() else None
+        """``last.pt``; the ``step-`` files after its step (a future the user stepped back from) are removed,
+        so that the history that follows is this run's."""
+        if not self.last.exists():
+            return None
+        state = load(self.last)
+        for p in self.history():
+            if int(p.stem.split("-")[1]) > state["loop"]["step"]:
+                p.unlink()
+        return state
 
     def _top(self) -> list[tuple[float, Path]]:
         pat = re.compile(rf"top-{re.escape(self.metric)}-([0-9.]+)-step(\d+)\.pt$")

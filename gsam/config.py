@@ -59,6 +59,10 @@ def check(cfg: Mapping) -> None:
             section, name = key.split(".")
             raise ConfigError(f"{key}={cfg[section].get(name)!r}: {expected}")
 
+    from .config_numbers import check_numbers
+
+    check_numbers(cfg)
+
     need("sam.name", cfg["sam"]["name"] in METHODS, f"expected one of {METHODS}")
     need("optimizer.name", cfg["optimizer"]["name"] in BASES, f"expected one of {BASES}")
     need("optimizer.lr", float(cfg["optimizer"]["lr"]) > 0, "expected > 0")

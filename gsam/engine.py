@@ -128,7 +128,7 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
             if state.bad_steps_in_a_row >= plan.max_bad_steps:
                 raise FloatingPointError(
                     f"stopping at step {state.step}: {state.bad_steps_in_a_row} non-finite steps in a row "
-                    f"(train.max_bad_steps={plan.max_bad_steps}); the last good checkpoint is kept")
+                    f"(train.max_bad_steps={plan.max_bad_steps})")
         else:
             state.bad_steps_in_a_row = 0
         t_data = time.perf_counter()

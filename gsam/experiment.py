@@ -14,14 +14,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from .analysis.monitor import sharpness_monitor
-from .checkpoint import CheckpointManager
+from .checkpoint import CheckpointError, CheckpointManager
 from .config import ConfigError, amp_dtype, batch_plan, check
-from .distributed import barrier, init_distributed, rng_state, seed_everything, set_rng_state
+from .distributed import all_reduce_sum, barrier, init_distributed, rng_state, seed_everything
 from .engine import LoopState, StepPlan, loss_function, train_one_epoch
 from .evaluators import results_markdown, table1_row
-from .logging import RunLogger
+from .logging import RunLogger, truncate_logs
 from .optim.factory import build_optimizer
 from .preemption import Preemption
+from .resume import check_resume, restore
+from .runlock import lock_for_run
 
 
 def _build_data(cfg: DictConfig, info, plan, mean, std, channels_last: bool):
@@ -81,6 +83,31 @@ def _gather_rng() -> list:
     return states
 
 
+def _resume(cfg: DictConfig, ckpt: CheckpointManager, config: dict, parts, info, out: Path):
+    """(loop state, wandb run id) from ``last.pt`` when there is one and ``train.resume`` allows it. The logs are
+    cut back to the checkpoint, so the steps the resumed run replays are recorded once."""
+    resumed = ckpt.resume_state() if cfg.train.resume else None
+    if resumed is None:
+        return LoopState(), None
+    changes = check_resume(resumed["config"], config, cfg.train.resume, ckpt.last)
+    state = restore(resumed, *parts, info, changes)
+    if info.main and resumed.get("log"):
+        truncate_logs(out, resumed["log"])
+    return state, resumed.get("wandb_id")
+
+
+def _save_on_every_rank(save, info) -> None:
+    """Rank 0 writes; if that fails (disk full) every rank stops with its one-line error instead of waiting."""
+    error = None
+    if info.main:
+        try:
+            save()
+        except CheckpointError as e:
+            error = e
+    if all_reduce_sum(torch.tensor([float(error is not None)], device=info.device)).item() > 0:
+        raise error or CheckpointError("rank 0 could not write the checkpoint")
+
+
 def run(cfg: DictConfig) -> dict:
     """Train as configured; returns the final evaluation ({set: metrics})."""
     import models
@@ -92,6 +119,7 @@ def run(cfg: DictConfig) -> dict:
     plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch, m)
     seed_everything(int(cfg.seed), info.rank)
     out = Path(cfg.output_dir)
+    lock = lock_for_run(out, info.main, info.device)  # before anything in out is read or written
     amp = amp_dtype(cfg.train.amp, info.device)
 
     model = models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
@@ -125,23 +153,13 @@ def run(cfg: DictConfig) -> dict:
                     checkpoint_every=int(cfg.train.checkpoint_every_steps), channels_last=channels_last,
                     groups=plan_b.groups, search_every_epochs=int(cfg.sam.get("search_every_epochs", 0)))
 
-    ckpt = CheckpointManager(out / "checkpoints", keep_top_k=int(cfg.train.keep_top_k))
-    state = LoopState()
-    run_id = None
-    resumed = ckpt.resume_state() if cfg.train.resume else None
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        opt.load_state_dict(resumed["optimizer"])
-        if scaler is not None and resumed.get("scaler"):
-            scaler.load_state_dict(resumed["scaler"])
-        state = LoopState(**resumed["loop"])
-        if len(resumed["rng"]) == info.world:
-            set_rng_state(resumed["rng"][info.rank])
-        elif info.main:  # legitimate, but the data order and random streams differ from the saved run
-            print(f"[gsam] resuming {len(resumed['rng'])}-process checkpoint on {info.world} processes: "
-                  "the run continues, not bit for bit")
-        run_id = resumed.get("wandb_id")
+    ckpt = CheckpointManager(out / "checkpoints", keep_top_k=int(cfg.train.keep_top_k),
+                             keep_previous=int(cfg.train.keep_previous))
+    if info.main:
+        ckpt.remove_partial_files()  # the lock is ours: these are from a killed run
     config = OmegaConf.to_container(cfg, resolve=True)
+    state, run_id = _resume(cfg, ckpt, config, (model, opt, scaler), info, out)
+    resumed = state.step > 0
     logger = RunLogger(out, enabled=info.main, wandb_cfg=cfg.logger.wandb, config=config, run_id=run_id,
                        name=cfg.name)
     if info.main:
@@ -154,13 +172,16 @@ def run(cfg: DictConfig) -> dict:
     def checkpoint_state() -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None, "loop": dataclasses.asdict(state),
-                "rng": _gather_rng(), "wandb_id": logger.run_id, "config": config}
+                "rng": _gather_rng(), "wandb_id": logger.run_id, "config": config, "log": logger.position}
 
     def save_last() -> None:
         st = checkpoint_state()  # every rank takes part (RNG gather)
-        if info.main and not ckpt.save_last(st):
-            print(f"[gsam] step {state.step}: weights are not finite, checkpoint not written (last good one kept)")
-        barrier()
+
+        def write():
+            if not ckpt.save_last(st):
+                print(f"[gsam] step {state.step}: weights are not finite, checkpoint not written; {ckpt.describe()}")
+
+        _save_on_every_rank(write, info)
 
     def run_evals(which: dict) -> dict:
         results = {name: ev(wrapped, info.device, amp, channels_last) for name, ev in which.items()}
@@ -171,8 +192,7 @@ def run(cfg: DictConfig) -> dict:
         key = "minival" if "minival" in results else "val"
         if key in results:
             st = checkpoint_state()
-            if info.main:
-                ckpt.save_top(st, results[key]["top1"], state.step)
+            _save_on_every_rank(lambda: ckpt.save_top(st, results[key]["top1"], state.step), info)
         return results
 
     monitor = sharpness_monitor(cfg, model, train_loader, loss_fn, info.device)  # analysis.every_n_epochs
@@ -198,8 +218,10 @@ def run(cfg: DictConfig) -> dict:
             if state.epoch > epoch_before and (state.epoch % int(cfg.train.eval_every_epochs) == 0) \
                     and state.step < min(stop_at, total):
                 results = run_evals(periodic)
+        save_last()  # before the final evaluation: a rerun of a finished run replays it, recorded once
         results = run_evals(evaluators)
-        save_last()
+    except FloatingPointError as e:  # say where the good weights are
+        raise FloatingPointError(f"{e}; {ckpt.describe()}") from None
     finally:
         preemption.uninstall()
         if progress is not None:
@@ -211,8 +233,32 @@ def run(cfg: DictConfig) -> dict:
                             **{f"{n}/{k}": v for n, m in results.items() for k, v in _scalars(m).items()}})
         print(results_markdown(results))
     logger.close()
+    if lock is not None:
+        lock.close()
     return results
 
+
+
+def _check_same_experiment(saved: dict, current: dict, path: Path) -> None:
+    """Results are labelled with this config's name, model and method: a checkpoint of another one is refused."""
+    from .resume import config_changes
+
+    changes = config_changes({**saved, "method": saved["sam"]["name"]}, {**current, "method": current["sam"]["name"]},
+                             sections=("name", "method", "model"))
+    if changes:
+        listed = ", ".join(f"{k}: {new!r} here, {old!r} in the checkpoint" for k, (old, new) in changes.items())
+        raise ConfigError(f"eval.checkpoint={path} is from another experiment ({listed}); evaluate it with its "
+                          "own config")
+
+
+def _results_stem(path: Path, out: Path) -> str:
+    """``results`` for this run's own last.pt; any other checkpoint's results are named after it (and after its
+    run folder when it is not this run's), so they never overwrite this run's."""
+    own = out / "checkpoints"
+    if path.parent.resolve() == own.resolve():
+        return "results" if path.name == "last.pt" else f"results-{path.stem}"
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return f"results-{run_dir.name}-{path.stem}"
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
@@ -231,6 +277,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if not path.exists():
         raise ConfigError(f"eval.checkpoint={str(path)!r}: no such file")
     state = load(path)
+    _check_same_experiment(state["config"], OmegaConf.to_container(cfg, resolve=True), path)
     model = models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
     model.load_state_dict(state["model"])
     data_cfg = models.model_data_config(model)
@@ -247,7 +294,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if info.main:
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        stem = "results" if path.name == "last.pt" else f"results-{path.stem}"
+        stem = _results_stem(path, out)
         _write_results(out / f"{stem}.json", results, cfg, checkpoint=str(path),
                        step=state.get("loop", {}).get("step"))
         table = results_markdown(results)

@@ -1,5 +1,9 @@
 """Run logging on rank 0: ``metrics.jsonl`` (every logged step and every evaluation), ``summary.csv``
-(one row per evaluation) and wandb (offline unless ``logger.wandb.mode=online``)."""
+(one row per evaluation) and wandb (offline unless ``logger.wandb.mode=online``).
+
+Every checkpoint records how many records both files had (``position``); a resumed run first cuts the files
+back to that point, so the steps and evaluations it replays appear once, and a rerun of a finished run does
+not add a second final row. ``read_records`` is the one reader of metrics.jsonl."""
 from __future__ import annotations
 
 import csv
@@ -19,6 +23,55 @@ def _clean(d: Mapping) -> dict:
     return out
 
 
+def read_records(run_dir: str | Path) -> list[dict]:
+    """Every record of a run's metrics.jsonl, in logged order (FileNotFoundError naming the file)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a trainer run folder?")
+    lines = path.read_text().splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # only the last line may be cut short (a kill -9 mid-write)
+                raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+    return records
+
+
+def _summary_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_summary(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def truncate_logs(output_dir: str | Path, position: Mapping) -> None:
+    """Cut metrics.jsonl and summary.csv back to ``position`` (a checkpoint's): what was logged after the
+    checkpoint is replayed by the resumed run."""
+    out = Path(output_dir)
+    metrics = out / "metrics.jsonl"
+    if metrics.exists():
+        kept = metrics.read_text().splitlines(keepends=True)[: int(position["metrics"])]
+        tmp = metrics.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, metrics)
+    summary = out / "summary.csv"
+    rows = _summary_rows(summary)
+    if len(rows) > int(position["summary"]):
+        _write_summary(summary, rows[: int(position["summary"])])
+
+
 class RunLogger:
     def __init__(self, output_dir: str | Path, *, enabled: bool, wandb_cfg: Mapping | None, config: dict,
                  run_id: str | None = None, name: str | None = None):
@@ -30,6 +83,8 @@ class RunLogger:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        self._records = len((self.dir / "metrics.jsonl").read_text().splitlines())
+        self._rows = len(_summary_rows(self.dir / "summary.csv"))
         if wandb_cfg and wandb_cfg.get("mode", "offline") != "disabled":
             import wandb
 
@@ -44,6 +99,7 @@ class RunLogger:
         if not self.enabled:
             return
         self._jsonl.write(json.dumps({"kind": kind, "step": step, **_clean(metrics)}) + "\n")
+        self._records += 1
         self._wandb_call(lambda run: run.log({f"{kind}/{k}": v for k, v in metrics.items()}, step=step))
 
     def _wandb_call(self, fn) -> None:
@@ -62,15 +118,13 @@ class RunLogger:
         if not self.enabled:
             return
         path = self.dir / "summary.csv"
-        rows = list(csv.DictReader(open(path))) if path.exists() else []
-        rows.append({k: str(v) for k, v in row.items()})
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
+        _write_summary(path, [*_summary_rows(path), {k: str(v) for k, v in row.items()}])
+        self._rows += 1
+
+    @property
+    def position(self) -> dict:
+        """How many records each file holds now; a checkpoint keeps it (``truncate_logs`` on resume)."""
+        return {"metrics": self._records, "summary": self._rows} if self.enabled else {}
 
     def set_summary(self, metrics: Mapping) -> None:
         self._wandb_call(lambda run: run.summary.update(dict(metrics)))

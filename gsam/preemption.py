@@ -12,6 +12,10 @@ Which signals: Slurm's warning signal (``sbatch --signal=USR2@180``; submitit, a
 uses USR2) and SIGTERM (preemption, ``scancel --signal=TERM``). The handlers replace submitit's while the
 loop runs (submitit's would requeue at once, mid-step) and are restored afterwards.
 
+Ctrl-C (INT, in the default list): the first stops at the next step boundary with a checkpoint, as the others
+do; a second one aborts at once (KeyboardInterrupt). DataLoader workers ignore all of these
+(``data.folder.ignore_stop_signals``): a signal to the process group must reach the main process only.
+
 Requeue only while the job is still RUNNING. A job that is already ending (``scancel``, a time limit
 reached without a warning signal) reads COMPLETING to ``scontrol``, which does not say whether the user
 cancelled it; resurrecting a cancelled job would be worse than asking for a resubmission, so then the
@@ -61,6 +65,8 @@ class Preemption:
         self._previous: dict = {}
 
     def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received is not None:  # a second Ctrl-C: abort now, no checkpoint
+            raise KeyboardInterrupt
         if self.received is None:  # the first one names the cause; no I/O here (the main thread may hold a lock)
             self.received = signum
 

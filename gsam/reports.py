@@ -49,11 +49,11 @@ def paper_table1() -> dict[tuple[str, str], dict[str, float]]:
 def read_metrics(run: Path) -> dict[str, list[dict]]:
     """A run's ``metrics.jsonl`` grouped by kind (train, val, minival, ...), in logged order. A resumed run
     may have logged a step twice (after its last checkpoint): the later record wins."""
+    from .logging import read_records
+
     by_kind: dict[str, dict[int, dict]] = {}
-    with open(Path(run) / "metrics.jsonl") as f:
-        for line in f:
-            rec = json.loads(line)
-            by_kind.setdefault(rec["kind"], {})[rec["step"]] = rec
+    for rec in read_records(run):
+        by_kind.setdefault(rec["kind"], {})[rec["step"]] = rec
     return {k: [v[s] for s in sorted(v)] for k, v in by_kind.items()}
 
 

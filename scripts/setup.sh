@@ -27,8 +27,9 @@ if [ ! -f "$stamp" ]; then
         3) cat "$log" >&2 ;;  # not root: the message says what to install
         *) tail -n 20 "$log" >&2; echo "warning: building FFCV failed (log: $log); data.loader=folder still works" >&2 ;;
     esac
-    if [ "$rc" = 0 ]; then rm -f "$log"; fi
-    touch "$stamp"
+    # done only when everything succeeded: a failed FFCV build (e.g. apt locked by another process) is retried
+    # by the next run instead of being skipped for good
+    if [ "$rc" = 0 ]; then rm -f "$log"; touch "$stamp"; else echo "setup not marked done: FFCV (exit $rc, log: $log); rerun scripts/setup.sh to retry" >&2; fi
 fi
 # The GPU kit's rehearsal under Python 3.12 (torch 2.11 as on the GPU image, the bundle installed as there)
 if bash scripts/find_python312.sh >/dev/null 2>&1; then

@@ -7,7 +7,6 @@ summarised per epoch and over windows of the run (:func:`window_mean`).
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,12 +85,11 @@ def find_alpha_runs(dirs: Sequence[str | Path]) -> dict[tuple[int, float], Path]
 def logged(run: str | Path, key: str = "surrogate_gap") -> tuple[list[int], list[float], list[int]]:
     """(step, value, epoch) of every logged training step of a run (the last record of a step wins,
     so a resumed run counts each step once)."""
+    from ..logging import read_records
+
     path = Path(run) / "metrics.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {run} a trainer run folder?")
     by_step = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
+    for rec in read_records(run):
         if rec.get("kind") == "train" and key in rec:
             by_step[int(rec["step"])] = (float(rec[key]), int(rec["epoch"]))
     if not by_step:

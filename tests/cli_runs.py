@@ -1,0 +1,56 @@
+"""train.py and evaluate.py as a user runs them: real subprocesses on the embedded demo data, watched through
+the files they write (metrics.jsonl, checkpoints)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET = ["data.num_workers=0", "train.progress=false", "logger.wandb.mode=disabled", "eval=default",
+         "data.robustness_root=null"]
+
+
+def command(script: str, out, demo_root, *overrides) -> list[str]:
+    return [sys.executable, script, "+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", *QUIET,
+            *overrides]
+
+
+def run_cli(script: str, out, demo_root, *overrides, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(command(script, out, demo_root, *overrides), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_train(out, demo_root, *overrides) -> subprocess.Popen:
+    """train.py in its own process group (as Slurm starts a job step), so a test can signal the whole group."""
+    return subprocess.Popen(command("train.py", out, demo_root, *overrides), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def train_steps(out) -> list[int]:
+    path = Path(out) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [r["step"] for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == "train"]
+
+
+def wait_for_step(proc: subprocess.Popen, out, step: int, timeout: float = 300) -> None:
+    """Until ``out``'s metrics.jsonl has logged training step ``step`` (the process must still be running)."""
+    end = time.monotonic() + timeout
+    while not any(s >= step for s in train_steps(out)):
+        if proc.poll() is not None:
+            raise AssertionError(f"train.py ended (exit {proc.returncode}) before step {step}: "
+                                 f"{proc.stderr.read()[-2000:]}")
+        if time.monotonic() > end:
+            raise AssertionError(f"no step {step} in {out} after {timeout} s")
+        time.sleep(0.02)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -1,0 +1,30 @@
+"""evaluate.py on a checkpoint that is not this run's own last.pt: its results go to a file named after it, and
+a checkpoint of another experiment is refused."""
+import json
+
+from cli_runs import run_cli
+
+
+def test_another_runs_checkpoint_does_not_overwrite_this_runs_results(tmp_path, demo_root):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    for out, seed in ((mine, 0), (other, 1)):
+        done = run_cli("train.py", out, demo_root, "train.max_steps=2", "data.batch_size=64", f"seed={seed}")
+        assert done.returncode == 0, done.stderr[-2000:]
+    before = (mine / "results.json").read_text()
+    done = run_cli("evaluate.py", mine, demo_root, f"eval.checkpoint={other / 'checkpoints' / 'last.pt'}", "seed=1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (mine / "results.json").read_text() == before
+    theirs = json.loads((mine / "results-other-last.json").read_text())
+    assert theirs["checkpoint"] == str(other / "checkpoints" / "last.pt")
+
+
+def test_a_checkpoint_of_another_model_or_method_is_refused(tmp_path, demo_root):
+    other = tmp_path / "other"
+    done = run_cli("train.py", other, demo_root, "train.max_steps=1", "data.batch_size=64", "sam=sam", "name=x")
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_cli("evaluate.py", tmp_path / "mine", demo_root, f"eval.checkpoint={other / 'checkpoints' / 'last.pt'}",
+                   "model=demo_mixer")
+    assert done.returncode == 2
+    line = done.stderr.strip()
+    assert line.count("\n") == 0 and "model.name" in line and "method" in line and "another experiment" in line
+    assert not (tmp_path / "mine" / "results-other-last.json").exists()
