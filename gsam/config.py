@@ -74,7 +74,7 @@ def check(cfg: Mapping) -> None:
     need("schedule.decay", cfg["schedule"]["decay"] in ("linear", "cosine", "constant"),
          "expected linear, cosine or constant")
     need("model.loss", cfg["model"]["loss"] in ("softmax", "sigmoid"), "expected softmax or sigmoid")
-    compile_ = cfg["train"].get("compile", False)
+    compile_ = (cfg.get("train") or {}).get("compile", False)
     if not isinstance(compile_, bool):
         import torch._dynamo
 

@@ -197,7 +197,7 @@ def _child_env() -> dict:
 
 
 def part_kill_resume(ctx: Ctx) -> dict:
-    from gpu_check_report import kill_resume_figures
+    from gpu_check_report import kill_resume_figures, train_records
 
     steps, every = (16, 2) if ctx.args.tiny else (60, 10)
     name = "kill_resume"
@@ -208,22 +208,25 @@ def part_kill_resume(ctx: Ctx) -> dict:
     with open(run_dir.parent / f"{name}.first.log", "w") as log:  # a file: a pipe nobody reads can fill and block
         first = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                  env=_child_env())
-    killed_at = _kill_after_checkpoint(first, run_dir, every)
+    _kill_after_checkpoint(first, run_dir, every)
+    killed = train_records(run_dir)  # before the resume cuts the replayed steps from metrics.jsonl
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_child_env())
     if second.returncode != 0:
         raise RuntimeError(f"the resumed run failed ({second.returncode}):\n" + second.stdout[-3000:] + second.stderr[-3000:])
-    return kill_resume_figures(run_dir, killed_at, steps, second.stdout + second.stderr, ctx.args.device)
+    return kill_resume_figures(run_dir, killed, steps, second.stdout + second.stderr, ctx.args.device)
 
 
-def _kill_after_checkpoint(proc: subprocess.Popen, run_dir: Path, every: int) -> int:
+def _kill_after_checkpoint(proc: subprocess.Popen, run_dir: Path, every: int) -> None:
     """kill -9 the run's process group once a checkpoint exists and a step past it is logged."""
-    metrics, last = run_dir / "metrics.jsonl", run_dir / "checkpoints" / "last.pt"
+    from gpu_check_report import train_records
+
+    last = run_dir / "checkpoints" / "last.pt"
     while proc.poll() is None:
-        steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()] if metrics.exists() else []
+        steps = [r["step"] for r in train_records(run_dir)] if (run_dir / "metrics.jsonl").exists() else []
         if last.exists() and steps and max(steps) > every:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return max(steps)
+            return
         time.sleep(0.05)
     log = (run_dir.parent / f"{run_dir.name}.first.log").read_text()[-3000:]
     raise RuntimeError(f"the run ended (exit {proc.returncode}) before it could be killed:\n{log}")

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 
-def _train_records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r.get("kind") == "train"]
+def train_records(run_dir: Path) -> list[dict]:
+    from gsam.logging import read_records
+
+    return [r for r in read_records(run_dir) if r.get("kind") == "train"]
 
 
 def _median(xs: list) -> float | None:
@@ -21,7 +22,7 @@ def _median(xs: list) -> float | None:
 def train_figures(run_dir: Path, results: dict) -> dict:
     """Steps, losses, throughput (median over the steps after the first 5: compilation and cuDNN autotuning
     stay out), data-wait share, peak memory, XSAM searches, skipped steps and the final top-1."""
-    recs = _train_records(run_dir)
+    recs = train_records(run_dir)
     steady = recs[5:] or recs
     losses = [r["loss"] for r in recs]
     cfg = (run_dir / "config.yaml").read_text()
@@ -40,16 +41,16 @@ def train_figures(run_dir: Path, results: dict) -> dict:
             "minival_top1": results.get("minival", {}).get("top1")}
 
 
-def kill_resume_figures(run_dir: Path, killed_at: int, steps: int, output: str, device: str) -> dict:
-    """The resumed run must start at a checkpoint before the kill and end at ``steps``; steps logged by both
-    runs (replayed after the checkpoint) give the loss difference, which FFCV's unseeded crops make non-zero."""
+def kill_resume_figures(run_dir: Path, killed: list[dict], steps: int, output: str, device: str) -> dict:
+    """The resumed run must start at a checkpoint before the kill and end at ``steps``. ``killed``: the train
+    records the killed run had logged; the steps both runs logged (replayed after the checkpoint; the resume cuts
+    them from metrics.jsonl) give the loss difference, which FFCV's crops could make non-zero."""
     from gsam.checkpoint import load
 
-    recs = _train_records(run_dir)
-    by_step: dict[int, list[float]] = {}
-    for r in recs:
-        by_step.setdefault(r["step"], []).append(r["loss"])
-    replayed = {s: v for s, v in by_step.items() if len(v) > 1}
+    before = {r["step"]: r["loss"] for r in killed}
+    after = {r["step"]: r["loss"] for r in train_records(run_dir)}
+    replayed = {s: (before[s], after[s]) for s in before.keys() & after.keys()}
+    killed_at = max(before, default=0)
     resumed_at = None
     for line in output.splitlines():
         if "resumed at step" in line:
@@ -57,7 +58,7 @@ def kill_resume_figures(run_dir: Path, killed_at: int, steps: int, output: str, 
     state = load(run_dir / "checkpoints" / "last.pt")
     figs = {"killed_at_step": killed_at, "resumed_at_step": resumed_at, "final_step": state["loop"]["step"],
             "replayed_steps": len(replayed),
-            "replayed_max_abs_loss_diff": round(max((abs(v[0] - v[-1]) for v in replayed.values()), default=0.0), 6),
+            "replayed_max_abs_loss_diff": round(max((abs(a - b) for a, b in replayed.values()), default=0.0), 6),
             "cuda_rng_in_checkpoint": "cuda" in state["rng"][0]}
     if resumed_at is None or resumed_at >= killed_at or figs["final_step"] != steps:
         raise RuntimeError(f"resume did not continue from a checkpoint before the kill: {figs}")

@@ -43,7 +43,9 @@ def test_larger_alpha_gives_a_smaller_logged_gap_in_the_demo_trainer_fig9(tmp_pa
     assert all(len(steps) == 110 for steps, _, _ in logs)  # 10 epochs of 11 steps, each logged once
     means = [window_mean(h) for _, h, _ in logs]
     assert strictly_decreasing(means), means
-    assert means[-1] < 0.9 * means[0], means  # a real effect, not a tie broken by noise
+    # a real effect, not a tie broken by noise: 7.5% with big_vision's ViT init and m = 32 (seed 0, 2026-11-27:
+    # 0.0668 / 0.0642 / 0.0621 / 0.0618); it was 26% with timm's init and one perturbation group
+    assert means[-1] < 0.95 * means[0], means
 
 
 def test_trainer_runs_summaries(tmp_path):
