@@ -63,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tiny-depth", action="store_true", help="two-block ViTs and Mixers (CPU rehearsals)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     ap.add_argument("--profile", type=Path, help="write torch.profiler's top operators of each method's step here")
+    ap.add_argument("--profile-steps", type=int, default=3, help="steps per method under the profiler")
     args = ap.parse_args(argv)
     if args.m is not None and (args.m <= 0 or args.batch % args.m):
         ap.error(f"--m {args.m} must divide --batch {args.batch}")
@@ -243,7 +244,7 @@ def bench(args: argparse.Namespace) -> dict:
             figs.update(data_wait(model, mcfg, ocfg, loss_fn, amp, args, device, cl))
         if args.profile:
             profile_methods(model, ocfg, loss_fn, x, y, amp, device, args.profile.with_name(
-                f"{args.profile.stem}_{short}{args.profile.suffix}"), args.groups)
+                f"{args.profile.stem}_{short}{args.profile.suffix}"), args.groups, args.profile_steps)
         figures[short] = figs
         print(f"{short} ({mcfg.name}):")
         for k, v in t.items():

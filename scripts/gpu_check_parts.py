@@ -40,7 +40,7 @@ def sizes(tiny: bool) -> Sizes:
     if tiny:
         return Sizes(4, 16, 4, (80, 60), 8, 3, 32, 1,
                      ["--img-size", "32", "--batch", "4", "--steps", "1", "--rounds", "1", "--warmup", "1",
-                      "--data-steps", "2", "--search-every", "10", "--amp", "none", "--m", "2"])
+                      "--data-steps", "1", "--search-every", "10", "--amp", "none", "--m", "2", "--profile-steps", "1"])
     workers = max(1, min(12, (os.cpu_count() or 2) - 2))
     return Sizes(20, 100, 25, (500, 375), 256, 50, None, workers,
                  ["--batch", "256", "--m", "64", "--steps", "10", "--data-steps", "40"])
