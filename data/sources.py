@@ -44,11 +44,16 @@ def folder_samples(root: Path, classes: list[str], what: str = "dataset") -> lis
     Folders absent from ``classes`` are an error (they would silently get no label)."""
     root = _require_dir(root, what)
     index = {c: i for i, c in enumerate(classes)}
-    samples = []
+    samples, empty = [], []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         if d.name not in index:
             raise ValueError(f"{what}: folder {d} is not one of the {len(classes)} known classes")
-        samples += [(str(p), index[d.name]) for p in _images(d)]
+        images = [(str(p), index[d.name]) for p in _images(d)]
+        samples += images
+        empty += [] if images else [d.name]
+    if samples and empty:  # a class with no image would train as a class that never occurs, silently
+        raise ValueError(f"{what}: {len(empty)} class folder(s) under {root} hold no images: "
+                         f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} (restore or remove them)")
     if not samples:
         raise FileNotFoundError(f"{what}: no images under {root}")
     return samples

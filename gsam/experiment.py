@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .analysis.monitor import sharpness_monitor
 from .checkpoint import CheckpointError, CheckpointManager
 from .config import ConfigError, amp_dtype, batch_plan, check
+from .config_keys import check_known_keys
 from .distributed import all_reduce_sum, barrier, init_distributed, rng_state, seed_everything
 from .engine import LoopState, StepPlan, loss_function, train_one_epoch
 from .evaluators import results_markdown, table1_row
@@ -43,6 +44,16 @@ def _evaluators(cfg: DictConfig, info, data, loss_fn, mean, std) -> dict:
     return build_evaluators(cfg, classes=data.classes, loaders=data.evals, files=data.files, loss_fn=loss_fn,
                             mean=mean, std=std, rank=info.rank, world=info.world,
                             notice=print if info.main else lambda *_: None)
+
+
+def _build_model(cfg: DictConfig):
+    """The model of ``model.*``; a name timm does not know (or a bad head option) is a ConfigError naming it."""
+    import models
+
+    try:
+        return models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
+    except (ValueError, TypeError) as e:  # unknown name, unknown or mistyped timm kwargs
+        raise ConfigError(f"model: {e}") from e
 
 
 def _scalars(metrics: dict) -> dict:
@@ -113,6 +124,7 @@ def run(cfg: DictConfig) -> dict:
     import models
 
     check(cfg)
+    check_known_keys(cfg)
     info = init_distributed(cfg.train.device)
     preemption = Preemption(cfg.train.preempt_signals, info.device)  # a bad signal name fails before the build
     m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb, batch as before
@@ -122,7 +134,7 @@ def run(cfg: DictConfig) -> dict:
     lock = lock_for_run(out, info.main, info.device)  # before anything in out is read or written
     amp = amp_dtype(cfg.train.amp, info.device)
 
-    model = models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
+    model = _build_model(cfg)
     data_cfg = models.model_data_config(model)
     channels_last = _channels_last(cfg)
     data = _build_data(cfg, info, plan_b, data_cfg["mean"], data_cfg["std"], channels_last)
@@ -272,13 +284,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from .checkpoint import load
 
     check(cfg)
+    check_known_keys(cfg)
     info = init_distributed(cfg.train.device)
     path = Path(cfg.eval.checkpoint or Path(cfg.output_dir) / "checkpoints" / "last.pt")
     if not path.exists():
         raise ConfigError(f"eval.checkpoint={str(path)!r}: no such file")
     state = load(path)
     _check_same_experiment(state["config"], OmegaConf.to_container(cfg, resolve=True), path)
-    model = models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
+    model = _build_model(cfg)
     model.load_state_dict(state["model"])
     data_cfg = models.model_data_config(model)
     plan_b = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch)
