@@ -93,9 +93,10 @@ def xsam_search_due(state: LoopState, every_epochs: int) -> bool:
 
 def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan: StepPlan, state: LoopState,
                     device: torch.device, on_log: Callable, on_checkpoint: Callable, stop_at: int | None = None,
-                    progress=None, should_stop: Callable[[], bool] | None = None) -> None:
+                    progress=None, should_stop: Callable[[], bool] | None = None, divergence=None) -> None:
     """Run the rest of ``state.epoch``; ``state`` is advanced after every step. ``should_stop`` is asked after
-    every step (on every rank: it may be collective) and ends the epoch early when it says so."""
+    every step (on every rank: it may be collective) and ends the epoch early when it says so. ``divergence``
+    (gsam/divergence.py) may stop the run on a finite but exploding loss, before that step is checkpointed."""
     model.train()
     sam_like = not isinstance(opt, Vanilla)
     epoch_len = state.batch_in_epoch + len(loader)  # the loader yields the rest of the epoch
@@ -131,6 +132,8 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
                     f"(train.max_bad_steps={plan.max_bad_steps})")
         else:
             state.bad_steps_in_a_row = 0
+            if divergence is not None:
+                divergence.check(state.step, stats.loss)
         t_data = time.perf_counter()
         compute += t_data - t_step
         if progress is not None:

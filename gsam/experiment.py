@@ -17,6 +17,7 @@ from .analysis.monitor import sharpness_monitor
 from .checkpoint import CheckpointError, CheckpointManager
 from .config import ConfigError, amp_dtype, batch_plan, check
 from .config_keys import check_known_keys
+from .divergence import DivergenceGuard
 from .distributed import all_reduce_sum, barrier, init_distributed, rng_state, seed_everything
 from .engine import LoopState, StepPlan, loss_function, train_one_epoch
 from .evaluators import results_markdown, table1_row
@@ -215,6 +216,7 @@ def run(cfg: DictConfig) -> dict:
 
         progress = tqdm(total=min(stop_at, total), initial=state.step, unit="step", dynamic_ncols=True)
     results = {}
+    divergence = DivergenceGuard(cfg.train.get("divergence_factor"))
     preemption.install()
     try:
         while state.step < min(stop_at, total):
@@ -222,7 +224,7 @@ def run(cfg: DictConfig) -> dict:
             epoch_before = state.epoch
             train_one_epoch(wrapped, opt, train_loader, loss_fn, plan, state, info.device,
                             on_log=lambda step, m: logger.log(step, m), on_checkpoint=save_last, stop_at=stop_at,
-                            progress=progress, should_stop=preemption.should_stop)
+                            progress=progress, should_stop=preemption.should_stop, divergence=divergence)
             if preemption.triggered:
                 raise preemption.stop(state.step, save_last, logger.close, info.main)
             if monitor is not None and state.epoch > epoch_before and monitor.due(state.epoch):
