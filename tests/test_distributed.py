@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import gsam
 from helpers import Recorder, batch, mlp, sgd_for_d
