@@ -96,3 +96,29 @@ def test_a_run_stopped_for_non_finite_steps_says_which_checkpoint_holds_good_wei
     assert done.returncode == 1
     step = load(tmp_path / "checkpoints" / "last.pt")["loop"]["step"]
     assert f"last.pt holds step {step}" in done.stderr
+
+
+def test_a_ddp_run_on_a_held_folder_stops_on_every_rank(tmp_path, demo_root):
+    """Under torchrun rank 0 asks for the lock and every rank learns the answer (an all-reduce): both ranks of
+    a 2-process run stop at once with the holder named, instead of rank 1 training alone or waiting forever."""
+    import subprocess
+    import sys
+
+    from cli_runs import ROOT, command
+    from gsam.runlock import lock_output_dir
+
+    held = lock_output_dir(tmp_path)  # this test process is the live holder
+    try:
+        cmd = command("train.py", tmp_path, demo_root, "train.max_steps=2", "data.batch_size=32", "++sam.m=16")
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        done = subprocess.run(torchrun + cmd[1:], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        held.close()
+    assert done.returncode != 0
+    import re
+
+    # one line from each rank (the two ranks share the pipe, so the lines may interleave)
+    holders = re.findall(r"error: output_dir=\S+ is in use by another run \(([^)]*)\)", done.stderr)
+    assert sorted(holders) == sorted([f"pid {os.getpid()} on host {socket.gethostname()}",
+                                      "rank 0 was refused the lock"]), done.stderr[-3000:]
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
