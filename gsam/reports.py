@@ -57,6 +57,11 @@ def read_metrics(run: Path) -> dict[str, list[dict]]:
     return {k: [v[s] for s in sorted(v)] for k, v in by_kind.items()}
 
 
+def is_run_dir(path: Path) -> bool:
+    """A folder that train.py or evaluate.py wrote (it holds what the trainer writes first or last)."""
+    return any((Path(path) / f).is_file() for f in ("config.yaml", "metrics.jsonl", "results.json"))
+
+
 def load_run(path: Path) -> dict:
     """A run folder (or its results.json) -> {"model", "method", "name", column: value, ...}."""
     path = Path(path)

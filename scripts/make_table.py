@@ -2,7 +2,8 @@
 
     python scripts/make_table.py outputs/*/ --out outputs/table1        # writes table1.md and table1.csv
 
-Each argument is a run folder (or a results.json) written by train.py or evaluate.py.
+Each argument is a run folder (or a results.json) written by train.py or evaluate.py; a folder that is not a run
+(the demo's data beside its runs in outputs/) is skipped with a note, a run without results.json is an error.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsam.reports import load_run, markdown, rows, to_csv  # noqa: E402
+from gsam.reports import is_run_dir, load_run, markdown, rows, to_csv  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -20,8 +21,14 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, help="prefix of the .md and .csv files (default: print Markdown only)")
     args = ap.parse_args(argv)
+    runs = [p for p in args.runs if not p.is_dir() or is_run_dir(p)]
+    for p in sorted(set(args.runs) - set(runs)):  # e.g. outputs/demo_data beside the demo's runs in outputs/*/
+        print(f"make_table: skipped {p} (not a run folder: no config.yaml, metrics.jsonl or results.json)",
+              file=sys.stderr)
     try:
-        table = rows([load_run(p) for p in args.runs])
+        if not runs:
+            raise FileNotFoundError(f"no run folder among {', '.join(map(str, args.runs))}")
+        table = rows([load_run(p) for p in runs])
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

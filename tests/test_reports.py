@@ -72,10 +72,24 @@ def test_make_table_refuses_an_older_masked_r(tmp_path):
 
 
 def test_make_table_names_a_run_without_results(tmp_path):
-    (tmp_path / "empty").mkdir()
-    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "empty")], cwd=ROOT,
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.yaml").write_text("name: vit_b32_gsam\n")  # a run that has not ended
+    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "unfinished")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "empty: no results.json" in out.stderr
+    assert out.returncode == 2 and "unfinished: no results.json" in out.stderr
+
+
+def test_make_table_skips_folders_that_are_not_runs(tmp_path):
+    """README: `make_table.py outputs/*/` after the demo, whose data folders sit beside its runs."""
+    run = fake_run(tmp_path / "demo_gsam", "demo_vit", "gsam", imagenet=83.9)
+    (tmp_path / "demo_data" / "train").mkdir(parents=True)
+    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "demo_data"), str(run)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"skipped {tmp_path / 'demo_data'} (not a run folder" in out.stderr and "83.9" in out.stdout
+    only = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "demo_data")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert only.returncode == 2 and "no run folder among" in only.stderr
 
 
 def test_plot_runs_writes_pngs(tmp_path):
