@@ -16,6 +16,12 @@ def last_train_metrics(run: Path) -> dict:
     return train[-1] if train else {}
 
 
+def cell(value, fmt: str) -> str:
+    """``fmt`` of a number; "—" where there is none (vanilla has no perturbation, so no h and no 2h/rho^2),
+    as make_table.py writes it."""
+    return "—" if value is None or value != value else format(float(value), fmt)
+
+
 def main(runs: list[str]) -> None:
     print("| run | set | top-1 (%) | top-5 (%) | final train loss | surrogate gap h | 2h/rho^2 | steps |")
     print("|---|---|---|---|---|---|---|---|")
@@ -25,10 +31,11 @@ def main(runs: list[str]) -> None:
         for name, m in res["results"].items():
             if "top5" not in m:  # the robustness sets: see results.md / make_table.py
                 continue
-            gap = train.get("surrogate_gap", float("nan"))
-            sharp = train.get("sharpness", float("nan")) if train.get("rho") else float("nan")
-            print(f"| {res['name']} | {name} | {m['top1']:.2f} | {m['top5']:.2f} | {train.get('loss', float('nan')):.4f} "
-                  f"| {float(gap):.4f} | {float(sharp):.2f} | {res['step']} |")
+            perturbed = bool(train.get("rho"))
+            gap = train.get("surrogate_gap") if perturbed else None
+            sharp = train.get("sharpness") if perturbed else None
+            print(f"| {res['name']} | {name} | {m['top1']:.2f} | {m['top5']:.2f} | {cell(train.get('loss'), '.4f')} "
+                  f"| {cell(gap, '.4f')} | {cell(sharp, '.2f')} | {res['step']} |")
 
 
 if __name__ == "__main__":

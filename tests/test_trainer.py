@@ -188,6 +188,8 @@ def test_demo_script_end_to_end(tmp_path):
     table = [l for l in out.stdout.splitlines() if l.startswith(("| demo_vanilla |", "| demo_gsam |"))]
     rows = [(l.split("|")[1].strip(), l.split("|")[2].strip()) for l in table]  # compare_runs: (run, set)
     assert rows == [("demo_vanilla", "val"), ("demo_vanilla", "v2"), ("demo_gsam", "val"), ("demo_gsam", "v2")]
+    h_cells = [[c.strip() for c in l.split("|")[6:8]] for l in table]  # h and 2h/rho^2: none for vanilla
+    assert h_cells[0] == ["—", "—"] and all(c != "—" and c != "nan" for c in h_cells[2])
     table1 = [l.split("|")[1:3] for l in out.stdout.splitlines() if l.startswith("| demo_vit |")]
     assert [m.strip() for _, m in table1] == ["vanilla", "gsam"]  # make_table: the Table 1 layout
     for name in ("demo_vanilla", "demo_gsam"):
