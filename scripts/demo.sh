@@ -12,3 +12,5 @@ for exp in demo_vanilla demo_gsam; do
 done
 .venv/bin/python scripts/compare_runs.py "$outputs/demo_vanilla" "$outputs/demo_gsam"
 .venv/bin/python scripts/make_table.py "$outputs/demo_vanilla" "$outputs/demo_gsam"
+# the training curves and the Table 1 chart, as PNGs
+.venv/bin/python scripts/plot_runs.py "$outputs/demo_vanilla" "$outputs/demo_gsam" --out "$outputs/demo_plots"

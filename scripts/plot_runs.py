@@ -65,17 +65,27 @@ def plot_curves(runs: list[Path], out: Path, window: int) -> Path:
     return path
 
 
+def bar_series(table: list[dict], column: str) -> dict[str, list[float]]:
+    """{legend label: one value per row}; the paper's bars only where the paper has a number for some row (the
+    demo's models are not in Table 1: a legend entry without bars would be noise)."""
+    value = lambda v: v if v is not None else float("nan")  # noqa: E731
+    series = {"ours": [value(r[column]["ours"]) for r in table]}
+    if any(r[column]["paper"] is not None for r in table):
+        series["paper (Table 1)"] = [value(r[column]["paper"]) for r in table]
+    return series
+
+
 def plot_table(runs: list[Path], out: Path, column: str) -> Path | None:
     table = rows([load_run(r) for r in runs])
     if not table:
         return None
     labels = [f"{r['model']}\n{r['method']}" for r in table]
-    ours = [r[column]["ours"] if r[column]["ours"] is not None else float("nan") for r in table]
-    paper = [r[column]["paper"] if r[column]["paper"] is not None else float("nan") for r in table]
+    series = bar_series(table, column)
     x = range(len(table))
+    width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(table) + 2), 4.5))
-    ax.bar([i - 0.2 for i in x], ours, width=0.4, label="ours")
-    ax.bar([i + 0.2 for i in x], paper, width=0.4, label="paper (Table 1)")
+    for k, (label, values) in enumerate(series.items()):
+        ax.bar([i + (k - (len(series) - 1) / 2) * width for i in x], values, width=width, label=label)
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.set_ylabel(f"{HEADERS[column]} top-1 (%)")
     ax.legend()

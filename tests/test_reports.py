@@ -101,3 +101,18 @@ def test_plot_runs_writes_pngs(tmp_path):
     for name in ("curves.png", "table1_imagenet.png"):
         data = (tmp_path / "p" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_the_bar_chart_has_the_papers_bars_only_where_the_paper_has_numbers(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "scripts" / "plot_runs.py")
+    plot_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_runs)
+    from gsam.reports import load_run, rows
+
+    demo = rows([load_run(fake_run(tmp_path / d, "demo_vit", m, imagenet=v))
+                 for d, m, v in (("v", "vanilla", 86.5), ("g", "gsam", 83.9))])
+    assert plot_runs.bar_series(demo, "imagenet") == {"ours": [86.5, 83.9]}  # no "paper" legend without bars
+    paper = rows([load_run(fake_run(tmp_path / "b32", "vit_b32", "gsam", imagenet=75.3))])
+    assert plot_runs.bar_series(paper, "imagenet") == {"ours": [75.3], "paper (Table 1)": [76.8]}
