@@ -21,7 +21,7 @@ from .divergence import DivergenceGuard
 from .distributed import all_reduce_sum, barrier, init_distributed, rng_state, seed_everything
 from .engine import LoopState, StepPlan, loss_function, train_one_epoch
 from .evaluators import results_markdown, table1_row
-from .logging import RunLogger, truncate_logs
+from .runlog import RunLogger, truncate_logs
 from .optim.factory import build_optimizer
 from .preemption import Preemption
 from .resume import check_resume, restore

@@ -49,7 +49,7 @@ def paper_table1() -> dict[tuple[str, str], dict[str, float]]:
 def read_metrics(run: Path) -> dict[str, list[dict]]:
     """A run's ``metrics.jsonl`` grouped by kind (train, val, minival, ...), in logged order. A resumed run
     may have logged a step twice (after its last checkpoint): the later record wins."""
-    from .logging import read_records
+    from .runlog import read_records
 
     by_kind: dict[str, dict[int, dict]] = {}
     for rec in read_records(run):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def train_records(run_dir: Path) -> list[dict]:
-    from gsam.logging import read_records
+    from gsam.runlog import read_records
 
     return [r for r in read_records(run_dir) if r.get("kind") == "train"]
 

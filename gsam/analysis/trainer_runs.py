@@ -85,7 +85,7 @@ def find_alpha_runs(dirs: Sequence[str | Path]) -> dict[tuple[int, float], Path]
 def logged(run: str | Path, key: str = "surrogate_gap") -> tuple[list[int], list[float], list[int]]:
     """(step, value, epoch) of every logged training step of a run (the last record of a step wins,
     so a resumed run counts each step once)."""
-    from ..logging import read_records
+    from ..runlog import read_records
 
     path = Path(run) / "metrics.jsonl"
     by_step = {}
