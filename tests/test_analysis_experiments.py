@@ -30,6 +30,7 @@ def test_larger_alpha_gives_a_smaller_surrogate_gap_fig9():
 SEED_FIG9_TRAINER = 0
 
 
+@pytest.mark.slow
 def test_larger_alpha_gives_a_smaller_logged_gap_in_the_demo_trainer_fig9(tmp_path, demo_root):
     """Fig. 9 as the paper measures it: the per-step minibatch gap h the trainer logs, in the shipped
     demo run (demo_gsam: tiny ViT, AdamW, rho 0.05 -> 0.01), shortened to 10 epochs. Its mean over

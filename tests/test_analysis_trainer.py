@@ -9,6 +9,7 @@ from gsam.experiment import run
 from test_trainer import config
 
 
+@pytest.mark.slow
 def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path, demo_root):
     common = ["model=demo_mixer", "schedule.epochs=2", "data.batch_size=512", "train.log_every=1",
               "analysis.batches=1", "analysis.power_iters=5"]

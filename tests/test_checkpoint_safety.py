@@ -26,6 +26,7 @@ def _one_line_error(done, *names):
     return line
 
 
+@pytest.mark.slow
 def test_a_crafted_last_pt_is_refused_not_run(tmp_path, demo_root):
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -37,6 +38,7 @@ def test_a_crafted_last_pt_is_refused_not_run(tmp_path, demo_root):
     assert ckpt.exists()  # the user's file is not deleted
 
 
+@pytest.mark.slow
 def test_a_crafted_eval_checkpoint_is_refused_not_run(tmp_path, demo_root):
     marker, ckpt = tmp_path / "pwned", tmp_path / "model.pt"
     torch.save(RunsCode(marker), ckpt)
@@ -44,6 +46,7 @@ def test_a_crafted_eval_checkpoint_is_refused_not_run(tmp_path, demo_root):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [{"weights": torch.zeros(3)}, [1, 2, 3]])
 def test_a_file_that_is_not_a_gsam_checkpoint_is_one_line(tmp_path, demo_root, content):
     ckpt = tmp_path / "foreign.pt"
@@ -52,6 +55,7 @@ def test_a_file_that_is_not_a_gsam_checkpoint_is_one_line(tmp_path, demo_root, c
     assert "not a gsam checkpoint" in line
 
 
+@pytest.mark.slow
 def test_what_the_trainer_writes_loads_with_weights_only(tmp_path, demo_root):
     done = run_cli("train.py", tmp_path, demo_root, "train.max_steps=2", "data.batch_size=64")
     assert done.returncode == 0, done.stderr[-2000:]

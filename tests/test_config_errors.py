@@ -1,5 +1,6 @@
 """The rest of the one-line errors (exit status 2, naming the key or folder, nothing written): an unknown model
 name, a key that nothing reads, and class folders without images."""
+import pytest
 import shutil
 
 from cli_runs import run_cli
@@ -14,12 +15,14 @@ def _one_line_error(done, *words):
     return line
 
 
+@pytest.mark.slow
 def test_an_unknown_model_name_is_one_line(tmp_path, demo_root):
     done = run_cli("train.py", tmp_path / "run", demo_root, "model.name=unknown_net", "train.max_steps=1")
     _one_line_error(done, "model.name", "unknown_net")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_key_that_nothing_reads_is_refused_with_the_closest_known_one(tmp_path, demo_root):
     done = run_cli("train.py", tmp_path / "run", demo_root, "+sam.rhoo=0.1", "train.max_steps=1")
     line = _one_line_error(done, "sam.rhoo", "unknown key", "did you mean sam.rho")
@@ -27,6 +30,7 @@ def test_a_key_that_nothing_reads_is_refused_with_the_closest_known_one(tmp_path
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_timm_kwargs_stay_free_form(tmp_path, demo_root):
     done = run_cli("train.py", tmp_path / "run", demo_root, "+model.kwargs.drop_path_rate=0.1", "train.max_steps=1",
                    "train.eval_every_epochs=100")
@@ -40,6 +44,7 @@ def _copy(demo_root, tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_an_emptied_class_folder_is_named(tmp_path, demo_root):
     root = _copy(demo_root, tmp_path)
     for f in (root / "train" / "digit_3").iterdir():
@@ -48,6 +53,7 @@ def test_an_emptied_class_folder_is_named(tmp_path, demo_root):
     _one_line_error(done, "digit_3", "no images")
 
 
+@pytest.mark.slow
 def test_an_extra_empty_class_folder_is_named(tmp_path, demo_root):
     root = _copy(demo_root, tmp_path)
     (root / "train" / "digit_x").mkdir()

@@ -4,6 +4,7 @@ import pytest
 from cli_runs import run_cli
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,key", [("sam.alpha=abc", "sam.alpha"), ("optimizer.lr=fast", "optimizer.lr"),
                                           ("optimizer.lr=inf", "optimizer.lr")])
 def test_a_bad_number_is_one_line_naming_the_key(tmp_path, demo_root, override, key):

@@ -1,6 +1,7 @@
 """A checkpoint write that fails for lack of space (here: the kernel's file-size limit, EFBIG, the error a full
 disk gives as ENOSPC) leaves the previous checkpoint and no partial file, and says so in one line; a partial
 file left by a kill -9 is removed at the next start."""
+import pytest
 import resource
 import signal
 import subprocess
@@ -16,6 +17,7 @@ def _small_disk():
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # 1 MiB: logs fit, a 4 MiB checkpoint not
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_keeps_the_previous_one(tmp_path, demo_root):
     assert run_cli("train.py", tmp_path, demo_root, *RUN, "train.max_steps=2").returncode == 0
     leftover = tmp_path / "checkpoints" / ".last.pt.tmp4242"

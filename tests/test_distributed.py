@@ -35,6 +35,7 @@ def closure_for(model, x, y):
     return Recorder(model, x, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCENARIOS) + list(GROUP_SCENARIOS))
 def test_ranks_stay_identical(ranks, name):
     r0, r1 = ranks[0][name], ranks[1][name]

@@ -1,5 +1,6 @@
 """train.divergence_factor (gsam/divergence.py): a finite but exploding loss stops the run before the exploded
 step is checkpointed, and the message says where the good weights are. Off by default."""
+import pytest
 from cli_runs import run_cli
 
 from gsam.checkpoint import load
@@ -9,6 +10,7 @@ EXPLODE = ["optimizer.lr=50", "schedule.warmup_steps=500", "optimizer.clip_grad_
            "train.max_steps=30", "train.checkpoint_every_steps=1", "train.eval_every_epochs=100"]
 
 
+@pytest.mark.slow
 def test_an_exploding_finite_loss_stops_the_run_before_its_checkpoint(tmp_path, demo_root):
     done = run_cli("train.py", tmp_path, demo_root, *EXPLODE, "train.divergence_factor=3")
     assert done.returncode == 1, done.stderr[-2000:]
@@ -20,6 +22,7 @@ def test_an_exploding_finite_loss_stops_the_run_before_its_checkpoint(tmp_path, 
     assert held == stopped - 1 and f"last.pt holds step {held}" in line
 
 
+@pytest.mark.slow
 def test_without_the_factor_the_same_run_goes_on(tmp_path, demo_root):
     done = run_cli("train.py", tmp_path, demo_root, *EXPLODE, "train.max_steps=12")
     assert done.returncode == 0, done.stderr[-2000:]

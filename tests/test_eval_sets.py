@@ -190,6 +190,7 @@ def test_a_corrupt_eval_image_is_skipped_and_not_counted(tmp_path):
     assert m["images"] == 1 and m["top1"] == 100.0
 
 
+@pytest.mark.slow
 def test_distributed_evaluation_counts_every_image_once(tmp_path):
     """torchrun, 2 gloo processes, odd set sizes: the same metrics as 1 process, every image counted once."""
     import os

@@ -1,10 +1,12 @@
 """evaluate.py on a checkpoint that is not this run's own last.pt: its results go to a file named after it, and
 a checkpoint of another experiment is refused."""
+import pytest
 import json
 
 from cli_runs import run_cli
 
 
+@pytest.mark.slow
 def test_another_runs_checkpoint_does_not_overwrite_this_runs_results(tmp_path, demo_root):
     mine, other = tmp_path / "mine", tmp_path / "other"
     for out, seed in ((mine, 0), (other, 1)):
@@ -18,6 +20,7 @@ def test_another_runs_checkpoint_does_not_overwrite_this_runs_results(tmp_path, 
     assert theirs["checkpoint"] == str(other / "checkpoints" / "last.pt")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_or_method_is_refused(tmp_path, demo_root):
     other = tmp_path / "other"
     done = run_cli("train.py", other, demo_root, "train.max_steps=1", "data.batch_size=64", "sam=sam", "name=x")

@@ -84,6 +84,7 @@ def raw_betons(imagenet, tmp_path_factory):
     return out, res.stdout
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_is_reported_by_path_and_skipped(raw_betons, imagenet):
     out, stdout = raw_betons
     root, _ = imagenet
@@ -130,6 +131,7 @@ def test_minival_is_the_folder_loaders_minival(raw_betons, imagenet):
     assert sorted(beton_files) == sorted(f for f in files["minival"] if f not in skipped)
 
 
+@pytest.mark.slow
 def test_a_jpeg_train_beton_is_within_jpeg_tolerance(imagenet, tmp_path):
     from data.sources import folder_samples
 
@@ -158,6 +160,7 @@ def read_stored(beton):
     return [image[0].copy() for image, _ in loader]
 
 
+@pytest.mark.slow
 def test_eval_betons_hold_the_original_pixels(tmp_path):
     """With the default (train) options, which resize to 400 px and re-encode 10%: minival and val still
     hold every source JPEG's decoded pixels, at full size."""
@@ -183,6 +186,7 @@ def test_eval_betons_hold_the_original_pixels(tmp_path):
             assert pixels.shape == source.shape == (427, 640, 3) and np.array_equal(pixels, source), f
 
 
+@pytest.mark.slow
 def test_train_shards_are_disjoint_and_resume_mid_epoch(raw_betons):
     from data.ffcv_loaders import FFCVLoader
 
@@ -207,6 +211,7 @@ def test_train_shards_are_disjoint_and_resume_mid_epoch(raw_betons):
     assert len(ranks[0]) == steps - 1 and list(ranks[0].sampler) == orders[0][2:]
 
 
+@pytest.mark.slow
 def test_trainer_runs_on_ffcv_betons(tmp_path):
     from hydra import compose, initialize_config_dir
 

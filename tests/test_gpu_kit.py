@@ -35,6 +35,7 @@ def rehearsal(tmp_path_factory):
     return proc, json.loads(summary_path.read_text()), tmp / "out"
 
 
+@pytest.mark.slow
 def test_every_part_of_the_kit_passes_on_python312_torch211_with_the_bundle(rehearsal):
     proc, summary, _ = rehearsal
     failed = {p["part"]: p["error"] for p in summary["parts"] if not p["ok"]}

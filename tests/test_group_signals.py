@@ -10,6 +10,7 @@ from gsam.checkpoint import load
 from gsam.preemption import EXIT_STOPPED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2, signal.SIGINT])
 def test_a_signal_to_the_process_group_with_workers_checkpoints(tmp_path, demo_root, sig):
     proc = start_train(tmp_path, demo_root, "data.num_workers=2", "data.batch_size=32",

@@ -20,6 +20,7 @@ def _one_line(done):
     return done.stderr.strip()
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_live_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, demo_root):
     first = start_train(tmp_path, demo_root, "data.batch_size=32", "train.checkpoint_every_steps=1")
     try:
@@ -35,6 +36,7 @@ def test_a_second_run_on_a_live_folder_is_refused_and_a_killed_holder_frees_it(t
     assert done.returncode == 0, done.stderr[-2000:]  # the OS released the killed run's lock
 
 
+@pytest.mark.slow
 def test_a_resume_with_changed_run_keys_is_refused_unless_allowed(tmp_path, demo_root):
     assert run_cli("train.py", tmp_path, demo_root, "train.max_steps=2", "data.batch_size=64").returncode == 0
     changed = ["sam.alpha=0.9", "optimizer.weight_decay=0.5", "data.batch_size=64"]
@@ -54,6 +56,7 @@ def test_a_resume_with_changed_run_keys_is_refused_unless_allowed(tmp_path, demo
     assert logged[-1] == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_replayed_steps_and_a_rerun_of_a_finished_run_are_recorded_once(tmp_path, demo_root):
     common = ["data.batch_size=128", "schedule.epochs=2", "train.checkpoint_every_steps=4"]
     assert run_cli("train.py", tmp_path, demo_root, *common, "train.max_steps=13").returncode == 0
@@ -70,6 +73,7 @@ def test_replayed_steps_and_a_rerun_of_a_finished_run_are_recorded_once(tmp_path
     assert [r["step"] for r in csv.DictReader(open(tmp_path / "summary.csv"))] == ["11", "22"]
 
 
+@pytest.mark.slow
 def test_a_diverged_finite_run_keeps_earlier_checkpoints_to_step_back_to(tmp_path, demo_root):
     diverge = ["optimizer.lr=0.5", "schedule.warmup_steps=0", "train.checkpoint_every_steps=1",
                "train.keep_previous=2", "data.batch_size=64", "train.max_steps=5"]  # a bad lr: finite, useless
@@ -89,6 +93,7 @@ def test_a_diverged_finite_run_keeps_earlier_checkpoints_to_step_back_to(tmp_pat
         ["step-00000003.pt", "step-00000004.pt"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_for_non_finite_steps_says_which_checkpoint_holds_good_weights(tmp_path, demo_root):
     done = run_cli("train.py", tmp_path, demo_root, "optimizer.lr=1e12", "optimizer.clip_grad_norm=null",
                    "train.max_bad_steps=3", "train.checkpoint_every_steps=1", "schedule.warmup_steps=0",
@@ -98,6 +103,7 @@ def test_a_run_stopped_for_non_finite_steps_says_which_checkpoint_holds_good_wei
     assert f"last.pt holds step {step}" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_ddp_run_on_a_held_folder_stops_on_every_rank(tmp_path, demo_root):
     """Under torchrun rank 0 asks for the lock and every rank learns the answer (an all-reduce): both ranks of
     a 2-process run stop at once with the holder named, instead of rank 1 training alone or waiting forever."""

@@ -106,6 +106,7 @@ def _config(out, demo_root, *overrides):
             "train.checkpoint_every_steps=1000", "train.preempt_signals=[USR2]", *overrides])
 
 
+@pytest.mark.slow
 def test_a_signalled_run_stops_at_a_step_boundary_and_resumes_bit_for_bit(tmp_path, monkeypatch):
     from data.demo import write_demo_dataset
 

@@ -27,6 +27,7 @@ def _losses(out) -> dict:
     return {r["step"]: r["loss"] for r in map(json.loads, open(out / "metrics.jsonl")) if r["kind"] == "train"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(REPEATS))
 def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, demo_root, straight, attempt):
     kill_at = random.Random().randint(3, 20)  # not seeded: a different step every time

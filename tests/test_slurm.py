@@ -156,6 +156,7 @@ def _sbatch_ddp(env, out: Path, demo_root: str, *extra: str) -> str:
                           check=True).stdout.strip()
 
 
+@pytest.mark.slow
 def test_a_sweep_of_two_experiments_through_the_submitit_launcher(sweep):
     d, name, seconds = sweep
     print(f"2-point sweep: {seconds:.0f} s")
@@ -191,6 +192,7 @@ def ddp_straight(cluster, demo_root, tmp_path_factory):
     return out, _wait_for_state(cluster, job), time.time() - t0
 
 
+@pytest.mark.slow
 def test_b_two_task_ddp_job_without_torchrun(ddp_straight):
     out, state, seconds = ddp_straight
     print(f"2-task DDP job: {seconds:.0f} s")
@@ -202,6 +204,7 @@ def test_b_two_task_ddp_job_without_torchrun(ddp_straight):
     assert len(load(out / "checkpoints" / "last.pt")["rng"]) == 2
 
 
+@pytest.mark.slow
 def test_c1_usr2_through_the_launcher_requeues_and_ends_with_the_same_weights(cluster, sweep, demo_root,
                                                                                  tmp_path_factory):
     """With the default sweep name (the launch time) and dir (multirun/<sweep> under the submit dir): the
@@ -242,6 +245,7 @@ def test_c1_usr2_through_the_launcher_requeues_and_ends_with_the_same_weights(cl
     assert wandb_runs[0] == (load(run / "checkpoints" / "last.pt")["wandb_id"], d.name)
 
 
+@pytest.mark.slow
 def test_c2_sigterm_to_a_ddp_job_requeues_and_ends_with_the_same_weights(cluster, demo_root, ddp_straight):
     straight, state, _ = ddp_straight
     assert state == "COMPLETED"
@@ -264,6 +268,7 @@ def test_c2_sigterm_to_a_ddp_job_requeues_and_ends_with_the_same_weights(cluster
     assert ids == {load(out / "checkpoints" / "last.pt")["wandb_id"]}
 
 
+@pytest.mark.slow
 def test_d_scancel_writes_the_checkpoint_and_does_not_requeue(cluster, demo_root, tmp_path_factory):
     """A cancelled job must stay cancelled: its SIGTERM still stops the run at a step boundary with last.pt
     written, but the job (COMPLETING to scontrol) is not requeued."""

@@ -15,6 +15,7 @@ MODELS = {
 
 
 @pytest.mark.parametrize("family", list(MODELS))
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,kw", [(gsam.GSAM, {"alpha": 0.4}), (gsam.XSAM, {"search_every": 2, "rho_probe": 0.1})],
                          ids=["gsam", "xsam"])
 def test_steps_on_timm_models(family, cls, kw):

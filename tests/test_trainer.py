@@ -39,6 +39,7 @@ def test_a_few_steps_of_each_family(tmp_path, demo_root, model, method):
     assert any(l["kind"] == "val" for l in lines)
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, demo_root):
     common = ["schedule.epochs=2", "train.checkpoint_every_steps=4", "data.batch_size=64", "sam=xsam",
               "sam.search_every_epochs=1", "train.log_every=1"]  # demo_gsam's sam.m=32: 2 groups per step
@@ -96,6 +97,7 @@ def test_config_errors_name_the_key(tmp_path, demo_root, overrides, key):
     assert not Path("/no/such/dir").exists()
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "train.py", "+experiment=resnet50_gsam", "data.loader=folder",
                           "data.root=/no/such/dir",
@@ -112,6 +114,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path, demo_root):
         run(config(tmp_path, demo_root, "train.max_steps=1"))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_with_torchrun_and_wandb_offline(tmp_path, demo_root):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
@@ -128,6 +131,7 @@ def test_ddp_two_processes_with_torchrun_and_wandb_offline(tmp_path, demo_root):
     assert len(ckpt["rng"]) == 2  # one RNG state per rank
 
 
+@pytest.mark.slow
 def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path, demo_root):
     """One evaluate.py command: val as at the end of training, plus the demo's V2/R/C stand-ins (written in
     the real layouts on first use); Table 1's keys in results.json, the table in results.md."""
@@ -154,6 +158,7 @@ def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path
     assert saved["r"] == again["r"]["top1_all"] and saved["r_masked"] == again["r"]["top1_masked"]
 
 
+@pytest.mark.slow
 def test_top_k_checkpoints_are_kept(tmp_path, demo_root):
     run(config(tmp_path, demo_root, "schedule.epochs=3", "data.batch_size=256", "train.keep_top_k=2",
                "data.minival_fraction=0.1"))
@@ -165,6 +170,7 @@ def test_top_k_checkpoints_are_kept(tmp_path, demo_root):
     assert kept[-1] == pytest.approx(best[0], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_resnet_recipe_weight_decay_does_not_collapse(tmp_path, demo_root):
     """Table 4's wd 0.3 as an SGD L2 coefficient collapses a ResNet; the 1e-4 we ship trains.
     The ResNet recipe (SGD, momentum, linear warm-up/decay, no decay on BN/bias) at the demo's scale:
@@ -180,6 +186,7 @@ def test_resnet_recipe_weight_decay_does_not_collapse(tmp_path, demo_root):
     assert table4 < shipped - 30.0
 
 
+@pytest.mark.slow
 def test_demo_script_end_to_end(tmp_path):
     env = {**os.environ, "GSAM_OUTPUTS": str(tmp_path)}
     out = subprocess.run(["bash", "scripts/demo.sh", "schedule.epochs=1", "data.num_workers=0", "train.progress=false",
