@@ -98,3 +98,10 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
     return t
+
+
+def raise_on_every_rank(error: Exception | None, device: torch.device, elsewhere: Exception) -> None:
+    """Raise on every rank when any rank failed (usually rank 0, the one that writes or locks): an all-reduce of
+    the flag, so that no rank goes on alone or waits forever. ``elsewhere``: what a rank without the error raises."""
+    if all_reduce_sum(torch.tensor([float(error is not None)], device=device)).item() > 0:
+        raise error or elsewhere

@@ -18,7 +18,7 @@ from .checkpoint import CheckpointError, CheckpointManager
 from .config import ConfigError, amp_dtype, batch_plan, check
 from .config_keys import check_known_keys
 from .divergence import DivergenceGuard
-from .distributed import all_reduce_sum, barrier, init_distributed, rng_state, seed_everything
+from .distributed import barrier, init_distributed, raise_on_every_rank, rng_state, seed_everything
 from .engine import LoopState, StepPlan, loss_function, train_one_epoch
 from .evaluators import results_markdown, table1_row
 from .runlog import RunLogger, truncate_logs
@@ -116,8 +116,7 @@ def _save_on_every_rank(save, info) -> None:
             save()
         except CheckpointError as e:
             error = e
-    if all_reduce_sum(torch.tensor([float(error is not None)], device=info.device)).item() > 0:
-        raise error or CheckpointError("rank 0 could not write the checkpoint")
+    raise_on_every_rank(error, info.device, CheckpointError("rank 0 could not write the checkpoint"))
 
 
 def run(cfg: DictConfig) -> dict:

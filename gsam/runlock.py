@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError
-from .distributed import all_reduce_sum
+from .distributed import raise_on_every_rank
 
 
 class FolderInUse(ConfigError):
@@ -50,7 +50,6 @@ def lock_for_run(out: Path, main: bool, device: torch.device):
             held = lock_output_dir(out)
         except FolderInUse as e:
             error = e
-    refused = all_reduce_sum(torch.tensor([float(error is not None)], device=device)).item() > 0
-    if refused:
-        raise error or FolderInUse(f"output_dir={out} is in use by another run (rank 0 was refused the lock)")
+    raise_on_every_rank(error, device, FolderInUse(f"output_dir={out} is in use by another run (rank 0 was refused "
+                                                   "the lock)"))
     return held
