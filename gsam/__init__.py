@@ -2,6 +2,16 @@
 
 ``import gsam`` gives the optimizers and the analysis tools without importing the trainer.
 """
+import os as _os
+
+# data/ and models/ sit beside gsam/ in the checkout and install as gsam.data and gsam.models (pyproject's
+# package-dir). An installed copy finds them by that mapping; a checkout used without installing (the GPU kit
+# puts only the dependencies on PYTHONPATH) finds them here, as subpackages of gsam and never as top-level names.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_checkout, "pyproject.toml")) and _os.path.isfile(
+        _os.path.join(_checkout, "data", "__init__.py")):
+    __path__.append(_checkout)  # noqa: F821 (a package's __path__)
+
 from .analysis import hessian_max_eigenvalue
 from .optim import (GSAM, SAM, XSAM, GSAMMinF, SharpnessAware, StepStats, Vanilla, WeightedGap, lr_at,
                     rho_from_lr)

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from data.folder import eval_loader, eval_transform
-from data.sources import corruption_folders, folder_samples, real_index, subset_samples, v2_samples
+from gsam.data.folder import eval_loader, eval_transform
+from gsam.data.sources import corruption_folders, folder_samples, real_index, subset_samples, v2_samples
 
 from .config import ConfigError
 from .evaluators import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, ClassificationEvaluator, CorruptionEvaluator,

@@ -29,7 +29,7 @@ from .runlock import lock_for_run
 
 
 def _build_data(cfg: DictConfig, info, plan, mean, std, channels_last: bool):
-    from data.build import build_data
+    from gsam.data.build import build_data
 
     try:
         return build_data(cfg.data, seed=int(cfg.seed), rank=info.rank, world=info.world, is_main=info.main,
@@ -49,7 +49,7 @@ def _evaluators(cfg: DictConfig, info, data, loss_fn, mean, std) -> dict:
 
 def _build_model(cfg: DictConfig):
     """The model of ``model.*``; a name timm does not know (or a bad head option) is a ConfigError naming it."""
-    import models
+    from gsam import models
 
     try:
         return models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
@@ -121,7 +121,7 @@ def _save_on_every_rank(save, info) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Train as configured; returns the final evaluation ({set: metrics})."""
-    import models
+    from gsam import models
 
     check(cfg)
     check_known_keys(cfg)
@@ -280,7 +280,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     Writes ``results.json`` and ``results.md`` in the run's folder (``results-<checkpoint>.*`` for a checkpoint
     other than ``last.pt``), puts Table 1's columns in the wandb summary, and prints the table.
     """
-    import models
+    from gsam import models
 
     from .checkpoint import load
 

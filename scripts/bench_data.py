@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from data.betons import write_beton  # noqa: E402
-from data.folder import ImageList, SeededTransforms, ShardSampler, train_transform  # noqa: E402
-from data.sources import class_folders, folder_samples  # noqa: E402
+from gsam.data.betons import write_beton  # noqa: E402
+from gsam.data.folder import ImageList, SeededTransforms, ShardSampler, train_transform  # noqa: E402
+from gsam.data.sources import class_folders, folder_samples  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -73,7 +73,7 @@ def bench_folder(samples, workers: int, batch: int) -> float:
 
 
 def bench_ffcv(beton: Path, workers: int, batch: int) -> float:
-    from data.ffcv_loaders import FFCVLoader
+    from gsam.data.ffcv_loaders import FFCVLoader
 
     loader = FFCVLoader(beton, train=True, img_size=224, mean=MEAN, std=STD, batch=batch, rank=0, world=1, seed=0,
                         num_workers=workers, device=torch.device("cpu"), channels_last=False, min_crop_scale=0.05,

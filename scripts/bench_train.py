@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from gsam.engine import loss_function, make_closures  # noqa: E402
 from gsam.optim.factory import build_optimizer  # noqa: E402
-from models import build_model, model_data_config  # noqa: E402
+from gsam.models import build_model, model_data_config  # noqa: E402
 
 METHODS = {"vanilla": {"name": "none"}, "SAM": {"name": "sam", "rho_max": 0.05},
            "GSAM": {"name": "gsam", "rho_max": 0.05, "alpha": 0.4},
@@ -163,7 +163,7 @@ def peak_memory(model, ocfg, loss_fn, x, y, amp, device, groups: int = 1) -> dic
 
 def data_wait(model, mcfg, ocfg, loss_fn, amp, args, device, channels_last: bool) -> dict:
     """Share of the wall time spent waiting for FFCV batches while vanilla and GSAM steps run."""
-    from data.ffcv_loaders import FFCVLoader
+    from gsam.data.ffcv_loaders import FFCVLoader
 
     dcfg = model_data_config(model)
     loader = FFCVLoader(args.betons / "train.beton", train=True, img_size=args.img_size, mean=dcfg["mean"],

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.betons import ORIGINAL_PIXELS, write_beton  # noqa: E402
-from data.folder import split_minival  # noqa: E402
-from data.sources import class_folders, folder_samples, val_samples  # noqa: E402
+from gsam.data.betons import ORIGINAL_PIXELS, write_beton  # noqa: E402
+from gsam.data.folder import split_minival  # noqa: E402
+from gsam.data.sources import class_folders, folder_samples, val_samples  # noqa: E402
 
 
 def main(argv=None) -> int:

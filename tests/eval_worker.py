@@ -12,7 +12,7 @@ from evalsets import CLASSES, CodeModel, mixed_table  # noqa: E402
 
 
 def evaluate_all(settings: dict, rank: int, world: int) -> dict:
-    from data.folder import eval_loader, eval_transform
+    from gsam.data.folder import eval_loader, eval_transform
     from gsam.eval_suite import build_evaluators
 
     cfg = OmegaConf.create({"data": {"img_size": 8, "eval_batch_size": 2, "num_workers": 0, "crop_pct": 1.0},

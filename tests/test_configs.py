@@ -86,7 +86,7 @@ def test_every_model_builds_from_its_config():
     """Each timm name exists (or is ours: Mixer-S/8) and the recipe head is applied."""
     import torch
 
-    import models
+    from gsam import models
 
     for model in ["vit_s32", "mixer_s8", "resnet50"]:
         cfg = composed(f"model={model}")

@@ -29,7 +29,7 @@ def build(cfg, loaders=None, files=None, notices=None):
 
 def val_loader(tmp_path, codes_and_labels):
     """ImageNet val in wnid folders, files named ILSVRC2012_val_<n> (n = 1 + position in the list)."""
-    from data.folder import eval_loader, eval_transform
+    from gsam.data.folder import eval_loader, eval_transform
 
     samples = []
     for n, (code, label) in enumerate(codes_and_labels, start=1):

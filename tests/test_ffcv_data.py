@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data.ffcv_loaders import ffcv_available
+from gsam.data.ffcv_loaders import ffcv_available
 
 pytestmark = pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def write(root, out, *args):
 
 
 def read_all(beton, img_size=SIZE):
-    from data.ffcv_loaders import FFCVLoader
+    from gsam.data.ffcv_loaders import FFCVLoader
 
     loader = FFCVLoader(beton, train=False, img_size=img_size, mean=(0.0,) * 3, std=(1.0 / 255,) * 3, batch=4,
                         rank=0, world=1, seed=0, num_workers=1, device=torch.device("cpu"), channels_last=False,
@@ -119,7 +119,7 @@ def test_flat_val_labels_come_from_the_devkit(raw_betons):
 
 
 def test_minival_is_the_folder_loaders_minival(raw_betons, imagenet):
-    from data.folder import build_folder_loaders
+    from gsam.data.folder import build_folder_loaders
 
     out, _ = raw_betons
     root, _ = imagenet
@@ -133,7 +133,7 @@ def test_minival_is_the_folder_loaders_minival(raw_betons, imagenet):
 
 @pytest.mark.slow
 def test_a_jpeg_train_beton_is_within_jpeg_tolerance(imagenet, tmp_path):
-    from data.sources import folder_samples
+    from gsam.data.sources import folder_samples
 
     root, pixels = imagenet
     res = write(root, tmp_path, "--write-mode", "jpg", "--jpeg-quality", "90", "--splits", "train",
@@ -188,7 +188,7 @@ def test_eval_betons_hold_the_original_pixels(tmp_path):
 
 @pytest.mark.slow
 def test_train_shards_are_disjoint_and_resume_mid_epoch(raw_betons):
-    from data.ffcv_loaders import FFCVLoader
+    from gsam.data.ffcv_loaders import FFCVLoader
 
     out, _ = raw_betons
     common = dict(train=True, img_size=16, mean=(0.5,) * 3, std=(0.5,) * 3, batch=2, world=2, seed=3,

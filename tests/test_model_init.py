@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import models
+from gsam import models
 from gsam.optim.factory import param_groups
 from test_configs import MODELS, ROOT
 

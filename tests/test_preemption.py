@@ -108,7 +108,7 @@ def _config(out, demo_root, *overrides):
 
 @pytest.mark.slow
 def test_a_signalled_run_stops_at_a_step_boundary_and_resumes_bit_for_bit(tmp_path, monkeypatch):
-    from data.demo import write_demo_dataset
+    from gsam.data.demo import write_demo_dataset
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     demo_root = str(write_demo_dataset(tmp_path / "demo"))

@@ -2,7 +2,7 @@
 import pytest
 from PIL import Image
 
-from data.sources import corruption_folders, val_samples, v2_samples
+from gsam.data.sources import corruption_folders, val_samples, v2_samples
 
 WNIDS = ["n01440764", "n01443537", "n02102040"]
 

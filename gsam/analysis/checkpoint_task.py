@@ -17,8 +17,8 @@ def checkpoint_task(path: str | Path, *, images: int = 512, batch_size: int = 12
     """(model, batches, criterion) for the checkpoint at ``path``; ``data_root`` overrides the
     config's ``data.root``. The images are a seeded random subset of the train split (centre crop,
     no augmentation), the same for every call."""
-    import models
-    from data.folder import eval_transform
+    from gsam import models
+    from gsam.data.folder import eval_transform
     from torchvision import datasets
 
     state = load(Path(path))
@@ -29,7 +29,7 @@ def checkpoint_task(path: str | Path, *, images: int = 512, batch_size: int = 12
     model.load_state_dict(state["model"])
     root = Path(data_root or cfg.data.root)
     if cfg.data.name == "demo":
-        from data.demo import write_demo_dataset
+        from gsam.data.demo import write_demo_dataset
 
         write_demo_dataset(root, image_size=int(cfg.data.source_size))
     split = root / cfg.data.train_split

@@ -37,7 +37,7 @@ def load_demo_data(root: str | Path = "outputs/demo_data", size: int = 16, dtype
     The training images are put in a fixed order (permutation seeded with 0) so that "the first n
     images" is a class-balanced subset; the validation images keep their folder order.
     """
-    from data.demo import write_demo_dataset
+    from gsam.data.demo import write_demo_dataset
 
     root = write_demo_dataset(root)
     if not 1 <= size <= 32:
