@@ -29,8 +29,14 @@ WORKDIR /workspace/gsam
 # (constraints/cpu-dev.txt; pyproject only declares the range), then the project, then FFCV (its sdist is built
 # against the system libraries above, without its GUI opencv dependency). The rest of constraints/cpu-dev.txt is
 # not applied: it pins for Python 3.11 (numpy 2.4 needs >= 3.11) and this image has Ubuntu's 3.10.
+# setuptools needs each package's folder to exist (pyproject lists them; data/ and models/ install as gsam.data and
+# gsam.models): their __init__.py files are enough for this layer, the code comes with `COPY . .`.
 COPY pyproject.toml README.md ./
-COPY gsam/__init__.py gsam/__init__.py
+COPY gsam/__init__.py gsam/
+COPY gsam/analysis/__init__.py gsam/analysis/
+COPY gsam/optim/__init__.py gsam/optim/
+COPY data/__init__.py data/
+COPY models/__init__.py models/
 RUN pip install --upgrade pip setuptools wheel && pip install torch==2.14.1 torchvision==0.29.1 && pip install -e .
 COPY . .
 RUN bash scripts/install_ffcv.sh /opt/venv

@@ -131,3 +131,23 @@ def test_numba_threading_layer_and_train_py_entry(docker):
 def test_dockerignore_keeps_local_state_out():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "outputs", "multirun", "wandb"} <= set(ignored)
+
+
+def test_every_package_directory_exists_when_the_project_is_installed(docker):
+    """setuptools refuses an install whose package directory is missing ("package directory 'gsam/analysis' does
+    not exist"): the layer that installs the project before `COPY . .` must hold each package of pyproject's
+    explicit list, at the folder its package-dir mapping names (gsam.data -> data/)."""
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setup.get("package-dir", {})
+    folders = {mapped.get(p, p.replace(".", "/")) for p in setup["packages"]}
+    assert {"data", "models"} <= folders  # the top-level folders install under gsam (no top-level name)
+    copied, install = set(), None
+    for kind, args in docker:
+        if kind == "COPY":
+            *sources, _dest = shlex.split(args)
+            copied |= {str(Path(s).parent) if s.endswith("__init__.py") else s for s in sources}
+        if kind == "RUN" and re.search(r"pip install (-e )?\.( |$)", args):
+            install = True
+            break
+    assert install
+    assert "." in copied or folders <= copied, sorted(folders - copied)
