@@ -150,3 +150,16 @@ def test_torchrun_command_line_composes():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "name: vit_b32_gsam" in out.stdout and "alpha: 0.6" in out.stdout
+
+
+def test_the_official_xsam_flags_map_as_documented():
+    """docs/optimizers.md, configs/sam/xsam.yaml: the official `--rho 0.15 --rho_max 0.3` is sam.rho_max=0.15 (the
+    ascent length) and sam.rho_probe=0.3 (the probe radius), not sam.rho_max=0.3."""
+    import torch
+
+    from gsam.optim.factory import build_optimizer
+
+    cfg = composed("sam=xsam", "sam.rho_max=0.15", "sam.rho_probe=0.3")
+    opt = build_optimizer(torch.nn.Linear(2, 1), cfg.optimizer, cfg.sam)
+    assert (type(opt).__name__, opt.rho, opt.rho_probe, opt.steps) == ("XSAM", 0.15, 0.3, 1)
+    assert cfg.sam.rho_min == 0.15  # constant ascent length, as the official code
