@@ -50,11 +50,14 @@ def experiment(model: str, method: str) -> str:
         rho, source = sam_rho(model)
         lines += ["", "sam:", f"  rho_max: {rho}  # a choice (Table 4 has no SAM row): {source}, method/sam.yaml"]
     elif method == "xsam":
-        rho, source = sam_rho(model)
-        probe = f"{round(2 * rho, 6)}"
+        rho, _ = sam_rho(model)
+        # both names, next to the values: our rho_max is the official --rho, our rho_probe the official --rho_max
+        values = [f"rho_max: {rho}", f"rho_probe: {round(2 * rho, 6)}"]
+        width = max(map(len, values)) + 2
         lines += ["", "sam:",
-                  f"  rho_max: {rho}  # a choice (XSAM has no ImageNet recipe): the SAM row's rho, {source}",
-                  f"  rho_probe: {probe}  # 2 rho, the official README's ratio (method/xsam.yaml)"]
+                  f"  {values[0]:<{width}}# the ascent length (official --rho), a choice: the SAM row's rho",
+                  f"  {values[1]:<{width}}# the probe radius (official --rho_max): 2 rho, the official README's ratio",
+                  "  # (XSAM has no ImageNet recipe: configs/method/xsam.yaml)"]
     return "\n".join(lines) + "\n"
 
 
