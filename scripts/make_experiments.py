@@ -1,7 +1,9 @@
 """Writes configs/experiment/{model}_{method}.yaml for the 48 rows of the GSAM paper's Table 1.
 
-The numbers come from Table 4 (GSAM rows) and the choices documented below; rerun after editing
-this table. The files are committed; tests/test_configs.py checks them against its own transcription.
+Each file is a delta: its recipe (configs/recipe/resnet.yaml or vit.yaml: optimizer and schedule of Table 4), its
+method (configs/method/*.yaml: the sam group, perturbation groups, the rationale of the method's choices), its model,
+and the row's own numbers below. The run's name is derived (config.yaml, method/vanilla.yaml), not written. Rerun
+after editing this table. The files are committed; tests/test_configs.py checks them against its own transcription.
 """
 from pathlib import Path
 
@@ -20,51 +22,42 @@ TABLE4 = {
     "mixer_b32": ("mixer", 0.7, 0.2, 0.05),
     "mixer_b16": ("mixer", 0.5, 0.2, 0.01),
 }
-# sam.m of every SAM-family experiment, with its derivation: the same perturbation group on any hardware
-M_LINES = ["  # m: images per perturbation group. The paper's runs: batch 4096 on \"8x8 TPU cores\" (big_vision",
-           "  # PR #8), each core perturbing with its own slice (per-device gsam_gradient, then pmean), so",
-           "  # m = 4096 / 64 cores = 64. If \"8x8\" means 64 chips of 2 cores each, m = 4096 / 128 = 32.",
-           "  m: 64"]
+METHODS = ("vanilla", "sam", "gsam", "xsam")
+TITLES = {"vanilla": "vanilla", "sam": "SAM", "gsam": "GSAM", "xsam": "XSAM"}
 
-HEADER = "# @package _global_\n"
+
+def recipe(model: str) -> str:
+    """configs/recipe/<recipe>.yaml: Table 4 gives the ViTs and the Mixers one recipe."""
+    return "resnet" if TABLE4[model][0] == "resnet" else "vit"
 
 
 def sam_rho(model: str) -> tuple[float, str]:
+    """The constant rho of the SAM and XSAM rows (a choice: Table 4 has no SAM row) and where it comes from;
+    the full rationale is in configs/method/sam.yaml."""
     family, rho_max, _, _ = TABLE4[model]
     if family == "resnet":
-        return 0.05, ("rho 0.05: the SAM paper's ImageNet ResNet value (Foret et al. 2021), the top of the GSAM\n"
-                      "# paper's ResNet grid 0.01-0.05 (App. B.1)")
-    return rho_max, ("rho = this row's GSAM rho_max, held constant: big_vision's GSAM config reduces to SAM with\n"
-                     "# rho_max = rho_min and alpha = 0, and the value is on the GSAM paper's SAM grid 0.1-0.6\n"
-                     "# (App. B.1). Chen et al. 2021's per-model SAM rho (whose accuracies Table 1 copies) could\n"
-                     "# not be verified, so they are not used")
+        return 0.05, "the SAM paper's ImageNet ResNet rho"
+    return rho_max, "this row's GSAM rho_max"
 
 
 def experiment(model: str, method: str) -> str:
-    family, rho_max, rho_min, alpha = TABLE4[model]
-    vit_like = family != "resnet"
-    title = {"vanilla": "vanilla", "sam": "SAM", "gsam": "GSAM", "xsam": "XSAM"}[method]
-    lines = [HEADER + f"# {model} + {title}: GSAM paper Table 1 row; lr, weight decay and schedule of Table 4"
-             + (" (AdamW, 300 epochs, 10k warm-up)" if vit_like else " (SGD, 90 epochs, 5k warm-up)") + ".",
-             "defaults:", f"  - override /model: {model}"]
-    if vit_like:
-        lines += ["  - override /optimizer: adamw", "  - override /schedule: vit"]
-    lines += [f"  - override /sam: {'none' if method == 'vanilla' else method}", "", f"name: {model}_{method}"]
-    if method == "gsam":
-        lines += ["sam:  # Table 4", f"  rho_max: {rho_max}", f"  rho_min: {rho_min}", f"  alpha: {alpha}"]
+    _, rho_max, rho_min, alpha = TABLE4[model]
+    lines = ["# @package _global_", f"# {model} + {TITLES[method]}: a row of the GSAM paper's Table 1.",
+             "defaults:", f"  - /recipe: {recipe(model)}", f"  - /method: {method}", f"  - override /model: {model}"]
+    if method == "gsam":  # Table 4's row, as printed (configs/method/gsam.yaml)
+        lines += ["", "sam:", f"  rho_max: {rho_max}", f"  rho_min: {rho_min}", f"  alpha: {alpha}"]
     elif method == "sam":
-        rho, why = sam_rho(model)
-        lines += [f"# {why}.", "sam:", f"  rho_max: {rho}"]
+        rho, source = sam_rho(model)
+        lines += ["", "sam:", f"  rho_max: {rho}  # a choice (Table 4 has no SAM row): {source}, method/sam.yaml"]
     elif method == "xsam":
         rho, _ = sam_rho(model)
-        lines += ["# XSAM has no ImageNet recipe (the official code is CIFAR-only): rho = this row's SAM rho,",
-                  "# rho_probe = 2 rho and k = 1 as in the official README (rho 0.15, rho_max 0.3), alpha* searched",
-                  "# at the first step of every epoch as the official --is_dynamic does (batch_idx == 1), on one",
-                  "# perturbation group of m images (docs/optimizers.md).",
-                  "sam:", f"  rho_max: {rho}", f"  rho_probe: {round(2 * rho, 6)}", "  steps: 1",
-                  "  search_every_epochs: 1"]
-    if method != "vanilla":
-        lines += M_LINES
+        # both names, next to the values: our rho_max is the official --rho, our rho_probe the official --rho_max
+        values = [f"rho_max: {rho}", f"rho_probe: {round(2 * rho, 6)}"]
+        width = max(map(len, values)) + 2
+        lines += ["", "sam:",
+                  f"  {values[0]:<{width}}# the ascent length (official --rho), a choice: the SAM row's rho",
+                  f"  {values[1]:<{width}}# the probe radius (official --rho_max): 2 rho, the official README's ratio",
+                  "  # (XSAM has no ImageNet recipe: configs/method/xsam.yaml)"]
     return "\n".join(lines) + "\n"
 
 
@@ -72,9 +65,9 @@ def main() -> None:
     out = Path(__file__).resolve().parent.parent / "configs" / "experiment"
     out.mkdir(parents=True, exist_ok=True)
     for model in TABLE4:
-        for method in ("vanilla", "sam", "gsam", "xsam"):
+        for method in METHODS:
             (out / f"{model}_{method}.yaml").write_text(experiment(model, method))
-    print(f"wrote {4 * len(TABLE4)} experiments to {out}")
+    print(f"wrote {len(METHODS) * len(TABLE4)} experiments to {out}")
 
 
 if __name__ == "__main__":

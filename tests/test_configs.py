@@ -4,7 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from gsam.config_keys import check_known_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["resnet50", "resnet101", "resnet152", "vit_s32", "vit_s16", "vit_b32", "vit_b16",
@@ -15,6 +19,7 @@ TABLE4 = {"resnet50": (0.04, 0.02, 0.01), "resnet101": (0.04, 0.02, 0.01), "resn
           "vit_s32": (0.6, 0.0, 0.4), "vit_s16": (0.6, 0.0, 1.0), "vit_b32": (0.6, 0.1, 0.6),
           "vit_b16": (0.6, 0.2, 0.4), "mixer_s32": (0.5, 0.0, 0.2), "mixer_s16": (0.5, 0.0, 0.6),
           "mixer_s8": (0.5, 0.1, 0.1), "mixer_b32": (0.7, 0.2, 0.05), "mixer_b16": (0.5, 0.2, 0.01)}
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
 TIMM = {"resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152",
         "vit_s32": "vit_small_patch32_224", "vit_s16": "vit_small_patch16_224", "vit_b32": "vit_base_patch32_224",
         "vit_b16": "vit_base_patch16_224", "mixer_s32": "mixer_s32_224", "mixer_s16": "mixer_s16_224",
@@ -57,6 +62,45 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(model, method)
         assert cfg.sam.rho_probe == pytest.approx(2 * cfg.sam.rho_max) and cfg.sam.search_every_epochs == 1
     # perturbation groups of 4096 images / 64 TPU cores, whatever the hardware (issue 11)
     assert cfg.sam.get("m") == (None if method == "vanilla" else 64)
+
+
+def test_the_experiment_list_is_table1_and_the_demo():
+    assert EXPERIMENTS == sorted([f"{m}_{k}" for m in MODELS for k in METHODS] + ["demo_gsam", "demo_vanilla"])
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_the_derived_name_is_the_experiment_name(experiment):
+    """Output folder, wandb run, results.json and the sweep's job dirs use ``name``: it must stay the file's name.
+    Table 1's files do not write it (config.yaml derives it; method/vanilla.yaml says vanilla for sam none)."""
+    cfg = composed(f"+experiment={experiment}")
+    assert cfg.name == experiment and cfg.output_dir == f"outputs/{experiment}"
+    if not experiment.startswith("demo_"):
+        assert "name" not in yaml.safe_load((ROOT / "configs" / "experiment" / f"{experiment}.yaml").read_text())
+    check_known_keys(cfg)  # the trainer refuses keys no file defines: the recipe/method groups' keys are known
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_an_experiment_is_its_recipe_method_model_and_row(model, method):
+    """The groups on the command line give the experiment's config exactly, so the groups are all it shares."""
+    cfg = composed(f"+experiment={model}_{method}")
+    recipe = "resnet" if model.startswith("resnet") else "vit"
+    row = yaml.safe_load((ROOT / "configs" / "experiment" / f"{model}_{method}.yaml").read_text()).get("sam", {})
+    assert set(row) <= {"rho_max", "rho_min", "alpha", "rho_probe"}  # the row's numbers, nothing shared
+    by_hand = composed(f"+recipe={recipe}", f"+method={method}", f"model={model}",
+                       *(f"sam.{k}={v}" for k, v in row.items()))
+    assert OmegaConf.to_container(by_hand, resolve=True) == OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_command_line_overrides_beat_the_groups_and_the_name_follows():
+    cfg = composed("+experiment=vit_b16_gsam", "sam=sam")
+    assert (cfg.sam.name, cfg.name, cfg.sam.m, cfg.optimizer.name) == ("sam", "vit_b16_sam", 64, "adamw")
+    cfg = composed("+experiment=vit_b16_gsam", "model=vit_s16")
+    assert (cfg.model.short, cfg.name, cfg.sam.alpha) == ("vit_s16", "vit_s16_gsam", 0.4)
+    cfg = composed("+experiment=resnet50_sam", "optimizer=adamw", "schedule=vit")
+    assert (cfg.optimizer.name, cfg.schedule.epochs, cfg.sam.rho_max) == ("adamw", 300, 0.05)
+    cfg = composed("+experiment=resnet50_vanilla", "name=mine")
+    assert (cfg.name, cfg.output_dir) == ("mine", "outputs/mine")
 
 
 def test_vit_recipe_details():
@@ -102,7 +146,20 @@ def test_every_model_builds_from_its_config():
 
 def test_torchrun_command_line_composes():
     """The mission's command, as written, resolves (--cfg job prints the config without running)."""
-    out = subprocess.run([sys.executable, "train.py", "+experiment=vit_b32_gsam", "--cfg", "job"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "train.py", "+experiment=vit_b32_gsam", "--cfg", "job", "--resolve"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "name: vit_b32_gsam" in out.stdout and "alpha: 0.6" in out.stdout
+
+
+def test_the_official_xsam_flags_map_as_documented():
+    """docs/optimizers.md, configs/sam/xsam.yaml: the official `--rho 0.15 --rho_max 0.3` is sam.rho_max=0.15 (the
+    ascent length) and sam.rho_probe=0.3 (the probe radius), not sam.rho_max=0.3."""
+    import torch
+
+    from gsam.optim.factory import build_optimizer
+
+    cfg = composed("sam=xsam", "sam.rho_max=0.15", "sam.rho_probe=0.3")
+    opt = build_optimizer(torch.nn.Linear(2, 1), cfg.optimizer, cfg.sam)
+    assert (type(opt).__name__, opt.rho, opt.rho_probe, opt.steps) == ("XSAM", 0.15, 0.3, 1)
+    assert cfg.sam.rho_min == 0.15  # constant ascent length, as the official code
