@@ -232,7 +232,7 @@ def test_groups_cost_at_most_one_parameter_sized_buffer_more(cls, kw):
 def test_the_analysis_task_trains_with_groups(tmp_path):
     """TrainSpec.m: one group of the whole batch is the run without groups, bit for bit; groups change
     the run; an m that does not divide the batch is an error."""
-    from gsam.analysis.demo_task import DemoData, TrainSpec, demo_mlp, train_demo
+    from gsam.studies.demo_task import DemoData, TrainSpec, demo_mlp, train_demo
 
     gen = torch.Generator().manual_seed(9)
     x, y = torch.randn(64, 256, generator=gen), torch.randint(0, 10, (64,), generator=gen)  # demo_mlp's shapes
