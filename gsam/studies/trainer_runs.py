@@ -12,11 +12,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..config_keys import CONFIGS as CONFIG_DIR
+from ..config_keys import CONFIGS
 from ..runlog import read_metrics
 
 
-def compose_experiment(experiment: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
+def compose_experiment(experiment: str, overrides: Sequence[str] = (), config_dir: Path = CONFIGS) -> DictConfig:
     """The trainer's config for ``+experiment=<experiment>`` plus ``overrides``, composed as train.py does."""
     from hydra import compose, initialize_config_dir
 
@@ -29,7 +29,7 @@ def run_dir(out: Path, seed: int, alpha: float) -> Path:
 
 
 def train_alpha_runs(experiment: str, out: str | Path, alphas: Sequence[float], seeds: Sequence[int],
-                     overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[tuple[int, float], Path]:
+                     overrides: Sequence[str] = (), config_dir: Path = CONFIGS) -> dict[tuple[int, float], Path]:
     """Train ``experiment`` once per (seed, alpha) into ``<out>/seed<s>_alpha<a>``; a finished run
     (its ``results.json`` exists) is reused, an interrupted one resumes from its checkpoint."""
     from ..experiment import run
