@@ -209,18 +209,11 @@ def test_groups_cost_at_most_one_parameter_sized_buffer_more(cls, kw):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from bench_optim import peak_bytes
+    from bench_optim import cheap_closure, peak_bytes
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Linear(512, 512))
-    consts = [torch.randn_like(p) for p in model.parameters()]
-
-    def cheap():
-        loss = sum((p * c).sum() for p, c in zip(model.parameters(), consts))
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
-
+    cheap = cheap_closure(list(model.parameters()))
     opt = cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9), rho=0.05,
               **{k: v for k, v in kw.items() if k != "search_every"})
     opt.step([cheap] * G)  # allocates the persistent buffers and the momentum
