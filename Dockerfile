@@ -35,6 +35,7 @@ COPY pyproject.toml README.md ./
 COPY gsam/__init__.py gsam/
 COPY gsam/analysis/__init__.py gsam/analysis/
 COPY gsam/optim/__init__.py gsam/optim/
+COPY gsam/studies/__init__.py gsam/studies/
 COPY data/__init__.py data/
 COPY models/__init__.py models/
 RUN pip install --upgrade pip setuptools wheel && pip install torch==2.14.1 torchvision==0.29.1 && pip install -e .

@@ -1,4 +1,5 @@
-"""Process group from torchrun or Slurm variables; device choice; per-rank seeding."""
+"""Process group from torchrun or Slurm variables; device choice; per-rank seeding; the collectives the trainer
+uses (defined in ``gsam.optim.comm``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,9 @@ import subprocess
 import numpy as np
 import torch
 import torch.distributed as dist
+
+# the collectives live with the optimizers (torch only, one implementation); the trainer takes them from here
+from .optim.comm import all_reduce_sum, barrier  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,17 +91,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
 
 
 def raise_on_every_rank(error: Exception | None, device: torch.device, elsewhere: Exception) -> None:

@@ -22,6 +22,7 @@ from .distributed import barrier, init_distributed, raise_on_every_rank, rng_sta
 from .engine import LoopState, StepPlan, loss_function, train_one_epoch
 from .evaluators import results_markdown, table1_row
 from .runlog import RunLogger, truncate_logs
+from .table1 import table1_method
 from .optim.factory import build_optimizer
 from .preemption import Preemption
 from .resume import check_resume, restore
@@ -64,7 +65,7 @@ def _scalars(metrics: dict) -> dict:
 
 def _write_results(path: Path, results: dict, cfg: DictConfig, **extra) -> dict:
     """``results.json``: Table 1's columns at the top level (top-1 %), every set's metrics under ``results``."""
-    method = "vanilla" if cfg.sam.name == "none" else str(cfg.sam.name)
+    method = table1_method(str(cfg.sam.name))
     final = {**table1_row(results), "name": cfg.name, "model": cfg.model.short, "method": method, **extra,
              "results": results}
     tmp = path.with_name(path.name + ".tmp")

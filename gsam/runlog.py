@@ -3,7 +3,8 @@
 
 Every checkpoint records how many records both files had (``position``); a resumed run first cuts the files
 back to that point, so the steps and evaluations it replays appear once, and a rerun of a finished run does
-not add a second final row. ``read_records`` is the one reader of metrics.jsonl."""
+not add a second final row. ``read_records`` is the one reader of metrics.jsonl (``read_metrics``: by kind and
+step); ``json_safe`` is the one cleaner of what is written as JSON."""
 from __future__ import annotations
 
 import csv
@@ -14,13 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-def _clean(d: Mapping) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            v = str(v)
-        out[k] = v
-    return out
+def json_safe(value):
+    """``value`` with every non-finite float as its string ("nan", "inf", "-inf"), in mappings and lists at any
+    depth: JSON has no literal for them (``json.dumps`` would write NaN, which strict readers refuse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def read_records(run_dir: str | Path) -> list[dict]:
@@ -37,6 +41,15 @@ def read_records(run_dir: str | Path) -> list[dict]:
             if i < len(lines) - 1:  # only the last line may be cut short (a kill -9 mid-write)
                 raise ValueError(f"{path}: line {i + 1} is not JSON") from None
     return records
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, list[dict]]:
+    """A run's records grouped by kind (train, val, minival, analysis, ...), one per step in step order. A resumed
+    run may have logged a step twice (after its last checkpoint): the later record wins."""
+    by_kind: dict[str, dict[int, dict]] = {}
+    for rec in read_records(run_dir):
+        by_kind.setdefault(rec["kind"], {})[rec["step"]] = rec
+    return {k: [v[s] for s in sorted(v)] for k, v in by_kind.items()}
 
 
 def _summary_rows(path: Path) -> list[dict]:
@@ -98,7 +111,7 @@ class RunLogger:
     def log(self, step: int, metrics: Mapping, kind: str = "train") -> None:
         if not self.enabled:
             return
-        self._jsonl.write(json.dumps({"kind": kind, "step": step, **_clean(metrics)}) + "\n")
+        self._jsonl.write(json.dumps({"kind": kind, "step": step, **json_safe(metrics)}) + "\n")
         self._records += 1
         self._wandb_call(lambda run: run.log({f"{kind}/{k}": v for k, v in metrics.items()}, step=step))
 

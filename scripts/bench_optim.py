@@ -89,6 +89,19 @@ def closure_on(model, x, y, amp: str):
     return closure
 
 
+def cheap_closure(params: list[torch.Tensor]):
+    """A closure whose forward and backward cost one element-wise pass (loss = sum <p, c>, c random): a step
+    with it is the optimizer's own work and buffers, without the model's."""
+    consts = [torch.randn_like(p) for p in params]
+
+    def closure():
+        loss = sum((p * c).sum() for p, c in zip(params, consts))
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+    return closure
+
+
 def peak_bytes(opt, closure, device) -> int:
     """Peak memory allocated while ``opt.step(closure)`` runs, above what was allocated before it. The
     gradients are let go of first: the profiler cannot see the freeing of memory allocated before it."""
@@ -159,14 +172,7 @@ def compare_groups(args, model, x, y, opts: dict, device, param_bytes: int) -> N
         xsam = {n: ((n - 1) * t[f"XSAM{tag}"] + t[f"XSAM search step{tag}"]) / n for n in args.search_every}
         print(f"{'one group' if not tag else f'groups of {args.m}':>18s}: GSAM/SAM {t[f'GSAM{tag}'] / sam:.3f}, "
               + ", ".join(f"XSAM/SAM search every {n} {v / sam:.3f}" for n, v in xsam.items()))
-    consts = [torch.randn_like(p) for p in model.parameters()]
-
-    def cheap():  # forward and backward of one element-wise pass: the optimizer's buffers alone
-        loss = sum((p * c).sum() for p, c in zip(model.parameters(), consts))
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
-
+    cheap = cheap_closure(list(model.parameters()))
     for k, o in opts.items():
         if "search" in k:
             continue
@@ -251,14 +257,7 @@ def main() -> None:
         print(f"{k:>18s}: {1000 * v:9.1f} ms/step")
     # The optimizer's own work, apart from the model: the same steps with a closure whose forward and
     # backward cost one element-wise pass (loss = sum <p, c>), many repetitions, median.
-    consts = [torch.randn_like(p) for p in params]
-
-    def cheap():
-        loss = sum((p * c).sum() for p, c in zip(params, consts))
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
-
+    cheap = cheap_closure(params)
     cheap_steps = {"two cheap passes": lambda: [vanilla_opt.zero_grad(set_to_none=True) or cheap() for _ in range(2)],
                    "vanilla": lambda: (vanilla_opt.zero_grad(set_to_none=True), cheap(), vanilla_opt.step()),
                    **{k: (lambda o=o: o.step(cheap)) for k, o in opts.items()}}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsam.reports import read_metrics  # noqa: E402
+from gsam.runlog import read_metrics  # noqa: E402
 
 
 def last_train_metrics(run: Path) -> dict:

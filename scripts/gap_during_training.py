@@ -22,11 +22,11 @@ import time
 import torch.nn.functional as F
 
 from gsam.analysis import surrogate_gap
-from gsam.analysis.demo_task import TrainSpec, demo_mlp, load_demo_data, train_demo
-from gsam.analysis.report import parser, pyplot, save_json, save_png, start
-from gsam.analysis.synthetic import teacher_task, train_full_batch
-from gsam.analysis.trainer_runs import (epoch_means, find_alpha_runs, logged, strictly_decreasing, train_alpha_runs,
-                                        window_mean)
+from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.demo_task import TrainSpec, demo_mlp, load_demo_data, train_demo
+from gsam.studies.stats import epoch_means, strictly_decreasing, window_mean
+from gsam.studies.synthetic import teacher_task, train_full_batch
+from gsam.studies.trainer_runs import find_alpha_runs, logged, train_alpha_runs
 
 NAME = "gap_during_training"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 
 def train_records(run_dir: Path) -> list[dict]:
-    from gsam.runlog import read_records
+    from gsam.runlog import read_metrics
 
-    return [r for r in read_records(run_dir) if r.get("kind") == "train"]
+    return read_metrics(run_dir).get("train", [])
 
 
 def _median(xs: list) -> float | None:

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from gsam.analysis.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
-from gsam.analysis.report import parser, pyplot, save_json, save_png, start
+from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
 
 NAME = "gsam_vs_baselines"
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch.nn.functional as F
 
 from gsam.analysis import direction, loss_slice_1d, loss_slice_2d, random_filter_normalized_direction
-from gsam.analysis.checkpoint_task import checkpoint_task
-from gsam.analysis.demo_task import TrainSpec, demo_mlp, load_demo_data, train_demo
-from gsam.analysis.report import parser, pyplot, save_json, save_png, start
+from gsam.studies.checkpoint_task import checkpoint_task
+from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.demo_task import TrainSpec, demo_mlp, load_demo_data, train_demo
 
 NAME = "loss_surface"
 KINDS = ("gradient", "g_perp", "random")

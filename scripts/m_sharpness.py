@@ -15,8 +15,8 @@ import numpy as np
 import torch.nn.functional as F
 
 from gsam.analysis import surrogate_gap
-from gsam.analysis.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
-from gsam.analysis.report import parser, pyplot, save_json, save_png, start
+from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
 
 NAME = "m_sharpness"
 

@@ -5,7 +5,12 @@ method (configs/method/*.yaml: the sam group, perturbation groups, the rationale
 and the row's own numbers below. The run's name is derived (config.yaml, method/vanilla.yaml), not written. Rerun
 after editing this table. The files are committed; tests/test_configs.py checks them against its own transcription.
 """
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gsam.table1 import TABLE1_METHODS, table1_models  # noqa: E402
 
 # model: (family, rho_max, rho_min, alpha) -- GSAM paper Table 4
 TABLE4 = {
@@ -22,7 +27,6 @@ TABLE4 = {
     "mixer_b32": ("mixer", 0.7, 0.2, 0.05),
     "mixer_b16": ("mixer", 0.5, 0.2, 0.01),
 }
-METHODS = ("vanilla", "sam", "gsam", "xsam")
 TITLES = {"vanilla": "vanilla", "sam": "SAM", "gsam": "GSAM", "xsam": "XSAM"}
 
 
@@ -63,11 +67,14 @@ def experiment(model: str, method: str) -> str:
 
 def main() -> None:
     out = Path(__file__).resolve().parent.parent / "configs" / "experiment"
+    models = table1_models()
+    if sorted(TABLE4) != models:  # configs/model/*.yaml names the models; each needs its Table 4 row
+        sys.exit(f"make_experiments: TABLE4 rows {sorted(TABLE4)} are not the models of configs/model/ {models}")
     out.mkdir(parents=True, exist_ok=True)
-    for model in TABLE4:
-        for method in METHODS:
+    for model in models:
+        for method in TABLE1_METHODS:
             (out / f"{model}_{method}.yaml").write_text(experiment(model, method))
-    print(f"wrote {len(METHODS) * len(TABLE4)} experiments to {out}")
+    print(f"wrote {len(TABLE1_METHODS) * len(models)} experiments to {out}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gsam.reports import HEADERS, load_run, read_metrics, rows  # noqa: E402
+from gsam.runlog import read_metrics  # noqa: E402
+from gsam.table1 import HEADERS, load_run, rows  # noqa: E402
 
 CURVES = (("loss", "train loss f"), ("perturbed_loss", "perturbed loss f_p"), ("surrogate_gap", "surrogate gap h"))
 

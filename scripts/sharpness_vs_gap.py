@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from gsam.analysis import dominant_eigenvalue, surrogate_gaps
-from gsam.analysis.checkpoint_task import checkpoint_task
-from gsam.analysis.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
-from gsam.analysis.report import parser, pyplot, rank_correlation, save_json, save_png, start
-from gsam.analysis.synthetic import half_mse
+from gsam.studies.checkpoint_task import checkpoint_task
+from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
+from gsam.studies.stats import rank_correlation
+from gsam.studies.synthetic import half_mse
 
 NAME = "sharpness_vs_gap"
 

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from gsam.analysis.report import parser, pyplot, save_json, save_png, start
-from gsam.analysis.toy import sharp_and_flat, trajectory
+from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.toy import sharp_and_flat, trajectory
 
 NAME = "toy_trajectories"
 COLORS = {"SGD": "tab:orange", "SAM": "tab:green", "GSAM": "tab:red", "XSAM": "tab:purple"}

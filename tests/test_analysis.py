@@ -212,7 +212,7 @@ def test_power_iteration_runs_through_fused_attention():
 
 
 def test_rank_correlation_of_the_scripts():
-    from gsam.analysis.report import rank_correlation
+    from gsam.studies.stats import rank_correlation
 
     assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert rank_correlation([1, 2, 3, 4], [4, 1, 2, 0]) == pytest.approx(-0.8)  # 1 - 6*18/(4*15)

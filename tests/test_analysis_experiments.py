@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from gsam.analysis import surrogate_gap
-from gsam.analysis.synthetic import teacher_task, train_full_batch
-from gsam.analysis.toy import sharp_and_flat, trajectory
-from gsam.analysis.trainer_runs import (epoch_means, find_alpha_runs, logged, strictly_decreasing, train_alpha_runs,
-                                        window_mean)
+from gsam.studies.synthetic import teacher_task, train_full_batch
+from gsam.studies.toy import sharp_and_flat, trajectory
+from gsam.studies.stats import epoch_means, strictly_decreasing, window_mean
+from gsam.studies.trainer_runs import find_alpha_runs, logged, train_alpha_runs
 
 
 def final_gap(alpha, seed=1, rho=0.1):

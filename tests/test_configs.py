@@ -10,10 +10,11 @@ from omegaconf import OmegaConf
 
 from gsam.config_keys import check_known_keys
 
+from gsam.table1 import TABLE1_METHODS, sam_name, table1_models
+
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["resnet50", "resnet101", "resnet152", "vit_s32", "vit_s16", "vit_b32", "vit_b16",
-          "mixer_s32", "mixer_s16", "mixer_s8", "mixer_b32", "mixer_b16"]
-METHODS = ["vanilla", "sam", "gsam", "xsam"]
+MODELS = table1_models()  # the names of configs/model/*.yaml
+METHODS = TABLE1_METHODS
 # GSAM paper Table 4 (rho_max, rho_min, alpha), transcribed independently of scripts/make_experiments.py
 TABLE4 = {"resnet50": (0.04, 0.02, 0.01), "resnet101": (0.04, 0.02, 0.01), "resnet152": (0.04, 0.02, 0.005),
           "vit_s32": (0.6, 0.0, 0.4), "vit_s16": (0.6, 0.0, 1.0), "vit_b32": (0.6, 0.1, 0.6),
@@ -51,8 +52,7 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(model, method)
         assert list(cfg.optimizer.betas) == [0.9, 0.999]
         assert cfg.model.loss == "sigmoid" and cfg.model.head_bias_init == -10.0
     assert cfg.schedule.decay == "linear"
-    expected_sam = {"vanilla": "none"}.get(method, method)
-    assert cfg.sam.name == expected_sam
+    assert cfg.sam.name == sam_name(method)
     rho_max, rho_min, alpha = TABLE4[model]
     if method == "gsam":
         assert (cfg.sam.rho_max, cfg.sam.rho_min, cfg.sam.alpha) == (rho_max, rho_min, alpha)

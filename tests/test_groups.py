@@ -209,18 +209,11 @@ def test_groups_cost_at_most_one_parameter_sized_buffer_more(cls, kw):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from bench_optim import peak_bytes
+    from bench_optim import cheap_closure, peak_bytes
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Linear(512, 512))
-    consts = [torch.randn_like(p) for p in model.parameters()]
-
-    def cheap():
-        loss = sum((p * c).sum() for p, c in zip(model.parameters(), consts))
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
-
+    cheap = cheap_closure(list(model.parameters()))
     opt = cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9), rho=0.05,
               **{k: v for k, v in kw.items() if k != "search_every"})
     opt.step([cheap] * G)  # allocates the persistent buffers and the momentum
@@ -232,7 +225,7 @@ def test_groups_cost_at_most_one_parameter_sized_buffer_more(cls, kw):
 def test_the_analysis_task_trains_with_groups(tmp_path):
     """TrainSpec.m: one group of the whole batch is the run without groups, bit for bit; groups change
     the run; an m that does not divide the batch is an error."""
-    from gsam.analysis.demo_task import DemoData, TrainSpec, demo_mlp, train_demo
+    from gsam.studies.demo_task import DemoData, TrainSpec, demo_mlp, train_demo
 
     gen = torch.Generator().manual_seed(9)
     x, y = torch.randn(64, 256, generator=gen), torch.randint(0, 10, (64,), generator=gen)  # demo_mlp's shapes

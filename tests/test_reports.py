@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gsam.reports import paper_table1, read_metrics
+from gsam.runlog import read_metrics
+from gsam.table1 import TABLE1_METHODS, paper_table1, sam_name, table1_method, table1_models
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,13 @@ def test_paper_table1_transcription_spot_checks():
     # the paper's claims: +5.4 over AdamW and +3.2 over SAM on ViT-B/32 (Section 6.1)
     assert round(t["vit_b32", "gsam"]["imagenet"] - t["vit_b32", "vanilla"]["imagenet"], 1) == 5.4
     assert round(t["vit_b32", "gsam"]["imagenet"] - t["vit_b32", "sam"]["imagenet"], 1) == 3.2
+
+
+def test_the_models_of_configs_are_the_papers():
+    """configs/model/*.yaml (the demo ones aside) names the models everywhere: they must be Table 1's 12."""
+    assert table1_models() == sorted({m for m, _ in paper_table1()}) and len(table1_models()) == 12
+    assert [sam_name(m) for m in TABLE1_METHODS] == ["none", "sam", "gsam", "xsam"]
+    assert [table1_method(sam_name(m)) for m in TABLE1_METHODS] == list(TABLE1_METHODS)
 
 
 def test_a_resumed_step_logged_twice_keeps_the_later_record(tmp_path):
@@ -109,7 +117,7 @@ def test_the_bar_chart_has_the_papers_bars_only_where_the_paper_has_numbers(tmp_
     spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "scripts" / "plot_runs.py")
     plot_runs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot_runs)
-    from gsam.reports import load_run, rows
+    from gsam.table1 import load_run, rows
 
     demo = rows([load_run(fake_run(tmp_path / d, "demo_vit", m, imagenet=v))
                  for d, m, v in (("v", "vanilla", 86.5), ("g", "gsam", 83.9))])

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from gsam.table1 import TABLE1_METHODS, table1_models
+
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("sweep_script", ROOT / "scripts" / "sweep.py")
 sweep = importlib.util.module_from_spec(spec)
@@ -62,9 +64,7 @@ def test_the_table1_glob_is_the_48_experiments():
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "configs")))
     override, = OverridesParser.create(config_loader=loader).parse_overrides([sweep.TABLE1])
     names = list(override.sweep_string_iterator())
-    models = ["resnet50", "resnet101", "resnet152", "vit_s32", "vit_s16", "vit_b32", "vit_b16", "mixer_s32",
-              "mixer_s16", "mixer_s8", "mixer_b32", "mixer_b16"]
-    assert sorted(names) == sorted(f"{m}_{k}" for m in models for k in ("vanilla", "sam", "gsam", "xsam"))
+    assert sorted(names) == sorted(f"{m}_{k}" for m in table1_models() for k in TABLE1_METHODS)
 
 
 def test_local_file_gives_partition_account_and_the_command_line_wins(tmp_path):

@@ -1,5 +1,7 @@
-"""Sharpness analysis: sigma_max by power iteration, the surrogate gap h and 2h/rho^2, cos(g, g_p),
-loss-surface slices, 2-D toy problems, and the small demo task the scripts and tests run on.
+"""Sharpness analysis, torch only: sigma_max by power iteration, the surrogate gap h and 2h/rho^2,
+cos(g, g_p), loss-surface slices, and the trainer's hook that logs them (``monitor``). The tasks, runs and
+output files of the analysis scripts are in ``gsam.studies``; nothing here imports them, the trainer,
+data, models, Hydra or matplotlib (tests/test_package_layout.py).
 
 Every measurement takes a model, a criterion ``criterion(model(x), y)`` and a fixed list of
 ``(x, y)`` batches, runs in eval mode, restores the weights and modes, and agrees across

@@ -1,36 +1,17 @@
 """What every measurement shares: the mean loss over a fixed set of batches, its gradient, the
-model in eval mode, exact weight save/restore and the all-reduce across data-parallel ranks."""
+model in eval mode, exact weight save/restore, and the sums across data-parallel ranks (gsam.optim.comm)."""
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+from ..optim.comm import all_reduce_sum_
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_reduce_sum_(tensors: Sequence[torch.Tensor]) -> None:
-    """Sum in place over ranks (a no-op in one process); one flat all-reduce per dtype."""
-    if not distributed() or not tensors:
-        return
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for t in tensors:
-        by_dtype.setdefault(t.dtype, []).append(t)
-    for group in by_dtype.values():
-        flat = torch.cat([t.reshape(-1) for t in group])
-        dist.all_reduce(flat)
-        offset = 0
-        for t in group:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
 
 
 def check_batches(batches: Sequence[Batch]) -> list[Batch]:

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .core import Batch, Criterion, all_reduce_sum_, check_batches, device_of, dot, eval_mode, norm, to_device, \
-    total_batches, trainable
+from ..optim.comm import all_reduce_sum_
+from .core import Batch, Criterion, check_batches, device_of, dot, eval_mode, norm, to_device, total_batches, \
+    trainable
 
 
 @dataclasses.dataclass

@@ -1,14 +1,19 @@
-"""Collectives used by the optimizers: one bucketed all-reduce of a list of tensors.
+"""The project's collectives, in one place: the world size, a barrier, and bucketed all-reduces (sum or
+mean) of a list of tensors. Torch only, so that the optimizers, the analysis library and the trainer
+(``gsam.distributed`` re-exports what it uses) share them without pulling anything else in.
 
 Kept apart from the optimizer logic so that the update rules read as the papers write them.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+BUCKET_BYTES = 25 * 2**20
 
 
 def world_size() -> int:
@@ -18,16 +23,13 @@ def world_size() -> int:
     return 1
 
 
-def all_reduce_mean_(tensors: list[torch.Tensor], bucket_bytes: int = 25 * 2**20) -> None:
-    """Average ``tensors`` in place across all ranks, in flattened buckets of about ``bucket_bytes``.
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
-    Every rank must pass tensors of the same shapes in the same order. The reduction is a SUM
-    followed by a division because gloo has no AVG. At most two buckets are in flight, so the extra
-    memory is two buckets, not a second copy of every gradient.
-    """
-    n = world_size()
-    if n == 1 or not tensors:
-        return
+
+def _buckets(tensors: Sequence[torch.Tensor], bucket_bytes: int) -> list[list[torch.Tensor]]:
+    """Tensors of one device and dtype per bucket (a flat buffer needs both), about ``bucket_bytes`` each."""
     groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
         groups[(t.device, t.dtype)].append(t)
@@ -42,16 +44,26 @@ def all_reduce_mean_(tensors: list[torch.Tensor], bucket_bytes: int = 25 * 2**20
                 bucket, size = [], 0
         if bucket:
             buckets.append(bucket)
+    return buckets
 
+
+def _all_reduce_(tensors: Sequence[torch.Tensor], mean: bool, bucket_bytes: int) -> None:
+    """Sum (then divide by the world size when ``mean``) in place over ranks, in flattened buckets. The
+    reduction is a SUM followed by a division because gloo has no AVG. At most two buckets are in flight,
+    so the extra memory is two buckets, not a second copy of every tensor."""
+    n = world_size()
+    if n == 1 or not tensors:
+        return
     in_flight: list[tuple[list[torch.Tensor], torch.Tensor, object]] = []
 
     def drain_one() -> None:
         bucket, flat, work = in_flight.pop(0)
         work.wait()
-        flat.div_(n)
+        if mean:
+            flat.div_(n)
         torch._foreach_copy_(bucket, list(_unflatten_dense_tensors(flat, bucket)))
 
-    for bucket in buckets:
+    for bucket in _buckets(tensors, bucket_bytes):
         flat = _flatten_dense_tensors(bucket)
         in_flight.append((bucket, flat, dist.all_reduce(flat, async_op=True)))
         if len(in_flight) > 1:
@@ -60,11 +72,26 @@ def all_reduce_mean_(tensors: list[torch.Tensor], bucket_bytes: int = 25 * 2**20
         drain_one()
 
 
+def all_reduce_mean_(tensors: Sequence[torch.Tensor], bucket_bytes: int = BUCKET_BYTES) -> None:
+    """Average ``tensors`` in place across all ranks (every rank passes the same shapes in the same order)."""
+    _all_reduce_(tensors, True, bucket_bytes)
+
+
+def all_reduce_sum_(tensors: Sequence[torch.Tensor], bucket_bytes: int = BUCKET_BYTES) -> None:
+    """Sum ``tensors`` in place across all ranks (a no-op in one process)."""
+    _all_reduce_(tensors, False, bucket_bytes)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed in place across ranks, returned (for one small tensor: a flag, a count)."""
+    all_reduce_sum_([t])
+    return t
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     """Mean of a small tensor over ranks (a copy; the input is left alone)."""
-    n = world_size()
-    if n == 1:
+    if world_size() == 1:
         return t
     t = t.clone()
-    dist.all_reduce(t)
-    return t.div_(n)
+    all_reduce_mean_([t])
+    return t

@@ -59,17 +59,15 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, 
         return Vanilla(params, base, **common)
     common["sync_perturbation"] = bool(sam_cfg.get("sync_perturbation", False))
     rho = float(sam_cfg["rho_max"])
+    adaptive = bool(sam_cfg.get("adaptive", False))  # ASAM's scale-invariant radius (asam = sam + adaptive)
     if name in ("sam", "asam"):
-        return SAM(params, base, rho=rho, adaptive=name == "asam" or bool(sam_cfg.get("adaptive", False)), **common)
+        return SAM(params, base, rho=rho, adaptive=name == "asam" or adaptive, **common)
     if name == "gsam":
-        return GSAM(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=bool(sam_cfg.get("adaptive", False)),
-                    **common)
+        return GSAM(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=adaptive, **common)
     if name == "weighted_gap":
-        return WeightedGap(params, base, rho=rho, lam=float(sam_cfg["lam"]),
-                           adaptive=bool(sam_cfg.get("adaptive", False)), **common)
+        return WeightedGap(params, base, rho=rho, lam=float(sam_cfg["lam"]), adaptive=adaptive, **common)
     if name == "gsam_min_f":
-        return GSAMMinF(params, base, rho=rho, alpha=float(sam_cfg["alpha"]),
-                        adaptive=bool(sam_cfg.get("adaptive", False)), **common)
+        return GSAMMinF(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=adaptive, **common)
     if name == "xsam":  # the trainer schedules the search itself (opt.search_next, sam.search_every_epochs)
         return XSAM(params, base, rho=rho, rho_probe=float(sam_cfg["rho_probe"]), steps=int(sam_cfg.get("steps", 1)),
                     alpha=float(sam_cfg.get("alpha", 1.0)), search_every=int(sam_cfg.get("search_every", 0)), **common)

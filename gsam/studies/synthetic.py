@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from ..optim.factory import build_optimizer
+from .loop import constant_rho_optimizer, plain_sgd, train_steps
 
 
 def half_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -29,16 +29,11 @@ def train_full_batch(model: nn.Module, batches, criterion, method: Mapping, *, l
                      on_step: Callable[[int, nn.Module], None] | None = None) -> None:
     """Plain SGD (no momentum, no weight decay) under ``method`` (the ``sam`` group's fields), one
     step per pass over ``batches`` (their mean loss), constant rho."""
-    method = {"rho_min": method.get("rho_max"), **method}
-    opt = build_optimizer(model, {"name": "sgd", "lr": lr, "momentum": 0.0, "weight_decay": 0.0}, method)
+    opt = constant_rho_optimizer(model, plain_sgd(lr), method)
 
-    def closure():
-        loss = sum(criterion(model(x), y) for x, y in batches) / len(batches)
-        if torch.is_grad_enabled():
-            opt.backward(loss)
-        return loss
+    def mean_loss() -> torch.Tensor:
+        return sum(criterion(model(x), y) for x, y in batches) / len(batches)
 
-    for step in range(1, steps + 1):
-        opt.step(closure)
+    for step, _ in enumerate(train_steps(opt, lambda i: [mean_loss], steps), start=1):
         if on_step is not None:
             on_step(step, model)

@@ -1,4 +1,5 @@
-"""Table 1 of the GSAM paper next to ours: the paper's numbers, collecting runs, Markdown and CSV.
+"""Table 1 of the GSAM paper next to ours: its models and methods, the paper's numbers, collecting runs,
+Markdown and CSV.
 
 The paper's numbers are top-1 accuracy (%), Table 1 of Zhuang et al., ICLR 2022, columns ImageNet-v1,
 ReaL, V2, R, C; the SAM rows are Chen et al. (2021)'s. The paper has no XSAM rows (a later method).
@@ -10,14 +11,17 @@ import io
 import json
 from pathlib import Path
 
+from .config_keys import CONFIGS
+
 PAPER_COLUMNS = ("imagenet", "real", "v2", "r", "c")
 # r: ImageNet-R with the argmax over all 1000 classes, the protocol Table 1's R most likely used (docs/data.md);
 # r_masked: the argmax over ImageNet-R's 200 classes (hendrycks, timm), for which the paper has no number
 COLUMNS = ("imagenet", "real", "v2", "r", "r_masked", "c")
 HEADERS = {"imagenet": "ImageNet", "real": "ReaL", "v2": "V2", "r": "R", "r_masked": "R masked", "c": "C"}
-METHODS = ("vanilla", "sam", "gsam", "xsam")
-MODELS = ("resnet50", "resnet101", "resnet152", "vit_s32", "vit_s16", "vit_b32", "vit_b16", "mixer_s32",
-          "mixer_s16", "mixer_s8", "mixer_b32", "mixer_b16")
+# a row's training method, in the table's order (XSAM, a later method, after the paper's three)
+TABLE1_METHODS = ("vanilla", "sam", "gsam", "xsam")
+# the one name that differs: Table 1's "vanilla" is the ``sam`` config group "none" (no perturbation)
+_SAM_NAMES = {"vanilla": "none"}
 
 _TABLE1 = """
 resnet50  vanilla 76.0 82.4 63.6 22.2 44.6 | sam 76.9 83.3 64.4 23.8 46.5 | gsam 77.2 83.9 64.6 23.6 47.6
@@ -35,6 +39,21 @@ mixer_b16 vanilla 66.4 72.1 50.8 14.5 33.8 | sam 77.4 83.5 63.9 24.7 48.8 | gsam
 """
 
 
+def table1_models(config_dir: Path = CONFIGS) -> list[str]:
+    """The models of Table 1: every ``configs/model/*.yaml`` but the demo ones (the names are the files')."""
+    return sorted(p.stem for p in Path(config_dir, "model").glob("*.yaml") if not p.stem.startswith("demo_"))
+
+
+def sam_name(method: str) -> str:
+    """The ``sam`` config group that trains a Table 1 ``method`` (vanilla -> none)."""
+    return _SAM_NAMES.get(method, method)
+
+
+def table1_method(sam: str) -> str:
+    """The Table 1 method a run of ``sam.name`` is (none -> vanilla), as results.json records it."""
+    return {v: k for k, v in _SAM_NAMES.items()}.get(sam, sam)
+
+
 def paper_table1() -> dict[tuple[str, str], dict[str, float]]:
     """{(model, method): {column: top-1 %}}."""
     table = {}
@@ -44,17 +63,6 @@ def paper_table1() -> dict[tuple[str, str], dict[str, float]]:
             method, *values = cell.split()
             table[model, method] = dict(zip(PAPER_COLUMNS, map(float, values)))
     return table
-
-
-def read_metrics(run: Path) -> dict[str, list[dict]]:
-    """A run's ``metrics.jsonl`` grouped by kind (train, val, minival, ...), in logged order. A resumed run
-    may have logged a step twice (after its last checkpoint): the later record wins."""
-    from .runlog import read_records
-
-    by_kind: dict[str, dict[int, dict]] = {}
-    for rec in read_records(run):
-        by_kind.setdefault(rec["kind"], {})[rec["step"]] = rec
-    return {k: [v[s] for s in sorted(v)] for k, v in by_kind.items()}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -81,8 +89,8 @@ def rows(runs: list[dict]) -> list[dict]:
     """One row per (model, method) in the paper's order (other models after), ours beside the paper's."""
     paper = paper_table1()
     ours = {(r["model"], r["method"]): r for r in runs}
-    order = [(m, k) for m in MODELS for k in METHODS]
-    rank = {m: i for i, m in enumerate(METHODS)}
+    order = [(m, k) for m in dict.fromkeys(m for m, _ in paper) for k in TABLE1_METHODS]
+    rank = {m: i for i, m in enumerate(TABLE1_METHODS)}
     keys = [k for k in order if k in ours] + sorted((k for k in ours if k not in order),
                                                     key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1]))
     out = []

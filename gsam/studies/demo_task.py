@@ -1,6 +1,6 @@
 """A task small enough for the analysis scripts and tests on 2 CPU cores: the embedded demo digits
 (``data/demo.py``, the trainer's data) held in memory at low resolution, a small MLP with BatchNorm,
-and a plain train loop that drives any method of the optimizer factory."""
+and a plain train loop (gsam/studies/loop.py) that drives any method of the optimizer factory."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from ..optim import SharpnessAware, Vanilla, lr_at
-from ..optim.factory import build_optimizer
+from .loop import constant_rho_optimizer, train_steps
 
 
 @dataclasses.dataclass
@@ -84,17 +84,8 @@ class TrainSpec:
 
 
 def build_demo_optimizer(model: nn.Module, spec: TrainSpec) -> SharpnessAware:
-    method = {"rho_min": spec.method.get("rho_max"), **spec.method}
-    return build_optimizer(model, {"name": spec.optimizer, "lr": spec.lr, "weight_decay": spec.weight_decay}, method)
-
-
-def _closure(model: nn.Module, opt: SharpnessAware, x: torch.Tensor, y: torch.Tensor) -> Callable:
-    def closure():
-        loss = F.cross_entropy(model(x), y)
-        if torch.is_grad_enabled():
-            opt.backward(loss)
-        return loss
-    return closure
+    return constant_rho_optimizer(model, {"name": spec.optimizer, "lr": spec.lr, "weight_decay": spec.weight_decay},
+                                  spec.method)
 
 
 def train_demo(model: nn.Module, data: DemoData, spec: TrainSpec,
@@ -108,23 +99,25 @@ def train_demo(model: nn.Module, data: DemoData, spec: TrainSpec,
     n = len(data.train_x)
     steps_per_epoch = n // spec.batch_size
     total = spec.epochs * steps_per_epoch
-    history, step = [], 0
+    m = spec.m or spec.batch_size
+    history = []
     for epoch in range(spec.epochs):
         model.train()
         order = torch.randperm(n, generator=g)
-        losses, gaps = [], []
-        for i in range(steps_per_epoch):
+
+        def groups(i: int, order: torch.Tensor = order) -> list[Callable[[], torch.Tensor]]:
             idx = order[i * spec.batch_size:(i + 1) * spec.batch_size]
             x, y = data.train_x[idx], data.train_y[idx]
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total_steps=total, warmup_steps=0, lr_max=spec.lr, lr_min=spec.lr_min)
+            return [lambda xg=xg, yg=yg: F.cross_entropy(model(xg), yg) for xg, yg in zip(x.split(m), y.split(m))]
 
-            m = spec.m or spec.batch_size
-            stats = opt.step([_closure(model, opt, xg, yg) for xg, yg in zip(x.split(m), y.split(m))])
+        def lr(i: int, first: int = epoch * steps_per_epoch) -> float:
+            return lr_at(first + i, total_steps=total, warmup_steps=0, lr_max=spec.lr, lr_min=spec.lr_min)
+
+        losses, gaps = [], []
+        for stats in train_steps(opt, groups, steps_per_epoch, lr=lr):
             losses.append(stats.loss.item())
             if not isinstance(opt, Vanilla):
                 gaps.append(stats.surrogate_gap.item())
-            step += 1
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                   "step_surrogate_gap": float(np.mean(gaps)) if gaps else None}
         if on_epoch is not None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..optim.factory import build_optimizer
+from .loop import constant_rho_optimizer, plain_sgd, train_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,17 +74,8 @@ def trajectory(fn: GaussianWells, start: Sequence[float], method: Mapping, *, lr
     if len(start) != 2:
         raise ValueError(f"start must be a 2-vector, got {start}")
     model = Point(start)
-    method = {"rho_min": method.get("rho_max"), **method}
-    opt = build_optimizer(model, {"name": "sgd", "lr": lr, "momentum": momentum, "weight_decay": 0.0}, method)
-
-    def closure():
-        loss = fn(model())
-        if torch.is_grad_enabled():
-            opt.backward(loss)
-        return loss
-
+    opt = constant_rho_optimizer(model, plain_sgd(lr, momentum), method)
     path = [model.w.detach().clone()]
-    for _ in range(steps):
-        opt.step(closure)
+    for _ in train_steps(opt, lambda i: [lambda: fn(model())], steps):
         path.append(model.w.detach().clone())
     return torch.stack(path)

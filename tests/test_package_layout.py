@@ -1,0 +1,103 @@
+"""The package layout of issue 14 §2: the analysis library and the optimizers import torch and nothing of the
+trainer, data, models, Hydra or plotting; the scripts' harness (gsam.studies) is imported by nobody in gsam;
+and no two packages import each other, directly or around a loop (imports inside functions count too)."""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# where each installed package's files are (pyproject: data/ and models/ install as gsam.data and gsam.models)
+SOURCES = {"gsam": ROOT / "gsam", "gsam.data": ROOT / "data", "gsam.models": ROOT / "models"}
+FORBIDDEN = ("hydra", "omegaconf", "timm", "matplotlib", "torchvision", "wandb", "gsam.data", "gsam.models",
+             "gsam.studies", "gsam.experiment", "gsam.engine")
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the installed packages by dotted name (a package by its own name)."""
+    out = {}
+    for prefix, folder in SOURCES.items():
+        for f in folder.rglob("*.py"):
+            parts = [*prefix.split("."), *f.relative_to(folder).with_suffix("").parts]
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def imported(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The modules of ours that ``name`` imports, anywhere in the file."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = name.split(".")[: len(name.split(".")) + is_package - node.level] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in known else module for a in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in known}
+    return found
+
+
+def package_of(module: str, known: dict[str, Path]) -> str:
+    return module if known[module].name == "__init__.py" else module.rsplit(".", 1)[0]
+
+
+def package_graph() -> dict[str, set[str]]:
+    known = modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in known.items():
+        src = package_of(name, known)
+        graph.setdefault(src, set()).update(package_of(t, known) for t in imported(name, path, known))
+        graph[src].discard(src)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph as a path that ends where it starts (depth-first search), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt, path + [nxt])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node, [node])):
+            return cycle
+    return None
+
+
+def test_the_package_import_graph_has_no_cycle_and_nothing_in_gsam_imports_the_harness():
+    graph = package_graph()
+    assert {"gsam", "gsam.analysis", "gsam.optim", "gsam.studies", "gsam.data", "gsam.models"} <= set(graph)
+    assert "gsam.analysis" in graph["gsam"] and "gsam" in graph["gsam.studies"]  # the edges the check is about
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+    assert [p for p, targets in graph.items() if "gsam.studies" in targets] == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"b"}}) == ["b", "c", "b"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_analysis_library_and_the_optimizers_import_torch_only():
+    """Every module of gsam.analysis and gsam.optim, imported in a fresh interpreter: what came in with them."""
+    names = sorted(m for m in modules() if m.startswith(("gsam.analysis", "gsam.optim")))
+    code = ("import importlib, json, sys\n"
+            f"for m in {names!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout)
+    assert "gsam.analysis.monitor" in loaded and "gsam.optim.factory" in loaded and "torch" in loaded
+    assert [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)] == []
+    assert sorted({m for m in loaded if m.startswith("gsam.")} - set(names)) == []  # no other module of ours
