@@ -94,3 +94,16 @@ def check(cfg: Mapping) -> None:
         need("sam.steps", int(cfg["sam"]["steps"]) >= 1, "expected an integer >= 1")
         need("sam.search_every_epochs", int(cfg["sam"]["search_every_epochs"]) >= 0, "expected >= 0 (0 = never)")
         need("sam.rho_probe", float(cfg["sam"]["rho_probe"]) >= 0, "expected >= 0")
+        _warn_xsam_radii(float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_probe"]))
+
+
+def _warn_xsam_radii(rho_max: float, rho_probe: float) -> None:
+    """The official XSAM flags are named the other way round (its --rho is our sam.rho_max, its --rho_max our
+    sam.rho_probe), and its recipe probes at twice the ascent length. A probe inside the ascent radius is allowed
+    but is what a ported command with the two names swapped looks like, so it is said once, in one line."""
+    if rho_probe < rho_max:
+        import warnings
+
+        warnings.warn(f"sam.rho_probe={rho_probe} < sam.rho_max={rho_max}: XSAM probes inside its ascent radius. "
+                      "The official --rho is our sam.rho_max and the official --rho_max is our sam.rho_probe "
+                      "(docs/optimizers.md)", stacklevel=2)
