@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from evalsets import CLASSES, CodeModel, ranked_logits, write_code_image
 from gsam.config import ConfigError
-from gsam.eval_suite import build_evaluators, real_targets, timm_real_labels
-from gsam.evaluators import ALEXNET_ERROR, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, corruption_summary, table1_row
+from gsam.eval_sets import build_eval_sets, real_targets, timm_real_labels
+from gsam.eval_metrics import ALEXNET_ERROR, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, corruption_summary, table1_row
 
 CPU = torch.device("cpu")
 
@@ -22,9 +22,9 @@ def cfg_for(**eval_paths):
 
 
 def build(cfg, loaders=None, files=None, notices=None):
-    return build_evaluators(cfg, classes=CLASSES, loaders=loaders or {}, files=files or {}, loss_fn=None,
-                            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), rank=0, world=1,
-                            notice=(notices.append if notices is not None else lambda *_: None))
+    return build_eval_sets(cfg, classes=CLASSES, loaders=loaders or {}, files=files or {}, loss_fn=None,
+                           mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), rank=0, world=1,
+                           notice=(notices.append if notices is not None else lambda *_: None))
 
 
 def val_loader(tmp_path, codes_and_labels):
@@ -221,7 +221,7 @@ def test_distributed_evaluation_counts_every_image_once(tmp_path):
 def test_imagenet_r_folders_must_be_timms_200_classes(tmp_path):
     """With the real ImageNet-1k wnids, the R subset is checked against timm's list: the logit mask is then
     exactly timm's imagenet_r_indices; a partial copy is an error, not a silently different subset."""
-    from gsam.eval_suite import _timm_info, check_imagenet_r_classes
+    from gsam.eval_sets import _timm_info, check_imagenet_r_classes
 
     synsets = _timm_info("imagenet_synsets.txt").read_text().split()
     r_wnids = _timm_info("imagenet_r_synsets.txt").read_text().split()
@@ -234,5 +234,5 @@ def test_imagenet_r_folders_must_be_timms_200_classes(tmp_path):
     for w in r_wnids[:3]:
         write_code_image(tmp_path / "r" / w / "a.jpg", 0)
     with pytest.raises(ConfigError, match="197 missing"):
-        build_evaluators(cfg_for(r=str(tmp_path / "r")), classes=synsets, loaders={}, files={}, loss_fn=None,
+        build_eval_sets(cfg_for(r=str(tmp_path / "r")), classes=synsets, loaders={}, files={}, loss_fn=None,
                          mean=(0.0,) * 3, std=(1.0,) * 3, rank=0, world=1, notice=lambda *_: None)
