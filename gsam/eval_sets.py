@@ -119,14 +119,15 @@ def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files
 
 def measure_sets(sets: dict, model, device: torch.device, amp_dtype, channels_last: bool, progress: bool) -> dict:
     """{set: metrics} of ``model`` on each of ``sets`` ({name: evaluator}). ``progress`` (rank 0 with
-    train.progress, as the training bar): a bar per set, counting its batches, gone once the set is done."""
+    train.progress, as the training bar): a bar per set counting its batches; it stays when it is the only bar
+    (evaluate.py) and goes when it sits under the training bar (tqdm's leave=None)."""
     results = {}
     for name, evaluator in sets.items():
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=evaluator.batches, desc=f"eval {name}", unit="batch", dynamic_ncols=True, leave=False)
+            bar = tqdm(total=evaluator.batches, desc=f"eval {name}", unit="batch", dynamic_ncols=True, leave=None)
         try:
             results[name] = evaluator(model, device, amp_dtype, channels_last,
                                       on_batch=None if bar is None else bar.update)

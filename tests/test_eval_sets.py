@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from evalsets import CLASSES, CodeModel, ranked_logits, write_code_image
 from gsam.config import ConfigError
-from gsam.eval_sets import build_eval_sets, real_targets, timm_real_labels
+from gsam.eval_sets import build_eval_sets, measure_sets, real_targets, timm_real_labels
 from gsam.eval_metrics import ALEXNET_ERROR, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, corruption_summary, table1_row
 
 CPU = torch.device("cpu")
@@ -63,6 +63,21 @@ def test_imagenet_top1_top5_and_real(tmp_path):
     # ReaL: image 0 has no labels (left out); hits: image 1 (pred 1), image 2 (pred 7), image 4 (pred 8); 5 counted
     assert m["real_images"] == 5 and m["real_top1"] == pytest.approx(100 * 3 / 5)
     assert table1_row({"val": m}) == {"imagenet": m["top1"], "real": m["real_top1"]}
+
+
+def test_the_evaluation_shows_a_bar_per_set_only_when_asked(tmp_path, capsys):
+    """measure_sets, as train.py and evaluate.py call it: with progress (rank 0 and train.progress) a bar per set
+    on stderr, as the training bar, counting every batch; without, nothing; the same numbers either way."""
+    labels = [3, 7, 9, 3, 7, 9, 3, 7, 9]  # 9 images in batches of 4: 3 batches
+    table = torch.stack([ranked_logits(y if i % 3 else 0) for i, y in enumerate(labels)] + [torch.zeros(1000)] * 1015)
+    loader, files = val_loader(tmp_path, list(enumerate(labels)))
+    sets = build(cfg_for(), {"val": loader}, {"val": files})
+    quiet = measure_sets(sets, CodeModel(table), CPU, None, False, progress=False)
+    assert capsys.readouterr().err == ""
+    shown = measure_sets(sets, CodeModel(table), CPU, None, False, progress=True)
+    err = capsys.readouterr().err
+    assert "eval val" in err and "3/3" in err
+    assert shown == quiet and quiet["val"]["images"] == 9 and quiet["val"]["top1"] == pytest.approx(100 * 6 / 9)
 
 
 def test_real_targets_follow_the_file_number_not_the_order(tmp_path):
