@@ -1,5 +1,5 @@
 """The training loop: one epoch of steps (schedule, SAM closures, bad-step and divergence checks, logging and
-checkpoint calls); the epochs around it are ``gsam/experiment.py``'s, the evaluation passes ``gsam/eval_metrics.py``'s."""
+checkpoint calls). The epochs around it are gsam/experiment.py's, the evaluation passes gsam/eval_metrics.py's."""
 from __future__ import annotations
 
 import contextlib

@@ -35,18 +35,18 @@ def run(cfg: DictConfig) -> dict:
     lock = lock_for_run(Path(cfg.output_dir), info.main, info.device)  # before anything there is read or written
     parts = build(cfg, info, batches)
     training = build_training(cfg, parts, batches)
-    opened = open_run(cfg, parts, training)
+    session = open_run(cfg, parts, training)
     if info.main:
-        announce(cfg, opened, batches)
-    results = train_and_evaluate(cfg, opened, preemption)
-    finish(cfg, opened, results)
+        announce(cfg, session, batches)
+    results = train_and_evaluate(cfg, session, preemption)
+    finish(cfg, session, results)
     if lock is not None:
         lock.close()
     return results
 
 
 @dataclasses.dataclass
-class OpenRun:
+class Session:
     """A run under way: its parts, where the loop is, and what it writes (logs, checkpoints)."""
 
     parts: Parts
@@ -81,7 +81,7 @@ class OpenRun:
                            self.parts.info)
 
 
-def open_run(cfg: DictConfig, parts: Parts, training: Training) -> OpenRun:
+def open_run(cfg: DictConfig, parts: Parts, training: Training) -> Session:
     """The output folder's checkpoints (partial files of a killed run removed), the state resumed from
     ``last.pt`` when there is one, the logs (cut back to that checkpoint), ``config.yaml``."""
     out, info = Path(cfg.output_dir), parts.info
@@ -96,34 +96,34 @@ def open_run(cfg: DictConfig, parts: Parts, training: Training) -> OpenRun:
                        name=cfg.name)
     if info.main:
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return OpenRun(parts, training, state, logger, checkpoints, config, out)
+    return Session(parts, training, state, logger, checkpoints, config, out)
 
 
-def announce(cfg: DictConfig, opened: OpenRun, b: BatchPlan) -> None:
+def announce(cfg: DictConfig, session: Session, b: BatchPlan) -> None:
     """One line: what runs where, how the batch is split, how long the run is."""
-    info, plan, step = opened.parts.info, opened.training.plan, opened.state.step
+    info, plan, step = session.parts.info, session.training.plan, session.state.step
     print(f"[gsam] {cfg.name}: {cfg.model.name} {cfg.sam.name}/{cfg.optimizer.name}, {info.world} process(es) on "
           f"{info.device}, batch {b.global_batch} = {info.world} x {b.groups * b.accum} x {b.micro}, perturbation "
-          f"groups of {b.m} images ({b.groups} per process), {len(opened.parts.data.train)} steps/epoch, "
+          f"groups of {b.m} images ({b.groups} per process), {len(session.parts.data.train)} steps/epoch, "
           f"{plan.total_steps} steps" + (f", resumed at step {step}" if step > 0 else ""))
 
 
-def evaluate_and_keep_best(opened: OpenRun, sets: dict, progress: bool) -> dict:
+def evaluate_and_keep_best(session: Session, sets: dict, progress: bool) -> dict:
     """{set: metrics} of the training forward on ``sets``, logged (metrics.jsonl, summary.csv), and the weights
     kept as a top-k checkpoint when they are among the best so far."""
-    p, state = opened.parts, opened.state
-    results = measure_sets(sets, opened.training.forward, p.info.device, p.amp, p.channels_last, progress)
+    p, state = session.parts, session.state
+    results = measure_sets(sets, session.training.forward, p.info.device, p.amp, p.channels_last, progress)
     for name, metrics in results.items():
-        opened.logger.log(state.step, scalars(metrics), kind=name)
-    opened.logger.summary_row({"epoch": state.epoch, "step": state.step, **per_set(results, "_")})
-    opened.keep_if_best(results)
+        session.logger.log(state.step, scalars(metrics), kind=name)
+    session.logger.summary_row({"epoch": state.epoch, "step": state.step, **per_set(results, "_")})
+    session.keep_if_best(results)
     return results
 
 
-def train_epochs(cfg: DictConfig, opened: OpenRun, preemption: Preemption, progress) -> None:
+def train_epochs(cfg: DictConfig, session: Session, preemption: Preemption, progress) -> None:
     """Epochs up to the plan's stop step; after every ``train.eval_every_epochs``-th the minival/val evaluation
     (not after the last: the final evaluation follows), the sharpness monitor after its epochs."""
-    p, t, state = opened.parts, opened.training, opened.state
+    p, t, state = session.parts, session.training, session.state
     monitor = sharpness_monitor(cfg, p.model, p.data.train, p.loss_fn, p.info.device)  # analysis.every_n_epochs
     periodic = {k: v for k, v in p.eval_sets.items() if k in ("minival", "val")}
     divergence = DivergenceGuard(cfg.train.get("divergence_factor"))
@@ -131,47 +131,47 @@ def train_epochs(cfg: DictConfig, opened: OpenRun, preemption: Preemption, progr
         p.data.train.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
         epoch_before = state.epoch
         train_one_epoch(t.forward, t.opt, p.data.train, p.loss_fn, t.plan, state, p.info.device,
-                        on_log=opened.logger.log, on_checkpoint=opened.save_last, progress=progress,
+                        on_log=session.logger.log, on_checkpoint=session.save_last, progress=progress,
                         should_stop=preemption.should_stop, divergence=divergence)
         if preemption.triggered:
-            raise preemption.stop(state.step, opened.save_last, opened.logger.close, p.info.main)
+            raise preemption.stop(state.step, session.save_last, session.logger.close, p.info.main)
         if state.epoch == epoch_before:
             continue  # stopped inside the epoch at the stop step: the loop ends
         if monitor is not None and monitor.due(state.epoch):
-            opened.logger.log(state.step, {"epoch": state.epoch, **monitor.measure()}, kind="analysis")
+            session.logger.log(state.step, {"epoch": state.epoch, **monitor.measure()}, kind="analysis")
         if state.epoch % int(cfg.train.eval_every_epochs) == 0 and state.step < t.plan.stop_step:
-            evaluate_and_keep_best(opened, periodic, progress is not None)
+            evaluate_and_keep_best(session, periodic, progress is not None)
 
 
-def train_and_evaluate(cfg: DictConfig, opened: OpenRun, preemption: Preemption) -> dict:
+def train_and_evaluate(cfg: DictConfig, session: Session, preemption: Preemption) -> dict:
     """The epochs, ``last.pt``, then the final evaluation on every set; a progress bar on rank 0
     (train.progress). A stop on non-finite or diverging losses says where the good weights are."""
     progress = None
-    if opened.parts.info.main and cfg.train.progress:
+    if session.parts.info.main and cfg.train.progress:
         from tqdm import tqdm
 
-        progress = tqdm(total=opened.training.plan.stop_step, initial=opened.state.step, unit="step",
+        progress = tqdm(total=session.training.plan.stop_step, initial=session.state.step, unit="step",
                         dynamic_ncols=True)
     preemption.install()
     try:
-        train_epochs(cfg, opened, preemption, progress)
-        opened.save_last()  # before the final evaluation: a rerun of a finished run replays it, recorded once
-        return evaluate_and_keep_best(opened, opened.parts.eval_sets, progress is not None)
+        train_epochs(cfg, session, preemption, progress)
+        session.save_last()  # before the final evaluation: a rerun of a finished run replays it, recorded once
+        return evaluate_and_keep_best(session, session.parts.eval_sets, progress is not None)
     except FloatingPointError as e:
-        raise FloatingPointError(f"{e}; {opened.checkpoints.describe()}") from None
+        raise FloatingPointError(f"{e}; {session.checkpoints.describe()}") from None
     finally:
         preemption.uninstall()
         if progress is not None:
             progress.close()
 
 
-def finish(cfg: DictConfig, opened: OpenRun, results: dict) -> None:
+def finish(cfg: DictConfig, session: Session, results: dict) -> None:
     """``results.json``, the wandb summary (Table 1's columns and every set's numbers) and the printed table,
     on rank 0; then the logs are closed."""
-    state = opened.state
-    if opened.parts.info.main:
-        write_results(opened.out / "results.json", results, cfg, step=state.step, epoch=state.epoch,
+    state = session.state
+    if session.parts.info.main:
+        write_results(session.out / "results.json", results, cfg, step=state.step, epoch=state.epoch,
                       bad_steps=state.bad_steps_total)
-        opened.logger.set_summary({**table1_summary(results), **per_set(results, "/")})
+        session.logger.set_summary({**table1_summary(results), **per_set(results, "/")})
         print(results_markdown(results))
-    opened.logger.close()
+    session.logger.close()
