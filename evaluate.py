@@ -1,7 +1,8 @@
 """Evaluate a checkpoint on the configured evaluation sets:
 ``python evaluate.py +experiment=vit_b32_gsam data.betons=/data/betons [eval.checkpoint=PATH]``.
 
-Uses the same config as training (model, data, amp); under torchrun every image is counted once.
+Uses the same config as training (model, data, amp) and builds the parts as training does
+(``gsam.score.score_checkpoint``); under torchrun every image is counted once.
 """
 import sys
 
@@ -13,10 +14,10 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> None:
     from gsam.checkpoint import CheckpointError
     from gsam.config import ConfigError
-    from gsam.experiment import evaluate_checkpoint
+    from gsam.score import score_checkpoint
 
     try:
-        evaluate_checkpoint(cfg)
+        score_checkpoint(cfg)
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

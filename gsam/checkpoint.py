@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .distributed import raise_on_every_rank
+
 
 class CheckpointError(RuntimeError):
     pass
@@ -160,3 +162,15 @@ class CheckpointManager:
         for _, old in self._top()[self.keep_top_k:]:
             old.unlink(missing_ok=True)
         return path
+
+
+def write_on_rank0(write, info) -> None:
+    """Rank 0 runs ``write``; if that fails (disk full) every rank stops with its one-line error instead of
+    waiting for rank 0 at the next collective."""
+    error = None
+    if info.main:
+        try:
+            write()
+        except CheckpointError as e:
+            error = e
+    raise_on_every_rank(error, info.device, CheckpointError("rank 0 could not write the checkpoint"))

@@ -1,4 +1,5 @@
-"""The train loop and the eval loop, nothing else."""
+"""The training loop: one epoch of steps (schedule, SAM closures, bad-step and divergence checks, logging and
+checkpoint calls). The epochs around it are gsam/experiment.py's, the evaluation passes gsam/eval_metrics.py's."""
 from __future__ import annotations
 
 import contextlib
@@ -27,7 +28,8 @@ class LoopState:
 class StepPlan:
     """Per-step schedule and the numbers the closure needs."""
 
-    total_steps: int
+    total_steps: int  # the schedule's length: schedule.epochs x steps per epoch
+    stop_step: int  # the run stops after this step: train.max_steps, at most total_steps
     warmup_steps: int
     lr_max: float
     lr_min: float
@@ -91,14 +93,46 @@ def xsam_search_due(state: LoopState, every_epochs: int) -> bool:
     return every_epochs > 0 and state.batch_in_epoch == 0 and state.epoch % every_epochs == 0
 
 
+def apply_schedule(opt: SharpnessAware, plan: StepPlan, state: LoopState) -> float:
+    """The lr of ``state.step`` into every param group, rho following it (SAM-like methods), and XSAM's
+    search flag; returns the lr."""
+    lr = lr_at(state.step, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
+               lr_max=plan.lr_max, lr_min=plan.lr_min, decay=plan.decay)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    if not isinstance(opt, Vanilla):
+        opt.rho = rho_from_lr(lr, lr_max=plan.lr_max, lr_min=plan.lr_min, rho_max=plan.rho_max, rho_min=plan.rho_min)
+    if isinstance(opt, XSAM):
+        opt.search_next = xsam_search_due(state, plan.search_every_epochs)
+    return lr
+
+
+def count_step(state: LoopState, stats, plan: StepPlan, divergence) -> None:
+    """Advance ``state`` past the step just taken; stop the run (FloatingPointError) after
+    ``plan.max_bad_steps`` non-finite steps in a row, or when ``divergence`` sees the loss explode."""
+    state.step += 1
+    state.batch_in_epoch += 1
+    if stats.skipped:
+        state.bad_steps_in_a_row += 1
+        state.bad_steps_total += 1
+        if state.bad_steps_in_a_row >= plan.max_bad_steps:
+            raise FloatingPointError(
+                f"stopping at step {state.step}: {state.bad_steps_in_a_row} non-finite steps in a row "
+                f"(train.max_bad_steps={plan.max_bad_steps})")
+    else:
+        state.bad_steps_in_a_row = 0
+        if divergence is not None:
+            divergence.check(state.step, stats.loss)
+
+
 def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan: StepPlan, state: LoopState,
-                    device: torch.device, on_log: Callable, on_checkpoint: Callable, stop_at: int | None = None,
-                    progress=None, should_stop: Callable[[], bool] | None = None, divergence=None) -> None:
-    """Run the rest of ``state.epoch``; ``state`` is advanced after every step. ``should_stop`` is asked after
-    every step (on every rank: it may be collective) and ends the epoch early when it says so. ``divergence``
-    (gsam/divergence.py) may stop the run on a finite but exploding loss, before that step is checkpointed."""
+                    device: torch.device, on_log: Callable, on_checkpoint: Callable, progress=None,
+                    should_stop: Callable[[], bool] | None = None, divergence=None) -> None:
+    """Run the rest of ``state.epoch``, or up to ``plan.stop_step``; ``state`` is advanced after every step.
+    ``should_stop`` is asked after every step (on every rank: it may be collective) and ends the epoch early
+    when it says so. ``divergence`` (gsam/divergence.py) may stop the run on a finite but exploding loss,
+    before that step is checkpointed."""
     model.train()
-    sam_like = not isinstance(opt, Vanilla)
     epoch_len = state.batch_in_epoch + len(loader)  # the loader yields the rest of the epoch
     t_last = time.perf_counter()
     wait = compute = 0.0
@@ -111,29 +145,10 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
             x = x.contiguous(memory_format=torch.channels_last)
         t_step = time.perf_counter()
         wait += t_step - t_data
-        lr = lr_at(state.step, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
-                   lr_max=plan.lr_max, lr_min=plan.lr_min, decay=plan.decay)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        if sam_like:
-            opt.rho = rho_from_lr(lr, lr_max=plan.lr_max, lr_min=plan.lr_min, rho_max=plan.rho_max, rho_min=plan.rho_min)
-        if isinstance(opt, XSAM):
-            opt.search_next = xsam_search_due(state, plan.search_every_epochs)
+        lr = apply_schedule(opt, plan, state)
         stats = opt.step(make_closures(model, opt, loss_fn, x, y, plan.groups, plan.accum, plan.amp_dtype))
-        state.step += 1
-        state.batch_in_epoch += 1
+        count_step(state, stats, plan, divergence)
         images += x.shape[0]
-        if stats.skipped:
-            state.bad_steps_in_a_row += 1
-            state.bad_steps_total += 1
-            if state.bad_steps_in_a_row >= plan.max_bad_steps:
-                raise FloatingPointError(
-                    f"stopping at step {state.step}: {state.bad_steps_in_a_row} non-finite steps in a row "
-                    f"(train.max_bad_steps={plan.max_bad_steps})")
-        else:
-            state.bad_steps_in_a_row = 0
-            if divergence is not None:
-                divergence.check(state.step, stats.loss)
         t_data = time.perf_counter()
         compute += t_data - t_step
         if progress is not None:
@@ -148,17 +163,9 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
             t_last, wait, compute, images = time.perf_counter(), 0.0, 0.0, 0
         if plan.checkpoint_every and state.step % plan.checkpoint_every == 0:
             on_checkpoint()
-        if stop_at is not None and state.step >= stop_at and state.batch_in_epoch < epoch_len:
+        if state.step >= plan.stop_step and state.batch_in_epoch < epoch_len:
             return  # stopped inside the epoch; at its last batch the epoch is complete
         if should_stop is not None and should_stop() and state.batch_in_epoch < epoch_len:
             return  # preempted: the caller checkpoints this step boundary
     state.epoch += 1
     state.batch_in_epoch = 0
-
-
-def evaluate(model, loader: Iterable, loss_fn, device: torch.device, amp_dtype, num_classes: int,
-             channels_last: bool = False) -> dict:
-    """top-1/top-5 (%) and mean loss over the whole set, every image counted once across ranks."""
-    from .evaluators import ClassificationEvaluator
-
-    return ClassificationEvaluator("", loader, loss_fn=loss_fn)(model, device, amp_dtype, channels_last)

@@ -1,4 +1,5 @@
-"""Resuming a run: the checkpoint's config against the current one, then the saved state put back.
+"""Resuming a run: what a checkpoint holds (``snapshot``), the checkpoint's config against the current one,
+then the saved state put back (``restore``).
 
 The keys that define a run (model, method, hyper-parameters, data, seed) must match the checkpoint's, or the
 run refuses and names the keys that differ: resuming with other values used to keep the old ones silently
@@ -8,9 +9,16 @@ eval, analysis, workers, paths, device batch) may change freely.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
+
+import torch.distributed as dist
 
 from .config import ConfigError
+from .distributed import rng_state
+from .engine import LoopState
+from .runlog import truncate_logs
 
 DEFINING = ("seed", "model", "sam", "optimizer", "schedule", "data")
 OPERATIONAL = ("data.num_workers", "data.root", "data.betons", "data.os_cache", "data.eval_batch_size",
@@ -59,7 +67,6 @@ def restore(resumed: dict, model, opt, scaler, info, changes: Mapping):
     """Put the checkpoint back; returns its loop state. The RNG streams only when the number of processes is
     the same (each rank has its own)."""
     from .distributed import set_rng_state
-    from .engine import LoopState
 
     model.load_state_dict(resumed["model"])
     load_optimizer(opt, resumed["optimizer"], changes)
@@ -74,3 +81,34 @@ def restore(resumed: dict, model, opt, scaler, info, changes: Mapping):
         for key, (old, new) in changes.items():
             print(f"[gsam] train.resume=allow_changes: {key} {old!r} -> {new!r}")
     return LoopState(**resumed["loop"])
+
+
+def _gather_rng() -> list:
+    """Every rank's RNG states, in rank order (a collective under DDP)."""
+    states = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
+    if dist.is_initialized():
+        dist.all_gather_object(states, rng_state())
+    else:
+        states[0] = rng_state()
+    return states
+
+
+def snapshot(model, opt, scaler, state: LoopState, logger, config: dict) -> dict:
+    """What ``last.pt`` and the top-k files hold: everything ``restore`` puts back, plus the wandb run id and
+    the log position (``resume_from_last``). Every rank takes part: the RNG states are gathered."""
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "loop": dataclasses.asdict(state),
+            "rng": _gather_rng(), "wandb_id": logger.run_id, "config": config, "log": logger.position}
+
+
+def resume_from_last(policy, checkpoints, config: dict, model, opt, scaler, info, out: Path):
+    """(loop state, wandb run id) from ``last.pt`` when there is one and ``policy`` (train.resume) allows it.
+    The logs are cut back to the checkpoint, so the steps the resumed run replays are recorded once."""
+    resumed = checkpoints.resume_state() if policy else None
+    if resumed is None:
+        return LoopState(), None
+    changes = check_resume(resumed["config"], config, policy, checkpoints.last)
+    state = restore(resumed, model, opt, scaler, info, changes)
+    if info.main and resumed.get("log"):
+        truncate_logs(out, resumed["log"])
+    return state, resumed.get("wandb_id")

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from evalsets import CLASSES, CodeModel, ranked_logits, write_code_image
 from gsam.config import ConfigError
-from gsam.eval_suite import build_evaluators, real_targets, timm_real_labels
-from gsam.evaluators import ALEXNET_ERROR, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, corruption_summary, table1_row
+from gsam.eval_sets import build_eval_sets, measure_sets, real_targets, timm_real_labels
+from gsam.eval_metrics import ALEXNET_ERROR, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, corruption_summary, table1_row
 
 CPU = torch.device("cpu")
 
@@ -22,9 +22,9 @@ def cfg_for(**eval_paths):
 
 
 def build(cfg, loaders=None, files=None, notices=None):
-    return build_evaluators(cfg, classes=CLASSES, loaders=loaders or {}, files=files or {}, loss_fn=None,
-                            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), rank=0, world=1,
-                            notice=(notices.append if notices is not None else lambda *_: None))
+    return build_eval_sets(cfg, classes=CLASSES, loaders=loaders or {}, files=files or {}, loss_fn=None,
+                           mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), rank=0, world=1,
+                           notice=(notices.append if notices is not None else lambda *_: None))
 
 
 def val_loader(tmp_path, codes_and_labels):
@@ -63,6 +63,21 @@ def test_imagenet_top1_top5_and_real(tmp_path):
     # ReaL: image 0 has no labels (left out); hits: image 1 (pred 1), image 2 (pred 7), image 4 (pred 8); 5 counted
     assert m["real_images"] == 5 and m["real_top1"] == pytest.approx(100 * 3 / 5)
     assert table1_row({"val": m}) == {"imagenet": m["top1"], "real": m["real_top1"]}
+
+
+def test_the_evaluation_shows_a_bar_per_set_only_when_asked(tmp_path, capsys):
+    """measure_sets, as train.py and evaluate.py call it: with progress (rank 0 and train.progress) a bar per set
+    on stderr, as the training bar, counting every batch; without, nothing; the same numbers either way."""
+    labels = [3, 7, 9, 3, 7, 9, 3, 7, 9]  # 9 images in batches of 4: 3 batches
+    table = torch.stack([ranked_logits(y if i % 3 else 0) for i, y in enumerate(labels)] + [torch.zeros(1000)] * 1015)
+    loader, files = val_loader(tmp_path, list(enumerate(labels)))
+    sets = build(cfg_for(), {"val": loader}, {"val": files})
+    quiet = measure_sets(sets, CodeModel(table), CPU, None, False, progress=False)
+    assert capsys.readouterr().err == ""
+    shown = measure_sets(sets, CodeModel(table), CPU, None, False, progress=True)
+    err = capsys.readouterr().err
+    assert "eval val" in err and "3/3" in err
+    assert shown == quiet and quiet["val"]["images"] == 9 and quiet["val"]["top1"] == pytest.approx(100 * 6 / 9)
 
 
 def test_real_targets_follow_the_file_number_not_the_order(tmp_path):
@@ -221,7 +236,7 @@ def test_distributed_evaluation_counts_every_image_once(tmp_path):
 def test_imagenet_r_folders_must_be_timms_200_classes(tmp_path):
     """With the real ImageNet-1k wnids, the R subset is checked against timm's list: the logit mask is then
     exactly timm's imagenet_r_indices; a partial copy is an error, not a silently different subset."""
-    from gsam.eval_suite import _timm_info, check_imagenet_r_classes
+    from gsam.eval_sets import _timm_info, check_imagenet_r_classes
 
     synsets = _timm_info("imagenet_synsets.txt").read_text().split()
     r_wnids = _timm_info("imagenet_r_synsets.txt").read_text().split()
@@ -234,5 +249,5 @@ def test_imagenet_r_folders_must_be_timms_200_classes(tmp_path):
     for w in r_wnids[:3]:
         write_code_image(tmp_path / "r" / w / "a.jpg", 0)
     with pytest.raises(ConfigError, match="197 missing"):
-        build_evaluators(cfg_for(r=str(tmp_path / "r")), classes=synsets, loaders={}, files={}, loss_fn=None,
+        build_eval_sets(cfg_for(r=str(tmp_path / "r")), classes=synsets, loaders={}, files={}, loss_fn=None,
                          mean=(0.0,) * 3, std=(1.0,) * 3, rank=0, world=1, notice=lambda *_: None)

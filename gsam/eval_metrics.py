@@ -1,4 +1,5 @@
-"""The evaluation sets of Table 1 behind one interface: ``evaluator(model) -> {metric: value}``.
+"""The metrics of Table 1's evaluation sets behind one interface: ``evaluator(model) -> {metric: value}``;
+``gsam/eval_sets.py`` builds them from ``eval.*``.
 
 - ImageNet val (and the 1% minival): top-1/top-5/loss; ReaL in the same pass when its labels apply.
 - ReaL (Beyer et al. 2020): over the val images whose label list is non-empty, a hit when the top-1
@@ -38,26 +39,28 @@ SEVERITIES = (1, 2, 3, 4, 5)
 
 @torch.no_grad()
 def accumulate(model, loader, score: Callable, size: int, device: torch.device, amp_dtype,
-               channels_last: bool = False) -> torch.Tensor:
+               channels_last: bool = False, on_batch: Callable[[], None] | None = None) -> torch.Tensor:
     """Sum of ``score(logits, labels, indices) -> tensor[size]`` over the loader and all ranks.
 
     The loader yields (x, y, record indices) or (x, y) (then ``idx`` is None), or None for a batch whose
     images were all unreadable. The model is in eval mode during the pass and restored afterwards.
+    ``on_batch`` is called after every batch (a progress bar).
     """
     was_training = model.training
     model.eval()
     sums = torch.zeros(size, dtype=torch.float64, device=device)
     for batch in loader:
-        if batch is None:
-            continue
-        x, y, idx = batch if len(batch) == 3 else (*batch, None)
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x).float()
-        sums += score(logits, y, None if idx is None else idx.to(device))
+        if batch is not None:  # None: every image of the batch was unreadable
+            x, y, idx = batch if len(batch) == 3 else (*batch, None)
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(x).float()
+            sums += score(logits, y, None if idx is None else idx.to(device))
+        if on_batch is not None:
+            on_batch()
     model.train(was_training)
     return all_reduce_sum(sums)
 
@@ -107,11 +110,16 @@ class ClassificationEvaluator:
     def __init__(self, name: str, loader, *, loss_fn=None, real_targets: torch.Tensor | None = None):
         self.name, self.loader, self.loss_fn, self.real_targets = name, loader, loss_fn, real_targets
 
-    def __call__(self, model, device, amp_dtype, channels_last=False) -> dict:
+    @property
+    def batches(self) -> int:
+        return len(self.loader)
+
+    def __call__(self, model, device, amp_dtype, channels_last=False, on_batch=None) -> dict:
         scores = [topk_score(self.loss_fn)] + ([real_score(self.real_targets)] if self.real_targets is not None else [])
         def score(logits, y, idx):
             return torch.cat([s(logits, y, idx) for s in scores])
-        s = accumulate(model, self.loader, score, 4 + 2 * (len(scores) - 1), device, amp_dtype, channels_last).tolist()
+        s = accumulate(model, self.loader, score, 4 + 2 * (len(scores) - 1), device, amp_dtype, channels_last,
+                       on_batch).tolist()
         n = s[3]
         out = {"top1": _percent(s[0], n), "top5": _percent(s[1], n), "images": int(n)}
         if self.loss_fn is not None:
@@ -128,9 +136,13 @@ class SubsetEvaluator:
     def __init__(self, name: str, loader, class_indices: list[int]):
         self.name, self.loader, self.class_indices = name, loader, class_indices
 
-    def __call__(self, model, device, amp_dtype, channels_last=False) -> dict:
+    @property
+    def batches(self) -> int:
+        return len(self.loader)
+
+    def __call__(self, model, device, amp_dtype, channels_last=False, on_batch=None) -> dict:
         masked, every_class, n = accumulate(model, self.loader, subset_score(self.class_indices), 3, device,
-                                            amp_dtype, channels_last).tolist()
+                                            amp_dtype, channels_last, on_batch).tolist()
         return {"top1_masked": _percent(masked, n), "top1_all": _percent(every_class, n), "images": int(n),
                 "classes": len(self.class_indices)}
 
@@ -171,11 +183,15 @@ class CorruptionEvaluator:
     def __init__(self, name: str, loaders: dict[str, dict[int, object]]):
         self.name, self.loaders = name, loaders
 
-    def __call__(self, model, device, amp_dtype, channels_last=False) -> dict:
+    @property
+    def batches(self) -> int:
+        return sum(len(loader) for sev in self.loaders.values() for loader in sev.values())
+
+    def __call__(self, model, device, amp_dtype, channels_last=False, on_batch=None) -> dict:
         top1 = {}
         for c, sev in self.loaders.items():
             for s, loader in sev.items():
-                hits = accumulate(model, loader, topk_score(), 4, device, amp_dtype, channels_last)
+                hits = accumulate(model, loader, topk_score(), 4, device, amp_dtype, channels_last, on_batch)
                 top1.setdefault(c, {})[s] = _percent(hits[0].item(), hits[3].item())
         return corruption_summary(top1)
 

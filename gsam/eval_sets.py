@@ -1,4 +1,5 @@
-"""Builds the configured evaluators (``eval.*``): ImageNet val/minival with ReaL, V2, R and C.
+"""The evaluation sets of a run: built from ``eval.*`` (ImageNet val/minival with ReaL, V2, R and C), and
+measured on a model (``measure_sets``), each set's metrics from ``gsam/eval_metrics.py``.
 
 A set whose path is not configured is skipped with a one-line notice; a configured path that does not
 exist is an error naming the key (a typo should not silently drop a column of Table 1).
@@ -16,7 +17,7 @@ from gsam.data.folder import eval_loader, eval_transform
 from gsam.data.sources import corruption_folders, folder_samples, real_index, subset_samples, v2_samples
 
 from .config import ConfigError
-from .evaluators import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, ClassificationEvaluator, CorruptionEvaluator,
+from .eval_metrics import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, ClassificationEvaluator, CorruptionEvaluator,
                          SubsetEvaluator)
 
 
@@ -73,8 +74,8 @@ def _path(cfg: DictConfig, key: str) -> Path | None:
     return path
 
 
-def build_evaluators(cfg: DictConfig, *, classes: list[str], loaders: dict, files: dict, loss_fn, mean, std,
-                     rank: int, world: int, notice=print) -> dict:
+def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files: dict, loss_fn, mean, std,
+                    rank: int, world: int, notice=print) -> dict:
     """{name: evaluator}: ``minival``/``val`` from the data loaders, then ``v2``, ``r``, ``c`` as configured."""
     d = cfg.data
     img_size, batch, workers = int(d.img_size), int(d.eval_batch_size), int(d.num_workers)
@@ -114,3 +115,23 @@ def build_evaluators(cfg: DictConfig, *, classes: list[str], loaders: dict, file
         if key not in evaluators:
             notice(f"[gsam] eval: {key} skipped (eval.{key} not set)")
     return evaluators
+
+
+def measure_sets(sets: dict, model, device: torch.device, amp_dtype, channels_last: bool, progress: bool) -> dict:
+    """{set: metrics} of ``model`` on each of ``sets`` ({name: evaluator}). ``progress`` (rank 0 with
+    train.progress, as the training bar): a bar per set counting its batches; it stays when it is the only bar
+    (evaluate.py) and goes when it sits under the training bar (tqdm's leave=None)."""
+    results = {}
+    for name, evaluator in sets.items():
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=evaluator.batches, desc=f"eval {name}", unit="batch", dynamic_ncols=True, leave=None)
+        try:
+            results[name] = evaluator(model, device, amp_dtype, channels_last,
+                                      on_batch=None if bar is None else bar.update)
+        finally:
+            if bar is not None:
+                bar.close()
+    return results

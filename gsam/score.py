@@ -1,0 +1,79 @@
+"""evaluate.py's work: a saved checkpoint scored on every configured evaluation set, with the parts built as
+training builds them (gsam/build.py), and its results written next to the run's own.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .build import build, start
+from .checkpoint import load
+from .config import ConfigError, batch_plan
+from .eval_metrics import results_markdown
+from .eval_sets import measure_sets
+from .finish import table1_summary, write_results
+from .resume import config_changes
+from .runlog import RunLogger
+
+
+def check_same_experiment(saved: dict, current: dict, path: Path) -> None:
+    """Results are labelled with this config's name, model and method, and the model's head has
+    ``data.num_classes`` outputs: a checkpoint of another experiment, or of another class count, is refused."""
+    changes = config_changes({**saved, "method": saved["sam"]["name"]}, {**current, "method": current["sam"]["name"]},
+                             sections=("name", "method", "model"))
+    if changes:
+        listed = ", ".join(f"{k}: {new!r} here, {old!r} in the checkpoint" for k, (old, new) in changes.items())
+        raise ConfigError(f"eval.checkpoint={path} is from another experiment ({listed}); evaluate it with its "
+                          "own config")
+    classes = saved["data"]["num_classes"], current["data"]["num_classes"]
+    if classes[0] != classes[1]:
+        raise ConfigError(f"eval.checkpoint={path} was trained with data.num_classes={classes[0]}, not "
+                          f"{classes[1]}; evaluate it with its own config")
+
+
+def results_stem(path: Path, out: Path) -> str:
+    """``results`` for this run's own last.pt; any other checkpoint's results are named after it (and after its
+    run folder when it is not this run's), so they never overwrite this run's."""
+    own = out / "checkpoints"
+    if path.parent.resolve() == own.resolve():
+        return "results" if path.name == "last.pt" else f"results-{path.stem}"
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return f"results-{run_dir.name}-{path.stem}"
+
+
+def score_checkpoint(cfg: DictConfig) -> dict:
+    """Score a checkpoint (``eval.checkpoint``, default the run's last) on every configured set.
+
+    Writes ``results.json`` and ``results.md`` in the run's folder (``results-<checkpoint>.*`` for a checkpoint
+    other than ``last.pt``), puts Table 1's columns in the wandb summary, and prints the table.
+    """
+    info = start(cfg)
+    path = Path(cfg.eval.checkpoint or Path(cfg.output_dir) / "checkpoints" / "last.pt")
+    if not path.exists():
+        raise ConfigError(f"eval.checkpoint={str(path)!r}: no such file")
+    saved = load(path)
+    check_same_experiment(saved["config"], OmegaConf.to_container(cfg, resolve=True), path)
+    parts = build(cfg, info, batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch))
+    parts.model.load_state_dict(saved["model"])
+    results = measure_sets(parts.eval_sets, parts.model, info.device, parts.amp, parts.channels_last,
+                           progress=info.main and bool(cfg.train.progress))
+    if info.main:
+        report_scores(cfg, path, saved, results)
+    return results
+
+
+def report_scores(cfg: DictConfig, path: Path, saved: dict, results: dict) -> None:
+    """``<stem>.json`` and ``<stem>.md`` in the run's folder, Table 1's columns in the checkpoint's wandb run's
+    summary, the table printed."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = results_stem(path, out)
+    write_results(out / f"{stem}.json", results, cfg, checkpoint=str(path), step=saved.get("loop", {}).get("step"))
+    table = results_markdown(results)
+    (out / f"{stem}.md").write_text(f"# {cfg.name}: {path}\n\n{table}\n")
+    logger = RunLogger(out, enabled=True, wandb_cfg=cfg.logger.wandb, config=OmegaConf.to_container(cfg, resolve=True),
+                       run_id=saved.get("wandb_id"), name=cfg.name)
+    logger.set_summary(table1_summary(results))
+    logger.close()
+    print(table)
