@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsam import analysis
-from helpers import batch, flat, mlp, unflat, weights
+from support.nets import batch, flat, mlp, unflat, weights
 
 
 def half_mse(out, y):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from support.analysis_case import measure, setup
+
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from analysis_ddp_worker import measure, setup  # noqa: E402
 
 
 def test_two_ranks_on_half_the_batches_equal_one_process_on_all(tmp_path):

@@ -1,14 +1,11 @@
 """Real Hydra composition of the shipped configs: all 48 experiments carry the paper's numbers."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["resnet50", "resnet101", "resnet152", "vit_s32", "vit_s16", "vit_b32", "vit_b16",
-          "mixer_s32", "mixer_s16", "mixer_s8", "mixer_b32", "mixer_b16"]
+from support import MODELS, ROOT, load_script
+
 METHODS = ["vanilla", "sam", "gsam", "xsam"]
 # GSAM paper Table 4 (rho_max, rho_min, alpha), transcribed independently of scripts/make_experiments.py
 TABLE4 = {"resnet50": (0.04, 0.02, 0.01), "resnet101": (0.04, 0.02, 0.01), "resnet152": (0.04, 0.02, 0.005),
@@ -21,15 +18,10 @@ TIMM = {"resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet15
         "mixer_s8": "mixer_s8_224", "mixer_b32": "mixer_b32_224", "mixer_b16": "mixer_b16_224"}
 
 
-def composed(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", METHODS)
-def test_every_table1_experiment_composes_with_the_papers_numbers(model, method):
-    cfg = composed(f"+experiment={model}_{method}")
+def test_every_table1_experiment_composes_with_the_papers_numbers(compose, model, method):
+    cfg = compose(f"+experiment={model}_{method}")
     assert cfg.name == f"{model}_{method}"
     assert cfg.model.name == TIMM[model]
     assert cfg.data.batch_size == 4096
@@ -59,22 +51,21 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(model, method)
     assert cfg.sam.get("m") == (None if method == "vanilla" else 64)
 
 
-def test_vit_recipe_details():
-    cfg = composed("+experiment=vit_b32_gsam")
+def test_vit_recipe_details(compose):
+    cfg = compose("+experiment=vit_b32_gsam")
     assert cfg.model.kwargs.global_pool == "avg" and cfg.model.kwargs.fc_norm is False
     assert cfg.model.kwargs.class_token is False
     assert cfg.data.minival_fraction == 0.01 and cfg.optimizer.decay_norms_and_biases is False
 
 
-def test_plain_overrides_compose():
-    cfg = composed("+experiment=vit_b32_gsam", "sam.alpha=0.3", "data.batch_size=1024", "optimizer.lr=1e-3")
+def test_plain_overrides_compose(compose):
+    cfg = compose("+experiment=vit_b32_gsam", "sam.alpha=0.3", "data.batch_size=1024", "optimizer.lr=1e-3")
     assert (cfg.sam.alpha, cfg.data.batch_size, cfg.optimizer.lr) == (0.3, 1024, 1e-3)
-    assert composed().name == "resnet50_none"
+    assert compose().name == "resnet50_none"
 
 
 def test_experiment_files_are_what_the_generator_writes(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_experiments
+    make_experiments = load_script("make_experiments")
 
     for model in MODELS:
         for method in METHODS:
@@ -82,20 +73,20 @@ def test_experiment_files_are_what_the_generator_writes(tmp_path):
             assert written == make_experiments.experiment(model, method)
 
 
-def test_every_model_builds_from_its_config():
+def test_every_model_builds_from_its_config(compose):
     """Each timm name exists (or is ours: Mixer-S/8) and the recipe head is applied."""
     import torch
 
     from gsam import models
 
     for model in ["vit_s32", "mixer_s8", "resnet50"]:
-        cfg = composed(f"model={model}")
+        cfg = compose(f"model={model}")
         net = models.build_model(cfg.model, num_classes=1000)
         head = net.get_classifier()
         if cfg.model.head_bias_init is not None:
             assert torch.all(head.weight == 0) and torch.all(head.bias == -10.0)
     for model in MODELS:
-        cfg = composed(f"model={model}")
+        cfg = compose(f"model={model}")
         import timm
         assert cfg.model.name in timm.list_models() or cfg.model.name == "mixer_s8_224"
 

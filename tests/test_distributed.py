@@ -9,11 +9,10 @@ import pytest
 import torch
 
 import gsam
-from helpers import Recorder, batch, mlp, sgd_for_d
+from support.ddp_cases import GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS
+from support.nets import Recorder, batch, mlp, sgd_for_d
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from ddp_worker import GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS  # noqa: E402
 
 
 @pytest.fixture(scope="module")

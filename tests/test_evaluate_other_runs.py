@@ -3,7 +3,7 @@ a checkpoint of another experiment is refused."""
 import pytest
 import json
 
-from cli_runs import run_cli
+from support.cli import run_cli
 
 
 @pytest.mark.slow

@@ -6,11 +6,10 @@ installed the way the GPU machine installs it (--no-index --target), so the kit 
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 VENV_GPU = ROOT / ".venv-gpu" / "bin" / "python"
 
 

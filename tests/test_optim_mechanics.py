@@ -5,32 +5,9 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import gsam
-from helpers import Recorder, batch, flat, mlp, sgd_for_d, weights
-
-METHODS = [
-    (gsam.SAM, {}),
-    (gsam.SAM, {"adaptive": True}),
-    (gsam.GSAM, {"alpha": 0.4}),
-    (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.1}),
-]
-IDS = ["sam", "asam", "gsam", "xsam"]
-
-
-class TwoBranches(nn.Module):
-    """Branch b is used only when asked: its parameters then have grad None."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.a = nn.Linear(6, 4).double()
-        self.b = nn.Linear(6, 4).double()
-        self.use_b = True
-
-    def forward(self, x):
-        return self.a(x) + self.b(x) if self.use_b else self.a(x)
+from support.nets import IDS, METHODS, Recorder, TwoBranches, batch, flat, mlp, sgd_for_d, weights
 
 
 @pytest.mark.parametrize("cls,kw", METHODS, ids=IDS)

@@ -10,7 +10,7 @@ import pytest
 
 from gsam.reports import paper_table1, read_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 
 
 def fake_run(folder: Path, model: str, method: str, **cols):

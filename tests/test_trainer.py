@@ -9,28 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from gsam.checkpoint import load
 from gsam.config import ConfigError
 from gsam.experiment import run
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def config(out, demo_root, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", "data.num_workers=0",
-            "train.progress=false", "logger.wandb.mode=disabled", "eval=default", "++data.robustness_root=null",
-            *overrides])
+from support import ROOT
 
 
 @pytest.mark.parametrize("model,method", [("demo_resnet", "gsam"), ("demo_vit", "xsam"), ("demo_mixer", "sam"),
                                           ("demo_vit", "none")])
-def test_a_few_steps_of_each_family(tmp_path, demo_root, model, method):
-    cfg = config(tmp_path, demo_root, f"model={model}", f"sam={method}", "train.max_steps=3", "schedule.epochs=1",
-                 "data.batch_size=32", "sam.search_every_epochs=1" if method == "xsam" else "seed=0")
+def test_a_few_steps_of_each_family(tmp_path, demo_root, model, method, demo_config):
+    cfg = demo_config(tmp_path, demo_root, f"model={model}", f"sam={method}", "train.max_steps=3",
+                      "schedule.epochs=1", "data.batch_size=32",
+                      "sam.search_every_epochs=1" if method == "xsam" else "seed=0")
     results = run(cfg)
     assert results["val"]["images"] == 355  # every val image exactly once
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -40,14 +32,14 @@ def test_a_few_steps_of_each_family(tmp_path, demo_root, model, method):
 
 
 @pytest.mark.slow
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, demo_root):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, demo_root, demo_config):
     common = ["schedule.epochs=2", "train.checkpoint_every_steps=4", "data.batch_size=64", "sam=xsam",
               "sam.search_every_epochs=1", "train.log_every=1"]  # demo_gsam's sam.m=32: 2 groups per step
-    run(config(tmp_path / "straight", demo_root, *common))
-    run(config(tmp_path / "resumed", demo_root, *common, "train.max_steps=9"))  # stops mid-epoch 0
+    run(demo_config(tmp_path / "straight", demo_root, *common))
+    run(demo_config(tmp_path / "resumed", demo_root, *common, "train.max_steps=9"))  # stops mid-epoch 0
     partial = load(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert partial["loop"]["step"] == 9 and partial["loop"]["batch_in_epoch"] == 9
-    run(config(tmp_path / "resumed", demo_root, *common))  # same output dir: resumes at step 9
+    run(demo_config(tmp_path / "resumed", demo_root, *common))  # same output dir: resumes at step 9
     a = load(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert a["loop"] == b["loop"] and a["loop"]["step"] == 2 * 22
@@ -70,9 +62,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, demo_root):
     assert [r["epoch"] for r in rows] == ["1", "2"]
 
 
-def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, demo_root):
-    cfg = config(tmp_path, demo_root, "optimizer.lr=1e12", "optimizer.clip_grad_norm=null", "train.max_bad_steps=3",
-                 "train.checkpoint_every_steps=1", "schedule.warmup_steps=0", "data.batch_size=64")
+def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, demo_root, demo_config):
+    cfg = demo_config(tmp_path, demo_root, "optimizer.lr=1e12", "optimizer.clip_grad_norm=null",
+                      "train.max_bad_steps=3", "train.checkpoint_every_steps=1", "schedule.warmup_steps=0",
+                      "data.batch_size=64")
     with pytest.raises(FloatingPointError, match=r"stopping at step \d+: 3 non-finite steps in a row"):
         run(cfg)
     last = load(tmp_path / "checkpoints" / "last.pt")
@@ -91,9 +84,9 @@ def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, de
     (["sam.m=48"], "sam.m"),  # the per-process batch of 128 is not a multiple of 48
     (["sam.m=0"], "sam.m"),
 ])
-def test_config_errors_name_the_key(tmp_path, demo_root, overrides, key):
+def test_config_errors_name_the_key(tmp_path, demo_root, overrides, key, demo_config):
     with pytest.raises((ConfigError, ValueError), match=key.replace(".", r"\.")):
-        run(config(tmp_path, demo_root, *overrides))
+        run(demo_config(tmp_path, demo_root, *overrides))
     assert not Path("/no/such/dir").exists()
 
 
@@ -107,11 +100,11 @@ def test_cli_error_is_one_line(tmp_path):
     assert out.stderr.strip().count("\n") == 0 and "data.root" in out.stderr
 
 
-def test_truncated_checkpoint_is_a_clear_error(tmp_path, demo_root):
+def test_truncated_checkpoint_is_a_clear_error(tmp_path, demo_root, demo_config):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04truncated")
     with pytest.raises(Exception, match="cannot be read.*move it away"):
-        run(config(tmp_path, demo_root, "train.max_steps=1"))
+        run(demo_config(tmp_path, demo_root, "train.max_steps=1"))
 
 
 @pytest.mark.slow
@@ -132,10 +125,10 @@ def test_ddp_two_processes_with_torchrun_and_wandb_offline(tmp_path, demo_root):
 
 
 @pytest.mark.slow
-def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path, demo_root):
+def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path, demo_root, demo_config):
     """One evaluate.py command: val as at the end of training, plus the demo's V2/R/C stand-ins (written in
     the real layouts on first use); Table 1's keys in results.json, the table in results.md."""
-    results = run(config(tmp_path, demo_root, "train.max_steps=3", "data.batch_size=32"))
+    results = run(demo_config(tmp_path, demo_root, "train.max_steps=3", "data.batch_size=32"))
     out = subprocess.run([sys.executable, "evaluate.py", "+experiment=demo_gsam", f"output_dir={tmp_path}",
                           f"data.root={demo_root}", f"data.robustness_root={tmp_path / 'robust'}",
                           "data.num_workers=0", "logger.wandb.mode=disabled",
@@ -159,8 +152,8 @@ def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path
 
 
 @pytest.mark.slow
-def test_top_k_checkpoints_are_kept(tmp_path, demo_root):
-    run(config(tmp_path, demo_root, "schedule.epochs=3", "data.batch_size=256", "train.keep_top_k=2",
+def test_top_k_checkpoints_are_kept(tmp_path, demo_root, demo_config):
+    run(demo_config(tmp_path, demo_root, "schedule.epochs=3", "data.batch_size=256", "train.keep_top_k=2",
                "data.minival_fraction=0.1"))
     tops = sorted((tmp_path / "checkpoints").glob("top-top1-*.pt"))
     assert 1 <= len(tops) <= 2  # 4 evaluations on minival (3 epochs + final), the best 2 kept
@@ -171,12 +164,12 @@ def test_top_k_checkpoints_are_kept(tmp_path, demo_root):
 
 
 @pytest.mark.slow
-def test_resnet_recipe_weight_decay_does_not_collapse(tmp_path, demo_root):
+def test_resnet_recipe_weight_decay_does_not_collapse(tmp_path, demo_root, demo_config):
     """Table 4's wd 0.3 as an SGD L2 coefficient collapses a ResNet; the 1e-4 we ship trains.
     The ResNet recipe (SGD, momentum, linear warm-up/decay, no decay on BN/bias) at the demo's scale:
     peak lr 1.6 x 128/4096 = 0.05."""
     def top1(wd):
-        cfg = config(tmp_path / f"wd{wd}", demo_root, "model=demo_resnet", "optimizer=sgd", "sam=none",
+        cfg = demo_config(tmp_path / f"wd{wd}", demo_root, "model=demo_resnet", "optimizer=sgd", "sam=none",
                      "optimizer.lr=0.05", "optimizer.lr_min=0.0005", f"optimizer.weight_decay={wd}",
                      "schedule.epochs=6", "schedule.warmup_steps=6", "data.batch_size=128")
         return run(cfg)["val"]["top1"]

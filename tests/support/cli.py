@@ -10,9 +10,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
+
+# what every demo run in the tests sets: no worker processes, no progress bar, no wandb, val only
 QUIET = ["data.num_workers=0", "train.progress=false", "logger.wandb.mode=disabled", "eval=default",
-         "data.robustness_root=null"]
+         "++data.robustness_root=null"]  # ++: data=imagenet has no such key
 
 
 def command(script: str, out, demo_root, *overrides) -> list[str]:

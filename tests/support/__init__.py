@@ -1,0 +1,24 @@
+"""Code shared by the tests, imported as a package (``from support.nets import mlp``).
+
+pytest puts ``tests/`` on ``sys.path`` because ``tests/conftest.py`` lives in a folder without ``__init__.py``
+(its default "prepend" import mode), and a worker script run as ``python tests/x_worker.py`` gets its own folder
+as ``sys.path[0]``: both find this package without any path manipulation. Test modules import from here, never
+from one another or from a worker script.
+"""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: train.py, evaluate.py, configs/, scripts/
+# the models of Table 1, by the names of configs/model/*.yaml and configs/experiment/{model}_{method}.yaml
+MODELS = ["resnet50", "resnet101", "resnet152", "vit_s32", "vit_s16", "vit_b32", "vit_b16",
+          "mixer_s32", "mixer_s16", "mixer_s8", "mixer_b32", "mixer_b16"]
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module, by its path: the scripts are not a package, and putting scripts/ on
+    sys.path would let their names shadow installed modules for the rest of the session."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
