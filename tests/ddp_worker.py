@@ -10,7 +10,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from support.ddp_cases import GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS
+from gsam.optim.comm import all_reduce_mean_
+from support.ddp_cases import BUCKET_BYTES, GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS, comm_inputs
 from support.nets import batch, mlp
 
 
@@ -23,12 +24,42 @@ def closure_on(model, x, y):
     return closure
 
 
+def bucketed_all_reduce(rank: int) -> dict:
+    """all_reduce_mean_ on ``comm_inputs(rank)``, watching its all-reduces: the size of each, and how many were
+    issued and not yet waited for at any time."""
+    tensors = comm_inputs(rank)
+    watch = {"numels": [], "in_flight": 0, "max_in_flight": 0}
+    real_all_reduce = dist.all_reduce
+
+    class Watched:
+        def __init__(self, work):
+            self.work = work
+            watch["in_flight"] += 1
+            watch["max_in_flight"] = max(watch["max_in_flight"], watch["in_flight"])
+
+        def wait(self):
+            watch["in_flight"] -= 1
+            return self.work.wait()
+
+    def watched_all_reduce(tensor, *args, **kwargs):
+        watch["numels"].append(tensor.numel())
+        work = real_all_reduce(tensor, *args, **kwargs)
+        return Watched(work) if kwargs.get("async_op") else work
+
+    dist.all_reduce = watched_all_reduce
+    try:
+        all_reduce_mean_(tensors, bucket_bytes=BUCKET_BYTES)
+    finally:
+        dist.all_reduce = real_all_reduce
+    return {**watch, "tensors": tensors}
+
+
 def main(out: Path) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     x, y = batch(seed=1, n=32)
     x, y = x.chunk(world)[rank], y.chunk(world)[rank]
-    results = {}
+    results = {"comm": bucketed_all_reduce(rank)}
     counts = {"all_reduce_calls": 0, "all_reduce_numel": 0, "ddp_buckets": 0}
     real_all_reduce = dist.all_reduce
 
