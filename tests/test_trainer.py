@@ -13,6 +13,7 @@ import torch
 from gsam.checkpoint import load
 from gsam.config import ConfigError
 from gsam.experiment import run
+from support.cli import torchrun_train
 
 from support import ROOT
 
@@ -122,6 +123,35 @@ def test_ddp_two_processes_with_torchrun_and_wandb_offline(tmp_path, demo_root):
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     ckpt = load(tmp_path / "checkpoints" / "last.pt")
     assert len(ckpt["rng"]) == 2  # one RNG state per rank
+
+
+@pytest.mark.slow
+def test_ddp_accumulated_micro_batches_equal_the_whole_batch_with_one_sync_per_step(tmp_path, demo_root):
+    """The trainer's own accumulation under DDP (README: the accumulation is derived from data.max_device_batch):
+    per-process batch 16 in micro-batches of 8 gives the step of the unaccumulated 2-process run, and DDP
+    synchronises once per step, not once per micro-batch (the first micro-batch runs under no_sync, the last
+    one's backward all-reduces the sum). Vanilla SGD: DDP's own synchronisation is what is under test (a
+    SAM-family step averages d itself), and SGD, unlike Adam, moves by the gradient's size."""
+    common = ["sam=none", "optimizer=sgd", "optimizer.lr=0.05", "optimizer.lr_min=0.0005", "data.batch_size=32",
+              "train.max_steps=3", "schedule.warmup_steps=0"]
+    syncs = {}
+    for name, extra in (("whole", []), ("accumulated", ["data.max_device_batch=8"])):
+        counts = tmp_path / f"{name}-syncs-{{rank}}.json"
+        worker = ["tests/train_ddp_worker.py", str(counts)]  # train.py, counting DDP's all-reduces
+        out = torchrun_train(tmp_path / name, demo_root, *common, *extra, worker=worker)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert f"batch 32 = 2 x {2 if extra else 1} x {8 if extra else 16}" in out.stdout
+        syncs[name] = [json.loads(Path(str(counts).format(rank=r)).read_text())["buckets"] for r in range(2)]
+    assert syncs["whole"][0] == syncs["whole"][1] >= 3  # one or more buckets per step (DDP re-buckets after step 1)
+    assert syncs["accumulated"] == syncs["whole"], syncs
+    whole = load(tmp_path / "whole" / "checkpoints" / "last.pt")
+    accumulated = load(tmp_path / "accumulated" / "checkpoints" / "last.pt")
+    assert whole["loop"]["step"] == accumulated["loop"]["step"] == 3
+    for k, v in whole["model"].items():
+        torch.testing.assert_close(accumulated["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+    losses = [[r["loss"] for r in map(json.loads, open(tmp_path / n / "metrics.jsonl")) if r["kind"] == "train"]
+              for n in ("whole", "accumulated")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and len(losses[0]) == 3
 
 
 @pytest.mark.slow
