@@ -10,7 +10,7 @@ import pytest
 
 from gsam.reports import paper_table1, read_metrics
 
-from support import ROOT
+from support import ROOT, load_script
 
 
 def fake_run(folder: Path, model: str, method: str, **cols):
@@ -92,23 +92,49 @@ def test_make_table_skips_folders_that_are_not_runs(tmp_path):
     assert only.returncode == 2 and "no run folder among" in only.stderr
 
 
-def test_plot_runs_writes_pngs(tmp_path):
+def test_plot_runs_draws_the_logged_numbers(tmp_path, monkeypatch):
+    """plot_runs.py's main on two runs: the PNGs at the figures' sizes, and in the figures (kept from being closed)
+    each run's logged f, f_p, h per step (the resumed step 3 as re-logged), its eval top-1, and Table 1's bars."""
+    from PIL import Image
+
+    plot_runs = load_script("plot_runs")
+    figures = []
+    monkeypatch.setattr(plot_runs.plt, "close", figures.append)
     runs = [fake_run(tmp_path / "a", "vit_b32", "gsam", imagenet=75.3), fake_run(tmp_path / "b", "vit_b32",
                                                                                   "vanilla", imagenet=70.1)]
-    out = subprocess.run([sys.executable, "scripts/plot_runs.py", *map(str, runs), "--out", str(tmp_path / "p")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    for name in ("curves.png", "table1_imagenet.png"):
+    assert plot_runs.main([*map(str, runs), "--out", str(tmp_path / "p"), "--smooth", "1"]) == 0
+    curves, bars = figures
+    for name, fig in (("curves.png", curves), ("table1_imagenet.png", bars)):
         data = (tmp_path / "p" / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = fig.get_size_inches() * 110  # saved at 110 dpi
+        assert Image.open(tmp_path / "p" / name).size == (round(width), round(height))
+    assert Image.open(tmp_path / "p" / "curves.png").size == (1210, 825)  # 11 x 7.5 inches
+
+    logged = {"train loss f": [2.0, 1.0, 9.0, 0.5, 0.4], "perturbed loss f_p": [2.1, 1.05, 9.5, 2.1 / 4, 2.1 / 5],
+              "surrogate gap h": [0.1, 0.05, 0.5, 0.1 / 4, 0.1 / 5], "eval top-1 (%)": None}
+    for ax in curves.axes:
+        title = ax.get_title()
+        assert title in logged
+        assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+        for line, top1 in zip(ax.get_lines(), (75.3, 70.1)):
+            if logged[title] is None:  # one evaluation, at step 5
+                assert list(line.get_xdata()) == [5] and list(line.get_ydata()) == [top1]
+            else:
+                assert list(line.get_xdata()) == [1, 2, 3, 4, 5]
+                assert list(line.get_ydata()) == pytest.approx(logged[title])
+    (ax,) = bars.axes
+    paper = paper_table1()
+    heights = {t.get_text(): sorted(round(b.get_height(), 1) for b in c) for t, c in
+               zip(ax.get_legend().get_texts(), ax.containers)}
+    assert heights == {"ours": [70.1, 75.3],
+                       "paper (Table 1)": sorted([paper["vit_b32", "vanilla"]["imagenet"], 76.8])}
+    assert sorted(t.get_text() for t in ax.get_xticklabels()) == ["vit_b32\ngsam", "vit_b32\nvanilla"]
 
 
 def test_the_bar_chart_has_the_papers_bars_only_where_the_paper_has_numbers(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "scripts" / "plot_runs.py")
-    plot_runs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_runs)
+    plot_runs = load_script("plot_runs")
     from gsam.reports import load_run, rows
 
     demo = rows([load_run(fake_run(tmp_path / d, "demo_vit", m, imagenet=v))
