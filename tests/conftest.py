@@ -18,6 +18,26 @@ def demo_root(tmp_path_factory):
     return str(write_demo_dataset(tmp_path_factory.mktemp("demo_data")))
 
 
+@pytest.fixture(scope="session")
+def ddp_ranks(tmp_path_factory):
+    """tests/ddp_worker.py under real torchrun (2 gloo processes on the CPU), once per session: what each rank
+    saved (the bucketed all-reduce, the analysis, the optimizer scenarios), for test_distributed and
+    test_analysis_ddp."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    out = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "tests" / "ddp_worker.py"), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
 def _compose(*overrides: str, return_hydra_config: bool = False):
     """configs/config.yaml with ``overrides``, composed by Hydra as train.py does (without running anything)."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):

@@ -1,6 +1,8 @@
-"""Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by test_distributed.py.
+"""Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by the ``ddp_ranks`` fixture (tests/conftest.py), for
+test_distributed.py and test_analysis_ddp.py: one launch for all of them, torchrun's start-up being most of the cost.
 
-Each rank trains on its half of a fixed batch and saves what the test compares into OUT/rank{r}.pt.
+Each rank runs the bucketed all-reduce on its own tensors, the analysis on its half of the batches, and every
+optimizer scenario on its half of a fixed batch, and saves what the tests compare into OUT/rank{r}.pt.
 """
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gsam.optim.comm import all_reduce_mean_
+from support.analysis_case import measure, setup
 from support.ddp_cases import BUCKET_BYTES, GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS, comm_inputs
 from support.nets import batch, mlp
 
@@ -59,7 +62,8 @@ def main(out: Path) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     x, y = batch(seed=1, n=32)
     x, y = x.chunk(world)[rank], y.chunk(world)[rank]
-    results = {"comm": bucketed_all_reduce(rank)}
+    model, batches = setup()
+    results = {"comm": bucketed_all_reduce(rank), "analysis": measure(model, batches[rank::world])}
     counts = {"all_reduce_calls": 0, "all_reduce_numel": 0, "ddp_buckets": 0}
     real_all_reduce = dist.all_reduce
 

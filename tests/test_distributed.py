@@ -1,9 +1,5 @@
 """Data parallel with real torchrun (2 processes, gloo, CPU): per-worker and synchronised perturbation."""
 import copy
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,18 +8,11 @@ import gsam
 from support.ddp_cases import COMM_BUCKET_NUMELS, COMM_SHAPES, GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS, comm_inputs
 from support.nets import Recorder, batch, mlp, sgd_for_d
 
-HERE = Path(__file__).parent
 
-
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(HERE / "ddp_worker.py"), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+@pytest.fixture
+def ranks(ddp_ranks):
+    """What each of the two ranks of tests/ddp_worker.py saved."""
+    return ddp_ranks
 
 
 def test_bucketed_all_reduce_averages_every_bucket_with_two_in_flight(ranks):

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from gsam.data.ffcv_loaders import ffcv_available
+from support import ROOT
 
 pytestmark = pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")
-from support import ROOT
 WNIDS = ["n01440764", "n01443537", "n02102040"]
 SIZE = 24
 

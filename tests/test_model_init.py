@@ -116,7 +116,11 @@ def tensors(model):
     return out
 
 
-@pytest.mark.parametrize("name", MODELS)
+# the Base models (86M parameters and more) take seconds each to build: the fast command checks the small ones
+BASE = {"vit_b32", "vit_b16", "mixer_b32", "mixer_b16"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in BASE else m for m in MODELS])
 def test_init_statistics_and_weight_decay_mask(name, compose):
     torch.manual_seed(0)
     cfg = compose(f"+experiment={name}_gsam")

@@ -2,15 +2,13 @@
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gsam.reports import paper_table1, read_metrics
 
-from support import ROOT, load_script
+from support import load_script
 
 
 def fake_run(folder: Path, model: str, method: str, **cols):
@@ -23,6 +21,20 @@ def fake_run(folder: Path, model: str, method: str, **cols):
               {"kind": "val", "step": 5, "top1": cols.get("imagenet", 0.0), "top5": 90.0, "loss": 1.0, "images": 10}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
     return folder
+
+
+@pytest.fixture
+def make_table(capsys):
+    """``make_table(*args)``: scripts/make_table.py's main in this process (no interpreter start-up per call):
+    (exit status, stdout, stderr)."""
+    main = load_script("make_table").main
+
+    def call(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
 
 
 def test_paper_table1_transcription_spot_checks():
@@ -41,13 +53,12 @@ def test_a_resumed_step_logged_twice_keeps_the_later_record(tmp_path):
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5] and train[2]["loss"] == 9.0
 
 
-def test_make_table_puts_ours_beside_the_paper(tmp_path):
+def test_make_table_puts_ours_beside_the_paper(tmp_path, make_table):
     runs = [fake_run(tmp_path / "a", "vit_b32", "gsam", imagenet=75.3, real=81.0, v2=61.5, r=20.3, r_masked=33.6),
             fake_run(tmp_path / "b", "vit_b32", "xsam", imagenet=76.0),
             fake_run(tmp_path / "c", "resnet50", "vanilla", imagenet=76.5, c=40.1)]
-    out = subprocess.run([sys.executable, "scripts/make_table.py", *map(str, runs), "--out", str(tmp_path / "t1")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    code, _, err = make_table(*runs, "--out", tmp_path / "t1")
+    assert code == 0, err
     md = (tmp_path / "t1.md").read_text().splitlines()
     body = [l for l in md if l.startswith("| ") and "Model" not in l]
     assert [l.split("|")[1:3] for l in body] == [[" resnet50 ", " vanilla "], [" vit_b32 ", " gsam "],
@@ -63,33 +74,29 @@ def test_make_table_puts_ours_beside_the_paper(tmp_path):
     assert float(r["ours"]) == 81.0 and float(r["paper"]) == 82.7 and float(r["diff"]) == pytest.approx(-1.7)
 
 
-def test_make_table_refuses_an_older_masked_r(tmp_path):
+def test_make_table_refuses_an_older_masked_r(tmp_path, make_table):
     """Before r_masked existed, results.json's r was the masked number: comparing it with Table 1 is wrong."""
     run = fake_run(tmp_path / "old", "vit_b32", "gsam", imagenet=75.3, r=33.6)
-    out = subprocess.run([sys.executable, "scripts/make_table.py", str(run)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 2 and "200-class masked ImageNet-R of an older version" in out.stderr
+    code, _, err = make_table(run)
+    assert code == 2 and "200-class masked ImageNet-R of an older version" in err
 
 
-def test_make_table_names_a_run_without_results(tmp_path):
+def test_make_table_names_a_run_without_results(tmp_path, make_table):
     (tmp_path / "unfinished").mkdir()
     (tmp_path / "unfinished" / "config.yaml").write_text("name: vit_b32_gsam\n")  # a run that has not ended
-    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "unfinished")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "unfinished: no results.json" in out.stderr
+    code, _, err = make_table(tmp_path / "unfinished")
+    assert code == 2 and "unfinished: no results.json" in err
 
 
-def test_make_table_skips_folders_that_are_not_runs(tmp_path):
+def test_make_table_skips_folders_that_are_not_runs(tmp_path, make_table):
     """README: `make_table.py outputs/*/` after the demo, whose data folders sit beside its runs."""
     run = fake_run(tmp_path / "demo_gsam", "demo_vit", "gsam", imagenet=83.9)
     (tmp_path / "demo_data" / "train").mkdir(parents=True)
-    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "demo_data"), str(run)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert f"skipped {tmp_path / 'demo_data'} (not a run folder" in out.stderr and "83.9" in out.stdout
-    only = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "demo_data")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert only.returncode == 2 and "no run folder among" in only.stderr
+    code, out, err = make_table(tmp_path / "demo_data", run)
+    assert code == 0, err
+    assert f"skipped {tmp_path / 'demo_data'} (not a run folder" in err and "83.9" in out
+    code, _, err = make_table(tmp_path / "demo_data")
+    assert code == 2 and "no run folder among" in err
 
 
 def test_plot_runs_draws_the_logged_numbers(tmp_path, monkeypatch):

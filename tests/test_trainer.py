@@ -67,10 +67,16 @@ def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, de
     cfg = demo_config(tmp_path, demo_root, "optimizer.lr=1e12", "optimizer.clip_grad_norm=null",
                       "train.max_bad_steps=3", "train.checkpoint_every_steps=1", "schedule.warmup_steps=0",
                       "data.batch_size=64")
-    with pytest.raises(FloatingPointError, match=r"stopping at step \d+: 3 non-finite steps in a row"):
+    with pytest.raises(FloatingPointError, match=r"stopping at step \d+: 3 non-finite steps in a row") as stop:
         run(cfg)
+    stopped = int(stop.value.args[0].split("stopping at step ")[1].split(":")[0])
     last = load(tmp_path / "checkpoints" / "last.pt")
+    held = last["loop"]["step"]
+    assert f"last.pt holds step {held}" in str(stop.value)  # the message says where the good weights are
+    assert held < stopped and last["loop"]["bad_steps_total"] < 3  # the third bad step was never checkpointed
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    skipped = [r["step"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r.get("skipped")]
+    assert skipped[-2:] == [stopped - 2, stopped - 1]  # logged as skipped; the third stops the run before its log
 
 
 @pytest.mark.parametrize("overrides,key", [
