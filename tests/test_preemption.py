@@ -115,15 +115,14 @@ def test_a_signalled_run_stops_at_a_step_boundary_and_resumes_bit_for_bit(tmp_pa
             os.kill(os.getpid(), signal.SIGUSR2)
         return step(self, closure)
 
-    monkeypatch.setattr(gsam.GSAM, "step", signalled_during_step_3)
     previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a late signal must not end pytest
     try:
-        with pytest.raises(Preempted) as stop:
+        with monkeypatch.context() as patch, pytest.raises(Preempted) as stop:
+            patch.setattr(gsam.GSAM, "step", signalled_during_step_3)
             run(demo_config(out, demo_root, *PREEMPTIBLE))
         assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN  # restored after the run
     finally:
         signal.signal(signal.SIGUSR2, previous)
-    monkeypatch.undo()
     assert stop.value.code == preemption.EXIT_STOPPED and not stop.value.requeued
     assert "SIGUSR2: stopped after step 3" in stop.value.message and "not a Slurm job" in stop.value.message
     assert len(calls) == 3  # no step was started after the signalled one
