@@ -1,9 +1,9 @@
 """Code shared by the tests, imported as a package (``from support.nets import mlp``).
 
-pytest puts ``tests/`` on ``sys.path`` because ``tests/conftest.py`` lives in a folder without ``__init__.py``
-(its default "prepend" import mode), and a worker script run as ``python tests/x_worker.py`` gets its own folder
-as ``sys.path[0]``: both find this package without any path manipulation. Test modules import from here, never
-from one another or from a worker script.
+pytest puts ``tests/`` on ``sys.path`` (``pythonpath`` in pyproject's [tool.pytest.ini_options]), and a worker
+script run as ``python tests/x_worker.py`` gets its own folder as ``sys.path[0]``: both find this package without
+any path manipulation in the code. Test modules import from here, never from one another or from a worker
+script.
 """
 from pathlib import Path
 
