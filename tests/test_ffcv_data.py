@@ -95,6 +95,7 @@ def test_a_corrupt_image_is_reported_by_path_and_skipped(raw_betons, imagenet):
     assert [Path(s["path"]).name for s in skipped] == ["broken.JPEG"]
 
 
+@pytest.mark.slow  # raw_betons: write_betons.py in a subprocess and FFCV's JIT, ~15 s here
 def test_raw_betons_read_back_bit_exact_with_their_labels(raw_betons, imagenet):
     out, _ = raw_betons
     _, pixels = imagenet
@@ -109,6 +110,7 @@ def test_raw_betons_read_back_bit_exact_with_their_labels(raw_betons, imagenet):
             assert torch.equal(x[k].round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(ref.copy())), meta["files"][k]
 
 
+@pytest.mark.slow  # raw_betons: write_betons.py in a subprocess and FFCV's JIT, ~15 s here
 def test_flat_val_labels_come_from_the_devkit(raw_betons):
     out, _ = raw_betons
     meta = json.loads((out / "val.json").read_text())
@@ -118,6 +120,7 @@ def test_flat_val_labels_come_from_the_devkit(raw_betons):
     assert y.tolist() == [2, 0, 1, 2, 0, 1]
 
 
+@pytest.mark.slow  # raw_betons: write_betons.py in a subprocess and FFCV's JIT, ~15 s here
 def test_minival_is_the_folder_loaders_minival(raw_betons, imagenet):
     from gsam.data.folder import build_folder_loaders
 
