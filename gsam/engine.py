@@ -64,12 +64,13 @@ def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtyp
     def closure():
         total = torch.zeros((), device=x.device)
         for i, (xm, ym) in enumerate(zip(xs, ys)):
-            with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss = loss_fn(model(xm), ym).float() / accum
-            if torch.is_grad_enabled():
-                # under DDP only the last micro-batch's backward synchronises (the accumulated sum)
-                last = i == accum - 1
-                with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            # under DDP only the last micro-batch synchronises (the accumulated sum). DDP decides at the forward
+            # whether the backward all-reduces, so the forward must be inside no_sync too, not just the backward.
+            last = i == accum - 1
+            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+                with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    loss = loss_fn(model(xm), ym).float() / accum
+                if torch.is_grad_enabled():
                     opt.backward(loss)
             total = total + loss.detach()
         return total

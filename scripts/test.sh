@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): set up .venv if needed, then run the whole suite on the CPU.
-# --fast: only the tests not marked slow (pyproject: 4 s or more). It leaves data/demo_eval.py and
-# gsam/studies/checkpoint_task.py unexercised; the full suite is the one CI and the README run.
+# --fast: only the tests not marked slow (pyproject), at most 2 minutes on 2 cores, and still every module of
+# gsam/ (with gsam.data and gsam.models) exercised; the full suite is the one CI and the README run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -1,9 +1,13 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))  # the shared helpers module
+"""Fixtures shared by the whole suite: the demo data and the Hydra composition of the shipped configs.
+Plain helper code (models, reference computations, train.py as a subprocess) lives in the ``support`` package."""
+from __future__ import annotations
 
 import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+
+from support import ROOT
+from support.cli import QUIET
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +16,45 @@ def demo_root(tmp_path_factory):
     from gsam.data.demo import write_demo_dataset
 
     return str(write_demo_dataset(tmp_path_factory.mktemp("demo_data")))
+
+
+@pytest.fixture(scope="session")
+def ddp_ranks(tmp_path_factory):
+    """tests/ddp_worker.py under real torchrun (2 gloo processes on the CPU), once per session: what each rank
+    saved (the bucketed all-reduce, the analysis, the optimizer scenarios), for test_distributed and
+    test_analysis_ddp."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    out = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "tests" / "ddp_worker.py"), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def _compose(*overrides: str, return_hydra_config: bool = False):
+    """configs/config.yaml with ``overrides``, composed by Hydra as train.py does (without running anything)."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """``compose(*overrides, return_hydra_config=False)``: the shipped configs, composed."""
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def demo_config():
+    """``demo_config(out, demo_root, *overrides)``: the demo_gsam experiment writing into ``out``, quiet
+    (QUIET), with ``overrides`` last so that a test can change any of it."""
+    def make(out, demo_root, *overrides):
+        return _compose("+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", *QUIET, *overrides)
+
+    return make

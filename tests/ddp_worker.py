@@ -1,6 +1,8 @@
-"""Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by test_distributed.py.
+"""Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by the ``ddp_ranks`` fixture (tests/conftest.py), for
+test_distributed.py and test_analysis_ddp.py: one launch for all of them, torchrun's start-up being most of the cost.
 
-Each rank trains on its half of a fixed batch and saves what the test compares into OUT/rank{r}.pt.
+Each rank runs the bucketed all-reduce on its own tensors, the analysis on its half of the batches, and every
+optimizer scenario on its half of a fixed batch, and saves what the tests compare into OUT/rank{r}.pt.
 """
 import sys
 from pathlib import Path
@@ -10,29 +12,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-sys.path.insert(0, str(Path(__file__).parent))
-import gsam  # noqa: E402
-from helpers import batch, mlp  # noqa: E402
-
-SCENARIOS = {
-    # name: (class, kwargs, sync_perturbation, wrap in DDP); "_bv": DDP(gradient_as_bucket_view=True)
-    "gsam_local": (gsam.GSAM, {"alpha": 0.4}, False, True),
-    "gsam_local_bv": (gsam.GSAM, {"alpha": 0.4}, False, True),
-    "xsam_sync_bv": (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.2}, True, True),
-    "sam_local": (gsam.SAM, {}, False, True),
-    "xsam_local": (gsam.XSAM, {"steps": 2, "search_every": 1, "rho_probe": 0.2}, False, True),
-    "gsam_sync": (gsam.GSAM, {"alpha": 0.4}, True, True),
-    "xsam_sync": (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.2}, True, True),
-    "gsam_sync_plain": (gsam.GSAM, {"alpha": 0.4}, True, False),
-}
-# name: (class, kwargs): per-worker perturbation, DDP, a BatchNorm model and GROUPS perturbation groups per rank
-GROUP_SCENARIOS = {
-    "sam_groups": (gsam.SAM, {}),
-    "gsam_groups": (gsam.GSAM, {"alpha": 0.4}),
-    "xsam_groups": (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.2}),
-}
-GROUPS = 2
-STEPS = 3
+from gsam.optim.comm import all_reduce_mean_
+from support.analysis_case import measure, setup
+from support.ddp_cases import BUCKET_BYTES, GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS, comm_inputs
+from support.nets import batch, mlp
 
 
 def closure_on(model, x, y):
@@ -44,12 +27,43 @@ def closure_on(model, x, y):
     return closure
 
 
+def bucketed_all_reduce(rank: int) -> dict:
+    """all_reduce_mean_ on ``comm_inputs(rank)``, watching its all-reduces: the size of each, and how many were
+    issued and not yet waited for at any time."""
+    tensors = comm_inputs(rank)
+    watch = {"numels": [], "in_flight": 0, "max_in_flight": 0}
+    real_all_reduce = dist.all_reduce
+
+    class Watched:
+        def __init__(self, work):
+            self.work = work
+            watch["in_flight"] += 1
+            watch["max_in_flight"] = max(watch["max_in_flight"], watch["in_flight"])
+
+        def wait(self):
+            watch["in_flight"] -= 1
+            return self.work.wait()
+
+    def watched_all_reduce(tensor, *args, **kwargs):
+        watch["numels"].append(tensor.numel())
+        work = real_all_reduce(tensor, *args, **kwargs)
+        return Watched(work) if kwargs.get("async_op") else work
+
+    dist.all_reduce = watched_all_reduce
+    try:
+        all_reduce_mean_(tensors, bucket_bytes=BUCKET_BYTES)
+    finally:
+        dist.all_reduce = real_all_reduce
+    return {**watch, "tensors": tensors}
+
+
 def main(out: Path) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     x, y = batch(seed=1, n=32)
     x, y = x.chunk(world)[rank], y.chunk(world)[rank]
-    results = {}
+    model, batches = setup()
+    results = {"comm": bucketed_all_reduce(rank), "analysis": measure(model, batches[rank::world])}
     counts = {"all_reduce_calls": 0, "all_reduce_numel": 0, "ddp_buckets": 0}
     real_all_reduce = dist.all_reduce
 

@@ -1,26 +1,13 @@
-"""The analysis under real torchrun (2 gloo processes): each rank on half of the batches gives, on
-every rank, the one-process numbers on all of them."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
+"""The analysis under real torchrun (2 gloo processes, tests/ddp_worker.py): each rank on half of the batches
+gives, on every rank, the one-process numbers on all of them."""
 import pytest
+import torch
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from analysis_ddp_worker import measure, setup  # noqa: E402
+from support.analysis_case import measure, setup
 
 
-def test_two_ranks_on_half_the_batches_equal_one_process_on_all(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(HERE / "analysis_ddp_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    import torch
-
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+def test_two_ranks_on_half_the_batches_equal_one_process_on_all(ddp_ranks):
+    ranks = [r["analysis"] for r in ddp_ranks]
     single = measure(*setup())
     for r in ranks:
         assert r["iterations"] == single["iterations"] == 40

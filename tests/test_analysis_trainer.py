@@ -6,15 +6,14 @@ import torch
 
 from gsam.checkpoint import load
 from gsam.experiment import run
-from test_trainer import config
 
 
 @pytest.mark.slow
-def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path, demo_root):
+def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path, demo_root, demo_config):
     common = ["model=demo_mixer", "schedule.epochs=2", "data.batch_size=512", "train.log_every=1",
               "analysis.batches=1", "analysis.power_iters=5"]
-    run(config(tmp_path / "off", demo_root, *common))
-    run(config(tmp_path / "on", demo_root, *common, "analysis.every_n_epochs=1"))
+    run(demo_config(tmp_path / "off", demo_root, *common))
+    run(demo_config(tmp_path / "on", demo_root, *common, "analysis.every_n_epochs=1"))
     records = [json.loads(line) for line in open(tmp_path / "on" / "metrics.jsonl")]
     analysis = [r for r in records if r["kind"] == "analysis"]
     assert [r["epoch"] for r in analysis] == [1, 2]
@@ -33,8 +32,8 @@ def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path
     assert train(tmp_path / "off") == train(tmp_path / "on")
 
 
-def test_bad_analysis_settings_are_clear_errors(tmp_path, demo_root):
+def test_bad_analysis_settings_are_clear_errors(tmp_path, demo_root, demo_config):
     with pytest.raises(ValueError, match="analysis.every_n_epochs"):
-        run(config(tmp_path, demo_root, "analysis.every_n_epochs=-1", "train.max_steps=1"))
+        run(demo_config(tmp_path, demo_root, "analysis.every_n_epochs=-1", "train.max_steps=1"))
     with pytest.raises(ValueError, match="analysis.batches"):
-        run(config(tmp_path, demo_root, "analysis.every_n_epochs=1", "analysis.batches=0", "train.max_steps=1"))
+        run(demo_config(tmp_path, demo_root, "analysis.every_n_epochs=1", "analysis.batches=0", "train.max_steps=1"))

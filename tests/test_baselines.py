@@ -1,13 +1,10 @@
 """Table 2's min(f_p + lam h) and Fig. 6's min(f, h) against their formulas, in float64."""
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import gsam
 from gsam.optim.factory import build_optimizer
-from helpers import Recorder, batch, flat, mlp, sgd_for_d, weights
-from test_sam_gsam import reference_gsam
-from test_trainer import ROOT
+from support.nets import Recorder, batch, flat, mlp, reference_gsam, sgd_for_d, weights
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.1, 0.5, 2.0])
@@ -67,9 +64,8 @@ def test_state_dict_round_trip_and_bad_values():
 
 @pytest.mark.parametrize("name,cls,field,value", [("weighted_gap", gsam.WeightedGap, "lam", 0.1),
                                                   ("gsam_min_f", gsam.GSAMMinF, "alpha", 0.01)])
-def test_config_group_builds_the_optimizer(name, cls, field, value):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"sam={name}"])
+def test_config_group_builds_the_optimizer(compose, name, cls, field, value):
+    cfg = compose(f"sam={name}")
     model = mlp()
     opt = build_optimizer(model, cfg.optimizer, cfg.sam)
     assert isinstance(opt, cls) and getattr(opt, field) == value and opt.rho == cfg.sam.rho_max

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from cli_runs import run_cli
+from support.cli import run_cli
 
 
 class RunsCode:

@@ -3,7 +3,7 @@ name, a key that nothing reads, and class folders without images."""
 import pytest
 import shutil
 
-from cli_runs import run_cli
+from support.cli import run_cli
 
 
 def _one_line_error(done, *words):

@@ -1,7 +1,7 @@
 """A non-numeric or non-finite value of a numeric key is one line naming the key, exit status 2."""
 import pytest
 
-from cli_runs import run_cli
+from support.cli import run_cli
 
 
 @pytest.mark.slow

@@ -1,19 +1,15 @@
 """Real Hydra composition of the shipped configs: all 48 experiments carry the paper's numbers."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gsam.config_keys import check_known_keys
+from gsam.table1 import TABLE1_METHODS, sam_name
+from support import MODELS, ROOT, load_script
 
-from gsam.table1 import TABLE1_METHODS, sam_name, table1_models
-
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = table1_models()  # the names of configs/model/*.yaml
 METHODS = TABLE1_METHODS
 # GSAM paper Table 4 (rho_max, rho_min, alpha), transcribed independently of scripts/make_experiments.py
 TABLE4 = {"resnet50": (0.04, 0.02, 0.01), "resnet101": (0.04, 0.02, 0.01), "resnet152": (0.04, 0.02, 0.005),
@@ -27,15 +23,10 @@ TIMM = {"resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet15
         "mixer_s8": "mixer_s8_224", "mixer_b32": "mixer_b32_224", "mixer_b16": "mixer_b16_224"}
 
 
-def composed(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", METHODS)
-def test_every_table1_experiment_composes_with_the_papers_numbers(model, method):
-    cfg = composed(f"+experiment={model}_{method}")
+def test_every_table1_experiment_composes_with_the_papers_numbers(compose, model, method):
+    cfg = compose(f"+experiment={model}_{method}")
     assert cfg.name == f"{model}_{method}"
     assert cfg.model.name == TIMM[model]
     assert cfg.data.batch_size == 4096
@@ -69,10 +60,10 @@ def test_the_experiment_list_is_table1_and_the_demo():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_the_derived_name_is_the_experiment_name(experiment):
+def test_the_derived_name_is_the_experiment_name(compose, experiment):
     """Output folder, wandb run, results.json and the sweep's job dirs use ``name``: it must stay the file's name.
     Table 1's files do not write it (config.yaml derives it; method/vanilla.yaml says vanilla for sam none)."""
-    cfg = composed(f"+experiment={experiment}")
+    cfg = compose(f"+experiment={experiment}")
     assert cfg.name == experiment and cfg.output_dir == f"outputs/{experiment}"
     if not experiment.startswith("demo_"):
         assert "name" not in yaml.safe_load((ROOT / "configs" / "experiment" / f"{experiment}.yaml").read_text())
@@ -81,44 +72,43 @@ def test_the_derived_name_is_the_experiment_name(experiment):
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", METHODS)
-def test_an_experiment_is_its_recipe_method_model_and_row(model, method):
+def test_an_experiment_is_its_recipe_method_model_and_row(compose, model, method):
     """The groups on the command line give the experiment's config exactly, so the groups are all it shares."""
-    cfg = composed(f"+experiment={model}_{method}")
+    cfg = compose(f"+experiment={model}_{method}")
     recipe = "resnet" if model.startswith("resnet") else "vit"
     row = yaml.safe_load((ROOT / "configs" / "experiment" / f"{model}_{method}.yaml").read_text()).get("sam", {})
     assert set(row) <= {"rho_max", "rho_min", "alpha", "rho_probe"}  # the row's numbers, nothing shared
-    by_hand = composed(f"+recipe={recipe}", f"+method={method}", f"model={model}",
+    by_hand = compose(f"+recipe={recipe}", f"+method={method}", f"model={model}",
                        *(f"sam.{k}={v}" for k, v in row.items()))
     assert OmegaConf.to_container(by_hand, resolve=True) == OmegaConf.to_container(cfg, resolve=True)
 
 
-def test_command_line_overrides_beat_the_groups_and_the_name_follows():
-    cfg = composed("+experiment=vit_b16_gsam", "sam=sam")
+def test_command_line_overrides_beat_the_groups_and_the_name_follows(compose):
+    cfg = compose("+experiment=vit_b16_gsam", "sam=sam")
     assert (cfg.sam.name, cfg.name, cfg.sam.m, cfg.optimizer.name) == ("sam", "vit_b16_sam", 64, "adamw")
-    cfg = composed("+experiment=vit_b16_gsam", "model=vit_s16")
+    cfg = compose("+experiment=vit_b16_gsam", "model=vit_s16")
     assert (cfg.model.short, cfg.name, cfg.sam.alpha) == ("vit_s16", "vit_s16_gsam", 0.4)
-    cfg = composed("+experiment=resnet50_sam", "optimizer=adamw", "schedule=vit")
+    cfg = compose("+experiment=resnet50_sam", "optimizer=adamw", "schedule=vit")
     assert (cfg.optimizer.name, cfg.schedule.epochs, cfg.sam.rho_max) == ("adamw", 300, 0.05)
-    cfg = composed("+experiment=resnet50_vanilla", "name=mine")
+    cfg = compose("+experiment=resnet50_vanilla", "name=mine")
     assert (cfg.name, cfg.output_dir) == ("mine", "outputs/mine")
 
 
-def test_vit_recipe_details():
-    cfg = composed("+experiment=vit_b32_gsam")
+def test_vit_recipe_details(compose):
+    cfg = compose("+experiment=vit_b32_gsam")
     assert cfg.model.kwargs.global_pool == "avg" and cfg.model.kwargs.fc_norm is False
     assert cfg.model.kwargs.class_token is False
     assert cfg.data.minival_fraction == 0.01 and cfg.optimizer.decay_norms_and_biases is False
 
 
-def test_plain_overrides_compose():
-    cfg = composed("+experiment=vit_b32_gsam", "sam.alpha=0.3", "data.batch_size=1024", "optimizer.lr=1e-3")
+def test_plain_overrides_compose(compose):
+    cfg = compose("+experiment=vit_b32_gsam", "sam.alpha=0.3", "data.batch_size=1024", "optimizer.lr=1e-3")
     assert (cfg.sam.alpha, cfg.data.batch_size, cfg.optimizer.lr) == (0.3, 1024, 1e-3)
-    assert composed().name == "resnet50_none"
+    assert compose().name == "resnet50_none"
 
 
 def test_experiment_files_are_what_the_generator_writes(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_experiments
+    make_experiments = load_script("make_experiments")
 
     for model in MODELS:
         for method in METHODS:
@@ -126,22 +116,24 @@ def test_experiment_files_are_what_the_generator_writes(tmp_path):
             assert written == make_experiments.experiment(model, method)
 
 
-def test_every_model_builds_from_its_config():
+def test_every_model_builds_from_its_config(compose):
     """Each timm name exists (or is ours: Mixer-S/8) and the recipe head is applied."""
     import torch
 
     from gsam import models
 
     for model in ["vit_s32", "mixer_s8", "resnet50"]:
-        cfg = composed(f"model={model}")
+        cfg = compose(f"model={model}")
         net = models.build_model(cfg.model, num_classes=1000)
         head = net.get_classifier()
         if cfg.model.head_bias_init is not None:
             assert torch.all(head.weight == 0) and torch.all(head.bias == -10.0)
+    import timm
+
+    known = set(timm.list_models())
     for model in MODELS:
-        cfg = composed(f"model={model}")
-        import timm
-        assert cfg.model.name in timm.list_models() or cfg.model.name == "mixer_s8_224"
+        cfg = compose(f"model={model}")
+        assert cfg.model.name in known or cfg.model.name == "mixer_s8_224"
 
 
 def test_torchrun_command_line_composes():
@@ -152,14 +144,14 @@ def test_torchrun_command_line_composes():
     assert "name: vit_b32_gsam" in out.stdout and "alpha: 0.6" in out.stdout
 
 
-def test_the_official_xsam_flags_map_as_documented():
+def test_the_official_xsam_flags_map_as_documented(compose):
     """docs/optimizers.md, configs/sam/xsam.yaml: the official `--rho 0.15 --rho_max 0.3` is sam.rho_max=0.15 (the
     ascent length) and sam.rho_probe=0.3 (the probe radius), not sam.rho_max=0.3."""
     import torch
 
     from gsam.optim.factory import build_optimizer
 
-    cfg = composed("sam=xsam", "sam.rho_max=0.15", "sam.rho_probe=0.3")
+    cfg = compose("sam=xsam", "sam.rho_max=0.15", "sam.rho_probe=0.3")
     opt = build_optimizer(torch.nn.Linear(2, 1), cfg.optimizer, cfg.sam)
     assert (type(opt).__name__, opt.rho, opt.rho_probe, opt.steps) == ("XSAM", 0.15, 0.3, 1)
     assert cfg.sam.rho_min == 0.15  # constant ascent length, as the official code

@@ -1,30 +1,33 @@
 """Data parallel with real torchrun (2 processes, gloo, CPU): per-worker and synchronised perturbation."""
 import copy
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import gsam
-from helpers import Recorder, batch, mlp, sgd_for_d
-
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from ddp_worker import GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS  # noqa: E402
+from support.ddp_cases import COMM_BUCKET_NUMELS, COMM_SHAPES, GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS, comm_inputs
+from support.nets import Recorder, batch, mlp, sgd_for_d
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(HERE / "ddp_worker.py"), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+@pytest.fixture
+def ranks(ddp_ranks):
+    """What each of the two ranks of tests/ddp_worker.py saved."""
+    return ddp_ranks
+
+
+def test_bucketed_all_reduce_averages_every_bucket_with_two_in_flight(ranks):
+    """docs/optimizers.md: d is averaged by a bucketed all-reduce, two buckets in flight. Four buckets here
+    (two dtypes, 64-byte buckets): one all-reduce per bucket, the second issued before the first is waited
+    for and never a third, and every tensor, in every bucket, is the exact mean of the two ranks' tensors."""
+    mean = [(a + b) / 2 for a, b in zip(comm_inputs(0), comm_inputs(1))]
+    for rank in ranks:
+        comm = rank["comm"]
+        assert comm["numels"] == COMM_BUCKET_NUMELS
+        assert comm["max_in_flight"] == 2 and comm["in_flight"] == 0  # all waited for before returning
+        assert [(t.dtype, tuple(t.shape)) for t in comm["tensors"]] == COMM_SHAPES
+        for got, want in zip(comm["tensors"], mean):
+            assert torch.equal(got, want)
+    assert not all(torch.equal(a, b) for a, b in zip(comm_inputs(0), comm_inputs(1)))  # there was something to average
 
 
 def n_params():

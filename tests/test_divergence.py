@@ -1,7 +1,7 @@
 """train.divergence_factor (gsam/divergence.py): a finite but exploding loss stops the run before the exploded
 step is checkpointed, and the message says where the good weights are. Off by default."""
 import pytest
-from cli_runs import run_cli
+from support.cli import run_cli
 
 from gsam.checkpoint import load
 

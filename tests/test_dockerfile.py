@@ -3,7 +3,6 @@ scripts/install_ffcv.sh and the installed torch build by parsing them."""
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ except ModuleNotFoundError:  # Python 3.10 (requires-python allows it)
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 UBUNTU_PYTHON = {"20.04": "3.8", "22.04": "3.10", "24.04": "3.12"}  # the python3 of each release
 
 

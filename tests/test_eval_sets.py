@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from evalsets import CLASSES, CodeModel, ranked_logits, write_code_image
+from support.evalsets import CLASSES, CodeModel, ranked_logits, write_code_image
 from gsam.config import ConfigError
 from gsam.eval_sets import build_eval_sets, measure_sets, real_targets, timm_real_labels
 from gsam.eval_metrics import ALEXNET_ERROR, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, corruption_summary, table1_row
@@ -212,8 +212,7 @@ def test_distributed_evaluation_counts_every_image_once(tmp_path):
     import subprocess
     import sys
 
-    from eval_worker import evaluate_all
-    from evalsets import write_mixed_fixture
+    from support.evalsets import evaluate_all, write_mixed_fixture
 
     settings = write_mixed_fixture(tmp_path)
     (tmp_path / "settings.json").write_text(json.dumps(settings))

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from cli_runs import run_cli
+from support.cli import run_cli
 
 
 @pytest.mark.slow

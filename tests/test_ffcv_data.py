@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from gsam.data.ffcv_loaders import ffcv_available
+from support import ROOT
 
 pytestmark = pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")
-ROOT = Path(__file__).resolve().parent.parent
 WNIDS = ["n01440764", "n01443537", "n02102040"]
 SIZE = 24
 
@@ -95,6 +95,7 @@ def test_a_corrupt_image_is_reported_by_path_and_skipped(raw_betons, imagenet):
     assert [Path(s["path"]).name for s in skipped] == ["broken.JPEG"]
 
 
+@pytest.mark.slow  # raw_betons: write_betons.py in a subprocess and FFCV's JIT, ~15 s here
 def test_raw_betons_read_back_bit_exact_with_their_labels(raw_betons, imagenet):
     out, _ = raw_betons
     _, pixels = imagenet
@@ -109,6 +110,7 @@ def test_raw_betons_read_back_bit_exact_with_their_labels(raw_betons, imagenet):
             assert torch.equal(x[k].round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(ref.copy())), meta["files"][k]
 
 
+@pytest.mark.slow  # raw_betons: write_betons.py in a subprocess and FFCV's JIT, ~15 s here
 def test_flat_val_labels_come_from_the_devkit(raw_betons):
     out, _ = raw_betons
     meta = json.loads((out / "val.json").read_text())
@@ -118,6 +120,7 @@ def test_flat_val_labels_come_from_the_devkit(raw_betons):
     assert y.tolist() == [2, 0, 1, 2, 0, 1]
 
 
+@pytest.mark.slow  # raw_betons: write_betons.py in a subprocess and FFCV's JIT, ~15 s here
 def test_minival_is_the_folder_loaders_minival(raw_betons, imagenet):
     from gsam.data.folder import build_folder_loaders
 
@@ -212,16 +215,12 @@ def test_train_shards_are_disjoint_and_resume_mid_epoch(raw_betons):
 
 
 @pytest.mark.slow
-def test_trainer_runs_on_ffcv_betons(tmp_path):
-    from hydra import compose, initialize_config_dir
-
+def test_trainer_runs_on_ffcv_betons(tmp_path, compose):
     from gsam.experiment import run
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "+experiment=demo_gsam", f"output_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'demo'}",
-            f"data.betons={tmp_path / 'betons'}", "data.loader=ffcv", "data.num_workers=1", "train.max_steps=3",
-            "data.batch_size=32", "train.progress=false", "logger.wandb.mode=disabled"])
+    cfg = compose("+experiment=demo_gsam", f"output_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'demo'}",
+                  f"data.betons={tmp_path / 'betons'}", "data.loader=ffcv", "data.num_workers=1", "train.max_steps=3",
+                  "data.batch_size=32", "train.progress=false", "logger.wandb.mode=disabled")
     results = run(cfg)
     assert results["val"]["images"] == 355
     assert json.loads((tmp_path / "betons" / "train.json").read_text())["num_images"] == 1442
@@ -229,15 +228,11 @@ def test_trainer_runs_on_ffcv_betons(tmp_path):
     assert saved["step"] == 3 and saved["imagenet"] == results["val"]["top1"]
 
 
-def test_missing_betons_is_a_config_error(tmp_path):
-    from hydra import compose, initialize_config_dir
-
+def test_missing_betons_is_a_config_error(tmp_path, compose):
     from gsam.config import ConfigError
     from gsam.experiment import run
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "+experiment=vit_s32_vanilla", f"output_dir={tmp_path}", f"data.betons={tmp_path / 'nope'}",
-            "train.device=cpu", "logger.wandb.mode=disabled", "model.name=vit_tiny_patch16_224"])
+    cfg = compose("+experiment=vit_s32_vanilla", f"output_dir={tmp_path}", f"data.betons={tmp_path / 'nope'}",
+                  "train.device=cpu", "logger.wandb.mode=disabled", "model.name=vit_tiny_patch16_224")
     with pytest.raises(ConfigError, match="data.betons=.*write_betons.py.*data.loader=folder"):
         run(cfg)

@@ -6,11 +6,10 @@ installed the way the GPU machine installs it (--no-index --target), so the kit 
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 VENV_GPU = ROOT / ".venv-gpu" / "bin" / "python"
 
 
@@ -46,6 +45,7 @@ def test_every_part_of_the_kit_passes_on_python312_torch211_with_the_bundle(rehe
     assert env["ffcv"] == "1.0.2" and env["hydra-core"] and env["wandb"]  # from the bundle: .venv-gpu has none
 
 
+@pytest.mark.slow  # the rehearsal fixture is minutes of the kit's runs
 def test_the_kit_measures_what_its_parts_claim(rehearsal):
     _, summary, out = rehearsal
     figs = {p["part"]: p["figures"] for p in summary["parts"]}

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from cli_runs import start_train, wait_for_step
+from support.cli import start_train, wait_for_step
 from gsam.checkpoint import load
 from gsam.preemption import EXIT_STOPPED
 

@@ -10,8 +10,8 @@ import gsam
 from gsam.config import ConfigError, batch_plan, check
 from gsam.engine import make_closures
 from gsam.optim.xsam import DEFAULT_ALPHA_GRID
-from helpers import Recorder, batch, flat, loss_at, mlp, sgd_for_d, weights
-from test_optim_mechanics import IDS, METHODS, TwoBranches  # SAM, ASAM, GSAM, XSAM (k=2, search every 2)
+from support import load_script
+from support.nets import IDS, METHODS, Recorder, TwoBranches, batch, flat, loss_at, mlp, sgd_for_d, weights
 G, M = 4, 8  # 4 groups of 8 images: the batch of 32
 STEPS = 3
 
@@ -205,11 +205,8 @@ def test_check_rejects_a_bad_m(m):
 def test_groups_cost_at_most_one_parameter_sized_buffer_more(cls, kw):
     """Peak memory of a step (the profiler's allocation events), groups against one group, with a
     closure whose forward and backward allocate nothing but the gradients: the running sum of d."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from bench_optim import cheap_closure, peak_bytes
+    bench_optim = load_script("bench_optim")
+    cheap_closure, peak_bytes = bench_optim.cheap_closure, bench_optim.peak_bytes
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Linear(512, 512))

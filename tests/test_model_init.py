@@ -9,11 +9,10 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from gsam import models
 from gsam.optim.factory import param_groups
-from test_configs import MODELS, ROOT
+from support import MODELS
 
 VIT = {"vit_s32": (384, 32), "vit_s16": (384, 16), "vit_b32": (768, 32), "vit_b16": (768, 16)}  # width, patch
 MIXER = {"mixer_s32": (512, 32, 8), "mixer_s16": (512, 16, 8), "mixer_s8": (512, 8, 8), "mixer_b32": (768, 32, 12),
@@ -117,16 +116,14 @@ def tensors(model):
     return out
 
 
-@pytest.fixture(scope="module")
-def hydra_dir():
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        yield
+# the Base models (86M parameters and more) take seconds each to build: the fast command checks the small ones
+BASE = {"vit_b32", "vit_b16", "mixer_b32", "mixer_b16"}
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_init_statistics_and_weight_decay_mask(name, hydra_dir):
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in BASE else m for m in MODELS])
+def test_init_statistics_and_weight_decay_mask(name, compose):
     torch.manual_seed(0)
-    cfg = compose(config_name="config", overrides=[f"+experiment={name}_gsam"])
+    cfg = compose(f"+experiment={name}_gsam")
     model = models.build_model(cfg.model, num_classes=1000)
     if name in VIT:
         targets = vit_targets(model, *VIT[name])

@@ -5,32 +5,9 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import gsam
-from helpers import Recorder, batch, flat, mlp, sgd_for_d, weights
-
-METHODS = [
-    (gsam.SAM, {}),
-    (gsam.SAM, {"adaptive": True}),
-    (gsam.GSAM, {"alpha": 0.4}),
-    (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.1}),
-]
-IDS = ["sam", "asam", "gsam", "xsam"]
-
-
-class TwoBranches(nn.Module):
-    """Branch b is used only when asked: its parameters then have grad None."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.a = nn.Linear(6, 4).double()
-        self.b = nn.Linear(6, 4).double()
-        self.use_b = True
-
-    def forward(self, x):
-        return self.a(x) + self.b(x) if self.use_b else self.a(x)
+from support.nets import IDS, METHODS, Recorder, TwoBranches, batch, flat, mlp, sgd_for_d, weights
 
 
 @pytest.mark.parametrize("cls,kw", METHODS, ids=IDS)
@@ -231,8 +208,13 @@ def test_bf16_autocast_inside_the_closure():
     assert cos.item() > 0.99
 
 
+@pytest.mark.parametrize("overflow_pass", [1, 2], ids=["clean_pass", "perturbed_pass"])
 @pytest.mark.parametrize("cls,kw", METHODS, ids=IDS)
-def test_fp16_grad_scaler_steps_and_skips_on_overflow(cls, kw):
+def test_fp16_grad_scaler_steps_and_skips_on_overflow(cls, kw, overflow_pass):
+    """An fp16 overflow in any pass skips the whole step: weights, BatchNorm statistics and the base optimizer's
+    state stay as they were and the scale backs off; the next step goes on. In the clean pass the forward itself
+    overflows (inputs beyond fp16's range), so the BatchNorm statistics it updates become non-finite and must be
+    restored; in the perturbed pass the loss does (BatchNorm is frozen there)."""
     x, y = batch(seed=15, dtype=torch.float32)
     model = mlp(seed=16, dtype=torch.float32, bn=True)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
@@ -243,9 +225,10 @@ def test_fp16_grad_scaler_steps_and_skips_on_overflow(cls, kw):
 
     def closure():
         calls[0] += 1
+        overflow = calls[0] == overflow_at[0]
         with torch.autocast("cpu", dtype=torch.float16):
-            loss = F.cross_entropy(model(x), y)
-        if calls[0] == overflow_at[0]:
+            loss = F.cross_entropy(model(x * 1e6 if overflow and overflow_pass == 1 else x), y)
+        if overflow and overflow_pass == 2:
             loss = loss * float("inf")
         if torch.is_grad_enabled():
             opt.backward(loss)
@@ -257,13 +240,22 @@ def test_fp16_grad_scaler_steps_and_skips_on_overflow(cls, kw):
     assert stats.grad_norm.item() < 10  # reported in loss units, not scaled by 2^10
     assert scaler.get_scale() == 2.0**10
     before = weights(model) + [b.clone() for b in model.buffers()]
+    momentum = [base.state[p]["momentum_buffer"].clone() for p in model.parameters()]
     calls[0] = 0
-    overflow_at[0] = 2  # the perturbed pass overflows
+    overflow_at[0] = overflow_pass
     stats = opt.step(closure)
-    assert stats.skipped
+    assert calls[0] >= 2  # the step went on to its later passes, then dropped the update
+    assert stats.skipped and opt.steps_skipped == 1
     assert scaler.get_scale() == 2.0**9  # the scale backed off
     for a, b in zip(before, weights(model) + list(model.buffers())):
         assert torch.equal(a, b)
+    for a, p in zip(momentum, model.parameters()):
+        assert torch.equal(a, base.state[p]["momentum_buffer"])
+    calls[0] = 0
+    overflow_at[0] = None
+    stats = opt.step(closure)  # training goes on at the lower scale
+    assert not stats.skipped and scaler.get_scale() == 2.0**9
+    assert all(torch.isfinite(t).all() for t in weights(model) + list(model.buffers()))
 
 
 def test_bad_arguments_name_the_argument():

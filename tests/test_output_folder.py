@@ -10,7 +10,7 @@ import socket
 import pytest
 import torch
 
-from cli_runs import run_cli, start_train, train_steps, wait_for_step
+from support.cli import run_cli, start_train, train_steps, wait_for_step
 from gsam.checkpoint import load
 
 
@@ -110,7 +110,7 @@ def test_a_ddp_run_on_a_held_folder_stops_on_every_rank(tmp_path, demo_root):
     import subprocess
     import sys
 
-    from cli_runs import ROOT, command
+    from support.cli import ROOT, command
     from gsam.runlock import lock_output_dir
 
     held = lock_output_dir(tmp_path)  # this test process is the live holder

@@ -4,21 +4,16 @@
 import json
 import os
 import signal
-import threading
-import time
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+import gsam
 from gsam import preemption
 from gsam.checkpoint import load
 from gsam.config import ConfigError
 from gsam.experiment import run
 from gsam.preemption import Preempted, Preemption, requeue_slurm_job
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_flag_is_set_by_the_signal_and_previous_handlers_come_back():
@@ -98,44 +93,42 @@ def test_outside_slurm_nothing_is_requeued(monkeypatch):
     assert requeue_slurm_job() == (False, "not a Slurm job: rerun the same command to resume")
 
 
-def _config(out, demo_root, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "+experiment=demo_gsam", f"output_dir={out}", f"data.root={demo_root}", "data.num_workers=0",
-            "train.progress=false", "logger.wandb.mode=disabled", "data.batch_size=32", "train.max_steps=10",
-            "train.checkpoint_every_steps=1000", "train.preempt_signals=[USR2]", *overrides])
+PREEMPTIBLE = ["data.batch_size=32", "train.max_steps=10", "train.checkpoint_every_steps=1000",
+               "train.preempt_signals=[USR2]"]
 
 
 @pytest.mark.slow
-def test_a_signalled_run_stops_at_a_step_boundary_and_resumes_bit_for_bit(tmp_path, monkeypatch):
-    from gsam.data.demo import write_demo_dataset
-
+def test_a_signalled_run_stops_at_a_step_boundary_and_resumes_bit_for_bit(tmp_path, monkeypatch, demo_root,
+                                                                          demo_config):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    demo_root = str(write_demo_dataset(tmp_path / "demo"))
-    run(_config(tmp_path / "straight", demo_root))
+    run(demo_config(tmp_path / "straight", demo_root, *PREEMPTIBLE))
 
     out = tmp_path / "preempted"
     metrics = out / "metrics.jsonl"
+    step = gsam.GSAM.step
+    calls = []
 
-    def signal_after_3_steps():
-        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGUSR2)
+    def signalled_during_step_3(self, closure):
+        """The signal arrives inside the 3rd step, before its passes: the run must finish that step, then stop."""
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return step(self, closure)
 
     previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a late signal must not end pytest
     try:
-        threading.Thread(target=signal_after_3_steps, daemon=True).start()
-        with pytest.raises(Preempted) as stop:
-            run(_config(out, demo_root))
+        with monkeypatch.context() as patch, pytest.raises(Preempted) as stop:
+            patch.setattr(gsam.GSAM, "step", signalled_during_step_3)
+            run(demo_config(out, demo_root, *PREEMPTIBLE))
         assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN  # restored after the run
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert stop.value.code == preemption.EXIT_STOPPED and not stop.value.requeued
-    assert "SIGUSR2: stopped after step" in stop.value.message and "not a Slurm job" in stop.value.message
-    k = load(out / "checkpoints" / "last.pt")["loop"]["step"]
-    assert 3 <= k < 10 and not (out / "results.json").exists()
+    assert "SIGUSR2: stopped after step 3" in stop.value.message and "not a Slurm job" in stop.value.message
+    assert len(calls) == 3  # no step was started after the signalled one
+    assert load(out / "checkpoints" / "last.pt")["loop"]["step"] == 3 and not (out / "results.json").exists()
 
-    run(_config(out, demo_root))  # the rerun resumes at step k
+    run(demo_config(out, demo_root, *PREEMPTIBLE))  # the rerun resumes at step 3
     steps = [r["step"] for r in map(json.loads, open(metrics)) if r["kind"] == "train"]
     assert steps == list(range(1, 11))
     a, b = load(tmp_path / "straight" / "checkpoints" / "last.pt"), load(out / "checkpoints" / "last.pt")

@@ -2,8 +2,6 @@
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from gsam.runlog import read_metrics
 from gsam.table1 import TABLE1_METHODS, paper_table1, sam_name, table1_method, table1_models
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import load_script
 
 
 def fake_run(folder: Path, model: str, method: str, **cols):
@@ -24,6 +22,20 @@ def fake_run(folder: Path, model: str, method: str, **cols):
               {"kind": "val", "step": 5, "top1": cols.get("imagenet", 0.0), "top5": 90.0, "loss": 1.0, "images": 10}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
     return folder
+
+
+@pytest.fixture
+def make_table(capsys):
+    """``make_table(*args)``: scripts/make_table.py's main in this process (no interpreter start-up per call):
+    (exit status, stdout, stderr)."""
+    main = load_script("make_table").main
+
+    def call(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
 
 
 def test_paper_table1_transcription_spot_checks():
@@ -49,13 +61,12 @@ def test_a_resumed_step_logged_twice_keeps_the_later_record(tmp_path):
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5] and train[2]["loss"] == 9.0
 
 
-def test_make_table_puts_ours_beside_the_paper(tmp_path):
+def test_make_table_puts_ours_beside_the_paper(tmp_path, make_table):
     runs = [fake_run(tmp_path / "a", "vit_b32", "gsam", imagenet=75.3, real=81.0, v2=61.5, r=20.3, r_masked=33.6),
             fake_run(tmp_path / "b", "vit_b32", "xsam", imagenet=76.0),
             fake_run(tmp_path / "c", "resnet50", "vanilla", imagenet=76.5, c=40.1)]
-    out = subprocess.run([sys.executable, "scripts/make_table.py", *map(str, runs), "--out", str(tmp_path / "t1")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    code, _, err = make_table(*runs, "--out", tmp_path / "t1")
+    assert code == 0, err
     md = (tmp_path / "t1.md").read_text().splitlines()
     body = [l for l in md if l.startswith("| ") and "Model" not in l]
     assert [l.split("|")[1:3] for l in body] == [[" resnet50 ", " vanilla "], [" vit_b32 ", " gsam "],
@@ -71,52 +82,74 @@ def test_make_table_puts_ours_beside_the_paper(tmp_path):
     assert float(r["ours"]) == 81.0 and float(r["paper"]) == 82.7 and float(r["diff"]) == pytest.approx(-1.7)
 
 
-def test_make_table_refuses_an_older_masked_r(tmp_path):
+def test_make_table_refuses_an_older_masked_r(tmp_path, make_table):
     """Before r_masked existed, results.json's r was the masked number: comparing it with Table 1 is wrong."""
     run = fake_run(tmp_path / "old", "vit_b32", "gsam", imagenet=75.3, r=33.6)
-    out = subprocess.run([sys.executable, "scripts/make_table.py", str(run)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 2 and "200-class masked ImageNet-R of an older version" in out.stderr
+    code, _, err = make_table(run)
+    assert code == 2 and "200-class masked ImageNet-R of an older version" in err
 
 
-def test_make_table_names_a_run_without_results(tmp_path):
+def test_make_table_names_a_run_without_results(tmp_path, make_table):
     (tmp_path / "unfinished").mkdir()
     (tmp_path / "unfinished" / "config.yaml").write_text("name: vit_b32_gsam\n")  # a run that has not ended
-    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "unfinished")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "unfinished: no results.json" in out.stderr
+    code, _, err = make_table(tmp_path / "unfinished")
+    assert code == 2 and "unfinished: no results.json" in err
 
 
-def test_make_table_skips_folders_that_are_not_runs(tmp_path):
+def test_make_table_skips_folders_that_are_not_runs(tmp_path, make_table):
     """README: `make_table.py outputs/*/` after the demo, whose data folders sit beside its runs."""
     run = fake_run(tmp_path / "demo_gsam", "demo_vit", "gsam", imagenet=83.9)
     (tmp_path / "demo_data" / "train").mkdir(parents=True)
-    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "demo_data"), str(run)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert f"skipped {tmp_path / 'demo_data'} (not a run folder" in out.stderr and "83.9" in out.stdout
-    only = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "demo_data")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert only.returncode == 2 and "no run folder among" in only.stderr
+    code, out, err = make_table(tmp_path / "demo_data", run)
+    assert code == 0, err
+    assert f"skipped {tmp_path / 'demo_data'} (not a run folder" in err and "83.9" in out
+    code, _, err = make_table(tmp_path / "demo_data")
+    assert code == 2 and "no run folder among" in err
 
 
-def test_plot_runs_writes_pngs(tmp_path):
+def test_plot_runs_draws_the_logged_numbers(tmp_path, monkeypatch):
+    """plot_runs.py's main on two runs: the PNGs at the figures' sizes, and in the figures (kept from being closed)
+    each run's logged f, f_p, h per step (the resumed step 3 as re-logged), its eval top-1, and Table 1's bars."""
+    from PIL import Image
+
+    plot_runs = load_script("plot_runs")
+    figures = []
+    monkeypatch.setattr(plot_runs.plt, "close", figures.append)
     runs = [fake_run(tmp_path / "a", "vit_b32", "gsam", imagenet=75.3), fake_run(tmp_path / "b", "vit_b32",
                                                                                   "vanilla", imagenet=70.1)]
-    out = subprocess.run([sys.executable, "scripts/plot_runs.py", *map(str, runs), "--out", str(tmp_path / "p")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    for name in ("curves.png", "table1_imagenet.png"):
+    assert plot_runs.main([*map(str, runs), "--out", str(tmp_path / "p"), "--smooth", "1"]) == 0
+    curves, bars = figures
+    for name, fig in (("curves.png", curves), ("table1_imagenet.png", bars)):
         data = (tmp_path / "p" / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = fig.get_size_inches() * 110  # saved at 110 dpi
+        assert Image.open(tmp_path / "p" / name).size == (round(width), round(height))
+    assert Image.open(tmp_path / "p" / "curves.png").size == (1210, 825)  # 11 x 7.5 inches
+
+    logged = {"train loss f": [2.0, 1.0, 9.0, 0.5, 0.4], "perturbed loss f_p": [2.1, 1.05, 9.5, 2.1 / 4, 2.1 / 5],
+              "surrogate gap h": [0.1, 0.05, 0.5, 0.1 / 4, 0.1 / 5], "eval top-1 (%)": None}
+    for ax in curves.axes:
+        title = ax.get_title()
+        assert title in logged
+        assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+        for line, top1 in zip(ax.get_lines(), (75.3, 70.1)):
+            if logged[title] is None:  # one evaluation, at step 5
+                assert list(line.get_xdata()) == [5] and list(line.get_ydata()) == [top1]
+            else:
+                assert list(line.get_xdata()) == [1, 2, 3, 4, 5]
+                assert list(line.get_ydata()) == pytest.approx(logged[title])
+    (ax,) = bars.axes
+    paper = paper_table1()
+    heights = {t.get_text(): sorted(round(b.get_height(), 1) for b in c) for t, c in
+               zip(ax.get_legend().get_texts(), ax.containers)}
+    assert heights == {"ours": [70.1, 75.3],
+                       "paper (Table 1)": sorted([paper["vit_b32", "vanilla"]["imagenet"], 76.8])}
+    assert sorted(t.get_text() for t in ax.get_xticklabels()) == ["vit_b32\ngsam", "vit_b32\nvanilla"]
 
 
 def test_the_bar_chart_has_the_papers_bars_only_where_the_paper_has_numbers(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "scripts" / "plot_runs.py")
-    plot_runs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_runs)
+    plot_runs = load_script("plot_runs")
     from gsam.table1 import load_run, rows
 
     demo = rows([load_run(fake_run(tmp_path / d, "demo_vit", m, imagenet=v))

@@ -3,24 +3,7 @@ import pytest
 import torch
 
 import gsam
-from helpers import Recorder, batch, flat, grad_at, mlp, sgd_for_d, unflat, weights
-
-EPS = 1e-12
-
-
-def reference_gsam(model, x, y, rho, alpha, adaptive=False):
-    """Algorithm 1 written out on flat float64 vectors: returns (w_adv, d)."""
-    w = weights(model)
-    g = flat(grad_at(model, x, y, w))
-    wf = flat(w)
-    if adaptive:
-        e = rho * wf**2 * g / (torch.linalg.vector_norm(wf.abs() * g) + EPS)
-    else:
-        e = rho * g / (torch.linalg.vector_norm(g) + EPS)
-    w_adv = wf + e
-    g_p = flat(grad_at(model, x, y, unflat(w_adv, w)))
-    g_perp = g - (g @ g_p) / (g_p @ g_p) * g_p
-    return w_adv, g_p - alpha * g_perp, g, g_p
+from support.nets import EPS, Recorder, batch, flat, grad_at, mlp, reference_gsam, sgd_for_d, weights
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.01, 0.4, 1.0, 2.5])

@@ -18,7 +18,7 @@ import torch
 
 from gsam.checkpoint import load
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 STEPS = 24  # long enough to be signalled mid-run, short enough for 2 cores
 # ++sam.m=16: 2 tasks hold 16 images each, fewer than demo_gsam's perturbation group of 32 (vanilla ignores it)
 COMMON = ["data.num_workers=0", "data.batch_size=32", "++sam.m=16", f"train.max_steps={STEPS}",
@@ -125,24 +125,29 @@ def _job_field(env, job: str, key: str) -> str:
     return m.group(1) if m else ""
 
 
+def _wait_until(condition, what: str, timeout: float = 300, proc=None):
+    """Poll ``condition()`` until it returns something true and return that; no fixed sleeps anywhere else. A
+    generous timeout, so that a slow machine only waits longer; ``proc`` must not end before the condition holds."""
+    end = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() > end:
+            raise TimeoutError(f"no {what} after {timeout} s")
+        time.sleep(0.2)
+
+
 def _wait_for_steps(run_dir: Path, n: int, proc=None, timeout=300) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if (run_dir / "metrics.jsonl").exists() and len(_steps(run_dir)) >= n:
-            return
-        assert proc is None or proc.poll() is None, "the run ended before it could be signalled"
-        time.sleep(0.3)
-    raise TimeoutError(f"{run_dir}: fewer than {n} steps after {timeout} s")
+    _wait_until(lambda: (run_dir / "metrics.jsonl").exists() and len(_steps(run_dir)) >= n,
+                f"{n} steps in {run_dir}", timeout, proc)
 
 
 def _wait_for_state(env, job: str, states=("COMPLETED", "FAILED", "CANCELLED"), timeout=300) -> str:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        state = _job_field(env, job, "JobState")
-        if state in states:
-            return state
-        time.sleep(1)
-    raise TimeoutError(f"job {job} still {state} after {timeout} s")
+    return _wait_until(lambda: (state := _job_field(env, job, "JobState")) in states and state,
+                       f"job {job} in {states}", timeout)
 
 
 def _sbatch_ddp(env, out: Path, demo_root: str, *extra: str) -> str:
@@ -216,10 +221,7 @@ def test_c1_usr2_through_the_launcher_requeues_and_ends_with_the_same_weights(cl
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=cwd, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while not list(cwd.glob("multirun/*/0_demo_gsam")):
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            time.sleep(0.3)
-        run, = cwd.glob("multirun/*/0_demo_gsam")
+        run, = _wait_until(lambda: list(cwd.glob("multirun/*/0_demo_gsam")), "run dir of the sweep", proc=proc)
         d = run.parent
         _wait_for_steps(run, 3, proc)
         job, = [p.name for p in (d / ".submitit").iterdir() if p.name.isdigit()]
@@ -283,10 +285,11 @@ def test_d_scancel_writes_the_checkpoint_and_does_not_requeue(cluster, demo_root
     _wait_for_steps(out, 3)
     subprocess.run(["scancel", job], env=cluster, check=True)
     assert _wait_for_state(cluster, job) == "CANCELLED"
-    time.sleep(1)  # the step's output is flushed as it ends
-    log = (out.parent / "run.log").read_text()
+    log_file = out.parent / "run.log"  # the step's output is flushed as it ends, after the job's state changed
+    log = _wait_until(lambda: "not requeued" in (text := log_file.read_text()) and text, "stop message in run.log",
+                      timeout=60)
     stopped = re.search(r"SIGTERM: stopped after step (\d+), checkpoint written; Slurm job \d+ is COMPLETING", log)
-    assert stopped and "not requeued" in log, log[-3000:]
+    assert stopped, log[-3000:]
     assert _job_field(cluster, job, "Restarts") == "0"
     assert load(out / "checkpoints" / "last.pt")["loop"]["step"] == int(stopped.group(1)) < STEPS
     assert _steps(out) == list(range(1, int(stopped.group(1)) + 1))

@@ -1,19 +1,14 @@
 """scripts/sweep.py and the Slurm configs without a cluster: one-line errors before anything is submitted,
 the Table 1 default, the git-ignored local file, and the per-job output dir / wandb group of a sweep."""
-import importlib.util
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from gsam.table1 import TABLE1_METHODS, table1_models
+from support import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("sweep_script", ROOT / "scripts" / "sweep.py")
-sweep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sweep)
+sweep = load_script("sweep")
 
 
 @pytest.fixture
@@ -85,10 +80,8 @@ def test_local_configs_are_git_ignored():
     assert out.returncode == 0
 
 
-def test_a_sweep_job_gets_its_own_dir_and_the_sweep_group():
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+cluster=slurm", "+experiment=vit_b32_gsam", "sweep=table1"],
-                      return_hydra_config=True)
+def test_a_sweep_job_gets_its_own_dir_and_the_sweep_group(compose):
+    cfg = compose("+cluster=slurm", "+experiment=vit_b32_gsam", "sweep=table1", return_hydra_config=True)
     from omegaconf import OmegaConf
 
     assert cfg.hydra.sweep.dir == "multirun/table1"

@@ -6,7 +6,7 @@ import torch
 
 import gsam
 from gsam.optim.xsam import DEFAULT_ALPHA_GRID
-from helpers import Recorder, batch, flat, grad_at, loss_at, mlp, sgd_for_d, unflat, weights
+from support.nets import Recorder, batch, flat, grad_at, loss_at, mlp, sgd_for_d, unflat, weights
 
 EPS = 1e-12
 

@@ -1,10 +1,13 @@
-"""Small models, closures and independent reference computations shared by the optimizer tests."""
+"""Small models, closures and independent reference computations shared by the optimizer tests (and by the
+torchrun workers, which run the same models on every rank)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+import gsam
 
 
 def mlp(seed: int = 0, dtype=torch.float64, bn: bool = False, width: int = 16) -> nn.Module:
@@ -72,3 +75,45 @@ def weights(model) -> list[torch.Tensor]:
 def sgd_for_d(model):
     """A base optimizer that does not move the weights, so p.grad after step() is the update d."""
     return torch.optim.SGD(model.parameters(), lr=0.0)
+
+
+EPS = 1e-12
+
+
+def reference_gsam(model, x, y, rho, alpha, adaptive=False):
+    """Algorithm 1 written out on flat float64 vectors: returns (w_adv, d, g, g_p)."""
+    w = weights(model)
+    g = flat(grad_at(model, x, y, w))
+    wf = flat(w)
+    if adaptive:
+        e = rho * wf**2 * g / (torch.linalg.vector_norm(wf.abs() * g) + EPS)
+    else:
+        e = rho * g / (torch.linalg.vector_norm(g) + EPS)
+    w_adv = wf + e
+    g_p = flat(grad_at(model, x, y, unflat(w_adv, w)))
+    g_perp = g - (g @ g_p) / (g_p @ g_p) * g_p
+    return w_adv, g_p - alpha * g_perp, g, g_p
+
+
+# the sharpness-aware methods every mechanics test runs (XSAM: k=2, alpha* searched every 2 steps)
+METHODS = [
+    (gsam.SAM, {}),
+    (gsam.SAM, {"adaptive": True}),
+    (gsam.GSAM, {"alpha": 0.4}),
+    (gsam.XSAM, {"steps": 2, "search_every": 2, "rho_probe": 0.1}),
+]
+IDS = ["sam", "asam", "gsam", "xsam"]
+
+
+class TwoBranches(nn.Module):
+    """Branch b is used only when asked: its parameters then have grad None."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(6, 4).double()
+        self.b = nn.Linear(6, 4).double()
+        self.use_b = True
+
+    def forward(self, x):
+        return self.a(x) + self.b(x) if self.use_b else self.a(x)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 NUM_CLASSES = 1000
@@ -73,3 +74,20 @@ def mixed_table() -> torch.Tensor:
     table = torch.randn(1024, NUM_CLASSES, generator=g)
     table[:, :8] += 3 * torch.rand(1024, 8, generator=g)  # the fixture's classes often, not always, win
     return table
+
+
+def evaluate_all(settings: dict, rank: int, world: int) -> dict:
+    """Every evaluator on the mixed fixture (``write_mixed_fixture``'s settings), on this rank's shard."""
+    from gsam.data.folder import eval_loader, eval_transform
+    from gsam.eval_sets import build_eval_sets
+
+    cfg = OmegaConf.create({"data": {"img_size": 8, "eval_batch_size": 2, "num_workers": 0, "crop_pct": 1.0},
+                            "eval": {k: settings[k] for k in ("real_labels", "v2", "r", "c")} | {"c_corruptions": None}})
+    samples = [tuple(s) for s in settings["val"]]
+    val = eval_loader(samples, eval_transform(8, (0.0,) * 3, (1.0,) * 3, 1.0), batch=2, num_workers=0, rank=rank,
+                      world=world)
+    evs = build_eval_sets(cfg, classes=CLASSES, loaders={"val": val}, files={"val": [p for p, _ in samples]},
+                           loss_fn=torch.nn.functional.cross_entropy, mean=(0.0,) * 3, std=(1.0,) * 3, rank=rank,
+                           world=world, notice=lambda *_: None)
+    model = CodeModel(mixed_table())
+    return {name: ev(model, torch.device("cpu"), None) for name, ev in evs.items()}

@@ -3,6 +3,7 @@ the files they write (metrics.jsonl, checkpoints)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
+
+# what every demo run in the tests sets: no worker processes, no progress bar, no wandb, val only
 QUIET = ["data.num_workers=0", "train.progress=false", "logger.wandb.mode=disabled", "eval=default",
-         "data.robustness_root=null"]
+         "++data.robustness_root=null"]  # ++: data=imagenet has no such key
 
 
 def command(script: str, out, demo_root, *overrides) -> list[str]:
@@ -54,3 +57,14 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def torchrun_train(out, demo_root, *overrides, nproc: int = 2, worker=None, timeout=600) -> subprocess.CompletedProcess:
+    """train.py on the demo under ``torchrun --standalone`` (gloo on the CPU), one thread per process: each
+    process then computes the same thing on every run. ``worker``: [script, args...] run by torchrun instead of
+    train.py, which gets the overrides after its own arguments (tests/train_ddp_worker.py runs train.py itself)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = worker or ["train.py"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *script,
+           *command("train.py", out, demo_root, *overrides)[2:]]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

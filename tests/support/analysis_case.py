@@ -1,15 +1,8 @@
-"""Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by test_analysis_ddp.py: each rank measures on
-its half of a fixed set of batches and saves the numbers into OUT/rank{r}.pt."""
-import sys
-from pathlib import Path
-
-import torch
-import torch.distributed as dist
+"""The measurement tests/analysis_ddp_worker.py makes on 2 ranks and test_analysis_ddp.py on one process."""
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from gsam import analysis  # noqa: E402
-from helpers import batch, mlp  # noqa: E402
+from gsam import analysis
+from support.nets import batch, mlp
 
 
 def setup():
@@ -28,15 +21,3 @@ def measure(model, batches):
     line = analysis.loss_slice_1d(model, F.cross_entropy, batches, d, [-0.5, 0.0, 0.5])
     return {"eigenvalue": eig.eigenvalue, "iterations": eig.iterations, "gaps": [g.as_dict() for g in gaps],
             "slice": line}
-
-
-def main(out: Path) -> None:
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    model, batches = setup()
-    torch.save(measure(model, batches[rank::world]), out / f"rank{rank}.pt")
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main(Path(sys.argv[1]))
