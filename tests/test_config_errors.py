@@ -59,3 +59,18 @@ def test_an_extra_empty_class_folder_is_named(tmp_path, demo_root):
     (root / "train" / "digit_x").mkdir()
     done = run_cli("train.py", tmp_path / "run", str(root), "train.max_steps=1")
     _one_line_error(done, "digit_x", "no images")
+
+
+def test_xsam_radii_swapped_as_in_the_official_flags_are_named(compose):
+    """The official --rho is our sam.rho_max and its --rho_max our sam.rho_probe: a probe inside the ascent
+    radius is what a ported command with the names swapped gives, said in one line; the shipped runs are quiet."""
+    import warnings
+
+    from gsam.config import check
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check(compose("+experiment=vit_b32_xsam"))  # rho_probe = 2 rho, as the official README's command
+    with pytest.warns(UserWarning, match=r"sam.rho_probe=0.15 < sam.rho_max=0.3: .*official --rho_max is our "
+                                         r"sam.rho_probe"):
+        check(compose("+experiment=vit_b32_xsam", "sam.rho_max=0.3", "sam.rho_probe=0.15"))
