@@ -3,6 +3,7 @@ scripts/install_ffcv.sh and the installed torch build by parsing them."""
 import json
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 
