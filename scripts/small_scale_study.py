@@ -5,8 +5,9 @@ a small ViT trained for a fixed 60 epochs without early stopping, no crop augmen
 
 Every run is the real trainer (train.py's Hydra config, the folder data path, the evaluators, the
 sharpness monitor). Two phases:
-  1. selection: one run per grid point (rho; rho x alpha for GSAM) at --select-seed, evaluated on
-     minival (a clean 20% held out of train, data.val_split=minival); each method keeps its best point.
+  1. selection: one run per grid point (rho for SAM and XSAM; then alpha for GSAM at SAM's chosen rho) at
+     --select-seed, evaluated on minival (a clean 20% held out of train, data.val_split=minival); each
+     method keeps its best point.
   2. report: the chosen setting of each method at every --seeds, evaluated on val (clean, never used
      for a choice): test top-1, and after the last epoch the surrogate gap h and sigma_max (power
      iteration) at one radius for every method (analysis.rho in the configs).
@@ -34,13 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("vanilla", "sam", "gsam", "xsam")
 
 
-def grid(method: str, rhos, alphas) -> list[dict]:
-    """The settings the selection tries: rho for SAM and XSAM (probe radius 2 rho, as configs/sam/xsam.yaml),
-    rho x alpha for GSAM (constant rho, so it differs from SAM by the alpha term), nothing for vanilla."""
+def grid(method: str, rhos, alphas, sam_rho: float | None = None) -> list[dict]:
+    """The settings the selection tries: rho for SAM and XSAM (probe radius 2 rho, as configs/sam/xsam.yaml);
+    for GSAM, alpha at SAM's chosen rho (constant, so GSAM differs from SAM by the alpha term alone; alpha = 0
+    is SAM), as the GSAM paper searches alpha on top of SAM's rho; nothing for vanilla."""
     if method == "vanilla":
         return [{}]
     if method == "gsam":
-        return [{"sam.rho_max": r, "sam.alpha": a} for r in rhos for a in alphas]
+        return [{"sam.rho_max": sam_rho, "sam.alpha": a} for a in alphas]
     if method == "xsam":
         return [{"sam.rho_max": r, "sam.rho_probe": round(2 * r, 6)} for r in rhos]
     return [{"sam.rho_max": r} for r in rhos]
@@ -55,7 +57,7 @@ def overrides(method: str, setting: dict, seed: int, val_split: str, out: Path, 
             f"data.val_split={val_split}", f"output_dir={out}", *extra]
 
 
-def train_inprocess(args: list[str], log: Path) -> None:
+def train_inprocess(args: list[str]) -> None:
     """The trainer in this process (train.py's compose): no interpreter start-up, for --jobs 1."""
     from hydra import compose, initialize_config_dir
 
@@ -83,9 +85,9 @@ def train_all(jobs: list[tuple[list[str], Path]], n_jobs: int, threads: int) -> 
         if (out / "results.json").exists():
             return 0.0
         out.parent.mkdir(parents=True, exist_ok=True)
-        t0, log = time.time(), out.with_suffix(".log")
+        t0, log = time.time(), out.parent / f"{out.name}.log"
         if n_jobs == 1:
-            train_inprocess(args, log)
+            train_inprocess(args)
         else:
             train_subprocess(args, log, threads)
         print(f"[study] {out.name}: {time.time() - t0:.0f} s", flush=True)
@@ -115,16 +117,19 @@ def read_run(out: Path) -> dict:
 
 def select(out: Path, args) -> dict:
     """Phase 1: every grid point once at --select-seed on minival; each method's best setting (ties: the
-    first in grid order)."""
-    plan = {m: [(s, out / "select" / f"{m}_{tag(s)}") for s in grid(m, args.rhos, args.alphas)] for m in METHODS}
-    jobs = [(overrides(m, s, args.select_seed, "minival", d, args.override), d) for m in METHODS for s, d in plan[m]]
-    seconds = train_all(jobs, args.jobs, args.threads)
-    chosen = {}
-    for m in METHODS:
-        tried = [{"setting": s, "run": str(d), **read_run(d)} for s, d in plan[m]]
-        best = max(range(len(tried)), key=lambda i: (tried[i]["top1"], -i))
-        chosen[m] = {"setting": tried[best]["setting"], "minival_top1": tried[best]["top1"], "tried": tried}
-    return {"chosen": chosen, "seconds": sum(seconds)}
+    first in grid order). GSAM's grid waits for SAM's choice of rho."""
+    chosen, seconds = {}, 0.0
+    for stage in (("vanilla", "sam", "xsam"), ("gsam",)):
+        sam_rho = chosen["sam"]["setting"]["sam.rho_max"] if "sam" in chosen else None
+        plan = {m: [(s, out / "select" / f"{m}_{tag(s)}") for s in grid(m, args.rhos, args.alphas, sam_rho)]
+                for m in stage}
+        jobs = [(overrides(m, s, args.select_seed, "minival", d, args.override), d) for m in stage for s, d in plan[m]]
+        seconds += sum(train_all(jobs, args.jobs, args.threads))
+        for m in stage:
+            tried = [{"setting": s, "run": str(d), **read_run(d)} for s, d in plan[m]]
+            best = max(range(len(tried)), key=lambda i: (tried[i]["top1"], -i))
+            chosen[m] = {"setting": tried[best]["setting"], "minival_top1": tried[best]["top1"], "tried": tried}
+    return {"chosen": {m: chosen[m] for m in METHODS}, "seconds": seconds}
 
 
 def report_runs(out: Path, chosen: dict, args) -> dict:
