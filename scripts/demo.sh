@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded demo data (scikit-learn digits written as JPEGs in the ImageNet layout, 40% of
 # the train labels wrong, val clean): a small ViT trained vanilla and with GSAM on the CPU, then the evaluation
-# tables and plots. The regime is the small-scale study's (docs/analysis.md §7), where sharpness-aware training
+# tables and plots. The regime is the small-scale study's (docs/analysis.md §6), where sharpness-aware training
 # is known to help: vanilla memorises the wrong labels. Extra arguments go to both runs (e.g.
 # train.device=cuda); runs land in $GSAM_OUTPUTS (default outputs/) and a rerun resumes or reuses them.
 set -euo pipefail
