@@ -183,14 +183,18 @@ def plot(runs: dict, stats: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    for ax, (key, label) in zip(axes, (("top1", "test top-1 (%)"), ("surrogate_gap", "surrogate gap h"),
+    for ax, (key, label) in zip(axes, (("top1", "test top-1 (%)"), ("surrogate_gap", "surrogate gap h (after the last epoch)"),
                                        ("sigma_max", "σ_max (dominant Hessian eigenvalue)"))):
         for i, m in enumerate(runs):
             ax.scatter([i] * len(runs[m]), [r[key] for r in runs[m]], color="0.6", s=14, zorder=2)
             ax.errorbar([i], [stats[m][key][0]], yerr=[stats[m][key][1]], fmt="o", capsize=5, color=f"C{i}", zorder=3)
         ax.set(xticks=range(len(runs)), xticklabels=list(runs), ylabel=label)
         if key == "sigma_max":
-            ax.set_yscale("symlog", linthresh=1.0)  # the dominant eigenvalue can be negative
+            values = [r[key] for rs in runs.values() for r in rs]
+            if min(values) > 0:
+                ax.set_yscale("log")
+            else:  # the eigenvalue of largest magnitude can be negative away from a minimum
+                ax.set_yscale("symlog", linthresh=1.0)
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
