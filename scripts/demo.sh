@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 outputs=${GSAM_OUTPUTS:-outputs}
+# One torch thread unless told otherwise: the model is tiny, and on a 2-vCPU machine that other jobs share, torch's
+# default (a thread per core) spun: GSAM ran at ~0.5 step/s with 2 threads at load average ~2.9, against ~20 step/s
+# with one thread a minute before (2026-11-27)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 for exp in demo_noisy_vanilla demo_noisy_gsam; do
     .venv/bin/python train.py +experiment=$exp output_dir="$outputs/$exp" data.root="$outputs/demo_noisy_data" "$@"
 done
