@@ -24,7 +24,8 @@ def build_data(d, *, seed: int, rank: int, world: int, is_main: bool, per_rank_b
         from .demo import write_demo_dataset
 
         if is_main:
-            write_demo_dataset(d.root, image_size=int(d.source_size))
+            write_demo_dataset(d.root, image_size=int(d.source_size), label_noise=float(d.get("label_noise", 0.0)),
+                               minival=bool(d.get("write_minival", False)))
             if d.loader == "ffcv":
                 _write_demo_betons(Path(d.root), Path(d.betons))
             if d.get("robustness_root"):

@@ -1,0 +1,249 @@
+"""Small-scale study (issue #15): vanilla, SAM, GSAM and XSAM on a small real task where sharpness-aware
+training is known to help: the embedded digits with 40% of the train labels wrong (Foret et al. 2021 §4),
+a small ViT trained for a fixed 60 epochs without early stopping, no crop augmentation
+(configs/experiment/study_*.yaml, configs/data/study.yaml).
+
+Every run is the real trainer (train.py's Hydra config, the folder data path, the evaluators, the
+sharpness monitor). Two phases:
+  1. selection: one run per grid point (rho for SAM and XSAM; then alpha for GSAM at SAM's chosen rho) at
+     --select-seed, evaluated on minival (a clean 20% held out of train, data.val_split=minival); each
+     method keeps its best point.
+  2. report: the chosen setting of each method at every --seeds, evaluated on val (clean, never used
+     for a choice): test top-1, and after the last epoch the surrogate gap h and sigma_max (power
+     iteration) at one radius for every method (analysis.rho in the configs).
+Writes <out>/<report>.md (table), .json (every number) and .png (one plot). Finished runs are reused, so
+a second report with other seeds reuses the selection.
+
+    PYTHONPATH=. python scripts/small_scale_study.py --seeds 0 1 2 --jobs 2
+    PYTHONPATH=. python scripts/small_scale_study.py --seeds 3 4 5 --jobs 2 --report study_seeds345
+    PYTHONPATH=. python scripts/small_scale_study.py --override train.device=cuda   # on a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("vanilla", "sam", "gsam", "xsam")
+
+
+def grid(method: str, rhos, alphas, sam_rho: float | None = None) -> list[dict]:
+    """The settings the selection tries: rho for SAM and XSAM (probe radius 2 rho, as configs/sam/xsam.yaml);
+    for GSAM, alpha at SAM's chosen rho (constant, so GSAM differs from SAM by the alpha term alone; alpha = 0
+    is SAM), as the GSAM paper searches alpha on top of SAM's rho; nothing for vanilla."""
+    if method == "vanilla":
+        return [{}]
+    if method == "gsam":
+        return [{"sam.rho_max": sam_rho, "sam.alpha": a} for a in alphas]
+    if method == "xsam":
+        return [{"sam.rho_max": r, "sam.rho_probe": round(2 * r, 6)} for r in rhos]
+    return [{"sam.rho_max": r} for r in rhos]
+
+
+def tag(setting: dict) -> str:
+    return "_".join(f"{k.split('.')[-1]}{v:g}" for k, v in setting.items()) or "default"
+
+
+def overrides(method: str, setting: dict, seed: int, val_split: str, out: Path, extra) -> list[str]:
+    return [f"+experiment=study_{method}", *(f"{k}={v}" for k, v in setting.items()), f"seed={seed}",
+            f"data.val_split={val_split}", f"output_dir={out}", *extra]
+
+
+def train_inprocess(args: list[str]) -> None:
+    """The trainer in this process (train.py's compose): no interpreter start-up, for --jobs 1."""
+    from hydra import compose, initialize_config_dir
+
+    from gsam.experiment import run
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=args)
+    run(cfg)
+
+
+def train_subprocess(args: list[str], log: Path, threads: int) -> None:
+    """train.py as its own process, ``threads`` torch threads, its output in ``log``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=f,
+                              stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise RuntimeError(f"train.py {' '.join(args)} failed ({done.returncode}); see {log}")
+
+
+def train_all(jobs: list[tuple[list[str], Path]], n_jobs: int, threads: int) -> list[float]:
+    """Train every (overrides, run folder) without results.json yet; the wall seconds of each (0 = reused)."""
+    def one(job):
+        args, out = job
+        if (out / "results.json").exists():
+            return 0.0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        t0, log = time.time(), out.parent / f"{out.name}.log"
+        if n_jobs == 1:
+            train_inprocess(args)
+        else:
+            train_subprocess(args, log, threads)
+        print(f"[study] {out.name}: {time.time() - t0:.0f} s", flush=True)
+        return time.time() - t0
+
+    if n_jobs == 1:
+        import torch
+
+        torch.set_num_threads(threads)
+        return [one(j) for j in jobs]
+    with ThreadPoolExecutor(n_jobs) as pool:
+        return list(pool.map(one, jobs))
+
+
+def read_run(out: Path) -> dict:
+    """Top-1 of the run's final evaluation (set "val", whatever split it read), and the last sharpness record."""
+    res = json.loads((out / "results.json").read_text())["results"]["val"]
+    analysis = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                if '"kind": "analysis"' in line]
+    train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+             if '"kind": "train"' in line]
+    last = analysis[-1] if analysis else {}
+    return {"top1": res["top1"], "images": res["images"], "train_loss": train[-1]["loss"] if train else math.nan,
+            "sigma_max": last.get("sigma_max", math.nan), "surrogate_gap": last.get("surrogate_gap", math.nan),
+            "power_iteration_converged": last.get("converged"), "clean_loss": last.get("loss", math.nan)}
+
+
+def select(out: Path, args) -> dict:
+    """Phase 1: every grid point once at --select-seed on minival; each method's best setting (ties: the
+    first in grid order). GSAM's grid waits for SAM's choice of rho."""
+    chosen, seconds = {}, 0.0
+    for stage in (("vanilla", "sam", "xsam"), ("gsam",)):
+        sam_rho = chosen["sam"]["setting"]["sam.rho_max"] if "sam" in chosen else None
+        plan = {m: [(s, out / "select" / f"{m}_{tag(s)}") for s in grid(m, args.rhos, args.alphas, sam_rho)]
+                for m in stage}
+        jobs = [(overrides(m, s, args.select_seed, "minival", d, args.override), d) for m in stage for s, d in plan[m]]
+        seconds += sum(train_all(jobs, args.jobs, args.threads))
+        for m in stage:
+            tried = [{"setting": s, "run": str(d), **read_run(d)} for s, d in plan[m]]
+            best = max(range(len(tried)), key=lambda i: (tried[i]["top1"], -i))
+            chosen[m] = {"setting": tried[best]["setting"], "minival_top1": tried[best]["top1"], "tried": tried}
+    return {"chosen": {m: chosen[m] for m in METHODS}, "seconds": seconds}
+
+
+def report_runs(out: Path, chosen: dict, args) -> dict:
+    """Phase 2: each method's chosen setting at every --seeds, evaluated on val (the test set)."""
+    dirs = {(m, s): out / "runs" / f"{m}_{tag(chosen[m]['setting'])}_seed{s}" for m in METHODS for s in args.seeds}
+    jobs = [(overrides(m, chosen[m]["setting"], s, "val", d, args.override), d) for (m, s), d in dirs.items()]
+    seconds = train_all(jobs, args.jobs, args.threads)
+    return {"runs": {m: [{"seed": s, "run": str(dirs[m, s]), **read_run(dirs[m, s])} for s in args.seeds]
+                     for m in METHODS}, "seconds": sum(seconds)}
+
+
+def mean_std(xs) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); std nan for a single value."""
+    xs = [float(x) for x in xs]
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else math.nan
+
+
+def summary(runs: dict) -> dict:
+    keys = ("top1", "surrogate_gap", "sigma_max", "train_loss")
+    return {m: {k: mean_std([r[k] for r in rs]) for k in keys} for m, rs in runs.items()}
+
+
+def markdown(stats: dict, chosen: dict, n: int, rho: float) -> str:
+    rows = ["| method | setting (chosen on minival) | minival top-1 | test top-1 (%) | h at ρ = "
+            f"{rho:g} | σ_max | final train loss |", "|---|---|---|---|---|---|---|"]
+    for m, s in stats.items():
+        setting = ", ".join(f"{k.split('.')[-1]} {v:g}" for k, v in chosen[m]["setting"].items()) or "—"
+        rows.append(f"| {m} | {setting} | {chosen[m]['minival_top1']:.2f} | {s['top1'][0]:.2f} ± {s['top1'][1]:.2f}"
+                    f" | {s['surrogate_gap'][0]:.4f} ± {s['surrogate_gap'][1]:.4f}"
+                    f" | {s['sigma_max'][0]:.1f} ± {s['sigma_max'][1]:.1f}"
+                    f" | {s['train_loss'][0]:.3f} ± {s['train_loss'][1]:.3f} |")
+    return "\n".join(rows) + f"\n\nmean ± sample std over {n} seeds; test = the clean val split.\n"
+
+
+def selection_markdown(chosen: dict, seed: int) -> str:
+    """Every setting the selection tried, with its minival top-1 (one run each, seed ``seed``)."""
+    rows = ["| method | setting | minival top-1 (%) | chosen |", "|---|---|---|---|"]
+    for m, c in chosen.items():
+        for t in c["tried"]:
+            setting = ", ".join(f"{k.split('.')[-1]} {v:g}" for k, v in t["setting"].items()) or "—"
+            rows.append(f"| {m} | {setting} | {t['top1']:.2f} | {'yes' if t['setting'] == c['setting'] else ''} |")
+    images = next(iter(chosen.values()))["tried"][0]["images"]
+    return "\n".join(rows) + f"\n\nselection runs: seed {seed}, evaluated on minival ({images} clean images).\n"
+
+
+def plot(runs: dict, stats: dict, path: Path, title: str) -> None:
+    """One figure: test top-1, h and sigma_max per method, every seed as a dot, mean ± std as a bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, (key, label) in zip(axes, (("top1", "test top-1 (%)"), ("surrogate_gap", "surrogate gap h (after the last epoch)"),
+                                       ("sigma_max", "σ_max (dominant Hessian eigenvalue)"))):
+        for i, m in enumerate(runs):
+            ax.scatter([i] * len(runs[m]), [r[key] for r in runs[m]], color="0.6", s=14, zorder=2)
+            ax.errorbar([i], [stats[m][key][0]], yerr=[stats[m][key][1]], fmt="o", capsize=5, color=f"C{i}", zorder=3)
+        ax.set(xticks=range(len(runs)), xticklabels=list(runs), ylabel=label)
+        if key == "sigma_max":
+            values = [r[key] for rs in runs.values() for r in rs]
+            if min(values) > 0:
+                ax.set_yscale("log")
+            else:  # the eigenvalue of largest magnitude can be negative away from a minimum
+                ax.set_yscale("symlog", linthresh=1.0)
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="outputs/small_scale_study", help="runs and reports")
+    p.add_argument("--report", default="study", help="name of <out>/<report>.md/.json/.png")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--select-seed", type=int, default=100, help="the seed of the selection runs")
+    p.add_argument("--rhos", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.3], help="GSAM's alpha grid")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once (1: in this process)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--override", nargs="*", default=[], help="trainer overrides for every run, e.g. train.device=cuda")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    out, t0, load0 = Path(args.out), time.time(), os.getloadavg()
+    out.mkdir(parents=True, exist_ok=True)
+    sel = select(out, args)
+    rep = report_runs(out, sel["chosen"], args)
+    stats = summary(rep["runs"])
+    rho = float(_composed_analysis_rho(args.override))
+    table = markdown(stats, sel["chosen"], len(args.seeds), rho)
+    info = {"seeds": args.seeds, "select_seed": args.select_seed, "grid": {"rhos": args.rhos, "alphas": args.alphas},
+            "override": args.override, "analysis_rho": rho, "summary": stats, "selection": sel["chosen"],
+            "runs": rep["runs"], "train_seconds": {"selection": sel["seconds"], "report": rep["seconds"]},
+            "wall_seconds": time.time() - t0, "load_average_start": load0, "load_average_end": os.getloadavg(),
+            "cpus": os.cpu_count(), "jobs": args.jobs, "threads": args.threads}
+    (out / f"{args.report}.json").write_text(json.dumps(info, indent=1))
+    (out / f"{args.report}.md").write_text(f"# Small-scale study: seeds {args.seeds}\n\n{table}\n## Selection\n\n"
+                                          + selection_markdown(sel["chosen"], args.select_seed))
+    plot(rep["runs"], stats, out / f"{args.report}.png",
+         f"digits, 40% label noise, seeds {args.seeds}: mean ± std (bars), each seed (grey)")
+    print(table + f"\nwrote {out}/{args.report}.md, .json, .png in {time.time() - t0:.0f} s")
+
+
+def _composed_analysis_rho(extra) -> float:
+    """The radius of h, as the runs composed it (analysis.rho of the study configs, or an override)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="config", overrides=["+experiment=study_vanilla", *extra]).analysis.rho
+
+
+if __name__ == "__main__":
+    main()

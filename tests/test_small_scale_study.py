@@ -1,0 +1,83 @@
+"""The small-scale study (scripts/small_scale_study.py) and its data: the label noise of data/demo.py, the clean
+minival it picks hyper-parameters on, and the study itself at a tiny size through the real trainer."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gsam.data.demo import noisy_targets, write_demo_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_noisy_targets_flips_the_share_asked_and_never_to_the_true_class():
+    targets = np.arange(1000) % 10
+    noisy = noisy_targets(targets, 0.4, seed=0)
+    flipped = noisy != targets
+    assert flipped.sum() == 400  # exactly round(0.4 n): a flip can never land on the true class
+    assert set(noisy[flipped].tolist()) == set(range(10))  # every wrong class is reachable
+    assert np.array_equal(noisy, noisy_targets(targets, 0.4, seed=0))  # one fixed draw per noise seed
+    assert not np.array_equal(noisy, noisy_targets(targets, 0.4, seed=1))
+    with pytest.raises(ValueError, match="label_noise"):
+        noisy_targets(targets, 1.0, seed=0)
+
+
+def _files(root: Path, split: str) -> dict[str, int]:
+    """file name -> the class folder it is filed under."""
+    return {p.name: int(p.parent.name.removeprefix("digit_")) for p in (root / split).glob("*/*.JPEG")}
+
+
+def test_study_data_is_noisy_in_train_only_and_a_clean_rewrite_leaves_no_stale_file(tmp_path):
+    from sklearn.datasets import load_digits
+
+    true = load_digits().target
+    root = write_demo_dataset(tmp_path / "d", image_size=8, label_noise=0.4, minival=True)
+    train, minival, val = (_files(root, s) for s in ("train", "minival", "val"))
+    assert (len(train), len(minival), len(val)) == (1157, 285, 355)  # val as the demo's; minival 20% of its train
+    true_of = {f: int(true[int(f[7:12])]) for f in {**train, **minival, **val}}
+    assert all(minival[f] == true_of[f] for f in minival) and all(val[f] == true_of[f] for f in val)
+    wrong = {f for f in train if train[f] != true_of[f]}
+    assert len(wrong) == round(0.4 * 1157)
+    listed = json.loads((root / "noisy_labels.json").read_text())
+    assert {r["file"] for r in listed} == wrong and all(train[r["file"]] == r["given"] for r in listed)
+    write_demo_dataset(root, image_size=8)  # the same folder, clean and without minival: rewritten whole
+    clean = _files(root, "train")
+    assert len(clean) == 1797 - 355 and all(clean[f] == true_of[f] for f in clean)
+    assert not (root / "minival").exists()
+
+
+@pytest.mark.slow
+def test_tiny_study_selects_on_minival_and_reports_on_val(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("small_scale_study", ROOT / "scripts" / "small_scale_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    out = tmp_path / "study"
+    argv = ["small_scale_study.py", "--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rhos", "0.05", "0.1",
+            "--alphas", "0.1", "0.3", "--override", "schedule.epochs=1", "data.batch_size=512", "analysis.batches=1",
+            "analysis.power_iters=3", f"data.root={tmp_path / 'data'}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    study.main()
+    info = json.loads((out / "study.json").read_text())
+    assert set(info["runs"]) == set(study.METHODS) and all(len(r) == 2 for r in info["runs"].values())
+    for m, sel in info["selection"].items():
+        assert len(sel["tried"]) == (1 if m == "vanilla" else 2)
+        if m == "gsam":  # alpha searched at SAM's chosen rho
+            assert {t["setting"]["sam.rho_max"] for t in sel["tried"]} == {info["selection"]["sam"]["setting"]["sam.rho_max"]}
+        assert all(t["images"] == 285 for t in sel["tried"])  # chosen on minival ...
+        assert sel["minival_top1"] == max(t["top1"] for t in sel["tried"])
+        for r in info["runs"][m]:
+            assert r["images"] == 355  # ... reported on val
+            assert r["sigma_max"] > 0 and r["power_iteration_converged"] is not None
+            cfg = (Path(r["run"]) / "config.yaml").read_text()
+            assert "val_split: val\n" in cfg and f"seed: {r['seed']}\n" in cfg
+    top1 = [r["top1"] for r in info["runs"]["sam"]]
+    assert info["summary"]["sam"]["top1"][0] == pytest.approx(np.mean(top1))
+    assert info["summary"]["sam"]["top1"][1] == pytest.approx(np.std(top1, ddof=1))
+    table = (out / "study.md").read_text()
+    assert all(f"| {m} |" in table for m in study.METHODS) and (out / "study.png").stat().st_size > 0
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")}
+    study.main()  # a second report reuses every finished run
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")} == stamps
