@@ -39,9 +39,14 @@ mixer_b16 vanilla 66.4 72.1 50.8 14.5 33.8 | sam 77.4 83.5 63.9 24.7 48.8 | gsam
 """
 
 
+# configs/model/ files of the small CPU models: the demo's (scripts/demo.sh) and the small-scale study's
+SMALL_MODEL_PREFIXES = ("demo_", "study_")
+
+
 def table1_models(config_dir: Path = CONFIGS) -> list[str]:
-    """The models of Table 1: every ``configs/model/*.yaml`` but the demo ones (the names are the files')."""
-    return sorted(p.stem for p in Path(config_dir, "model").glob("*.yaml") if not p.stem.startswith("demo_"))
+    """The models of Table 1: every ``configs/model/*.yaml`` but the small CPU ones (the names are the files')."""
+    return sorted(p.stem for p in Path(config_dir, "model").glob("*.yaml")
+                  if not p.stem.startswith(SMALL_MODEL_PREFIXES))
 
 
 def sam_name(method: str) -> str:

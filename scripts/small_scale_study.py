@@ -32,7 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("vanilla", "sam", "gsam", "xsam")
+sys.path.insert(0, str(ROOT))
+
+from gsam.runlog import read_metrics  # noqa: E402
+from gsam.table1 import TABLE1_METHODS as METHODS  # noqa: E402  (vanilla, sam, gsam, xsam)
 
 
 def grid(method: str, rhos, alphas, sam_rho: float | None = None) -> list[dict]:
@@ -105,10 +108,8 @@ def train_all(jobs: list[tuple[list[str], Path]], n_jobs: int, threads: int) -> 
 def read_run(out: Path) -> dict:
     """Top-1 of the run's final evaluation (set "val", whatever split it read), and the last sharpness record."""
     res = json.loads((out / "results.json").read_text())["results"]["val"]
-    analysis = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
-                if '"kind": "analysis"' in line]
-    train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
-             if '"kind": "train"' in line]
+    logged = read_metrics(out)
+    train, analysis = logged.get("train", []), logged.get("analysis", [])
     last = analysis[-1] if analysis else {}
     return {"top1": res["top1"], "images": res["images"], "train_loss": train[-1]["loss"] if train else math.nan,
             "sigma_max": last.get("sigma_max", math.nan), "surrogate_gap": last.get("surrogate_gap", math.nan),

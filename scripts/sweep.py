@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE1 = "+experiment=glob(*,exclude=demo_*)"
+TABLE1 = "+experiment=glob(*,exclude=[demo_*,study_*])"
 
 
 class SweepError(ValueError):

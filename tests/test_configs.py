@@ -55,8 +55,13 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(compose, model
     assert cfg.sam.get("m") == (None if method == "vanilla" else 64)
 
 
-def test_the_experiment_list_is_table1_and_the_demo():
-    assert EXPERIMENTS == sorted([f"{m}_{k}" for m in MODELS for k in METHODS] + ["demo_gsam", "demo_vanilla"])
+TABLE1 = [f"{m}_{k}" for m in MODELS for k in METHODS]
+# beside Table 1: the demo (scripts/demo.sh and the tests), its label-noise runs, the small-scale study
+OTHERS = ["demo_gsam", "demo_vanilla", "demo_noisy_gsam", "demo_noisy_vanilla"] + [f"study_{k}" for k in METHODS]
+
+
+def test_the_experiment_list_is_table1_the_demo_and_the_study():
+    assert EXPERIMENTS == sorted(TABLE1 + OTHERS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -65,7 +70,7 @@ def test_the_derived_name_is_the_experiment_name(compose, experiment):
     Table 1's files do not write it (config.yaml derives it; method/vanilla.yaml says vanilla for sam none)."""
     cfg = compose(f"+experiment={experiment}")
     assert cfg.name == experiment and cfg.output_dir == f"outputs/{experiment}"
-    if not experiment.startswith("demo_"):
+    if experiment in TABLE1:
         assert "name" not in yaml.safe_load((ROOT / "configs" / "experiment" / f"{experiment}.yaml").read_text())
     check_known_keys(cfg)  # the trainer refuses keys no file defines: the recipe/method groups' keys are known
 

@@ -1,6 +1,5 @@
 """The small-scale study (scripts/small_scale_study.py) and its data: the label noise of data/demo.py, the clean
 minival it picks hyper-parameters on, and the study itself at a tiny size through the real trainer."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -9,8 +8,7 @@ import numpy as np
 import pytest
 
 from gsam.data.demo import noisy_targets, write_demo_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
+from support import load_script
 
 
 def test_noisy_targets_flips_the_share_asked_and_never_to_the_true_class():
@@ -51,9 +49,7 @@ def test_study_data_is_noisy_in_train_only_and_a_clean_rewrite_leaves_no_stale_f
 
 @pytest.mark.slow
 def test_tiny_study_selects_on_minival_and_reports_on_val(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("small_scale_study", ROOT / "scripts" / "small_scale_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_script("small_scale_study")
     out = tmp_path / "study"
     argv = ["small_scale_study.py", "--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rhos", "0.05", "0.1",
             "--alphas", "0.1", "0.3", "--override", "schedule.epochs=1", "data.batch_size=512", "analysis.batches=1",

@@ -43,7 +43,7 @@ def test_no_sbatch_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 def test_default_is_the_whole_table1_and_a_glob_replaces_it(fake_sbatch, capsys):
     assert sweep.main(["--dry-run", "hydra.launcher.partition=gpu", "data.root=/d"]) == 0
     out = capsys.readouterr().out
-    assert "train.py -m +cluster=slurm '+experiment=glob(*,exclude=demo_*)' hydra.launcher.partition=gpu " \
+    assert "train.py -m +cluster=slurm '+experiment=glob(*,exclude=[demo_*,study_*])' hydra.launcher.partition=gpu " \
            "data.root=/d" in out
     assert sweep.main(["--dry-run", "hydra.launcher.partition=gpu", "+experiment=glob(vit_*_gsam)"]) == 0
     out = capsys.readouterr().out
