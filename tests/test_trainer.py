@@ -221,12 +221,14 @@ def test_demo_script_end_to_end(tmp_path):
     out = subprocess.run(["bash", "scripts/demo.sh", "schedule.epochs=1", "data.num_workers=0", "train.progress=false",
                           "logger.wandb.mode=disabled"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    table = [l for l in out.stdout.splitlines() if l.startswith(("| demo_vanilla |", "| demo_gsam |"))]
+    runs = ("demo_noisy_vanilla", "demo_noisy_gsam")
+    table = [l for l in out.stdout.splitlines() if l.startswith(tuple(f"| {r} |" for r in runs))]
     rows = [(l.split("|")[1].strip(), l.split("|")[2].strip()) for l in table]  # compare_runs: (run, set)
-    assert rows == [("demo_vanilla", "val"), ("demo_vanilla", "v2"), ("demo_gsam", "val"), ("demo_gsam", "v2")]
+    assert rows == [(r, s) for r in runs for s in ("minival", "val", "v2")]  # top-k on minival, val reported
     h_cells = [[c.strip() for c in l.split("|")[6:8]] for l in table]  # h and 2h/rho^2: none for vanilla
-    assert h_cells[0] == ["—", "—"] and all(c != "—" and c != "nan" for c in h_cells[2])
-    table1 = [l.split("|")[1:3] for l in out.stdout.splitlines() if l.startswith("| demo_vit |")]
+    assert h_cells[0] == ["—", "—"] and all(c != "—" and c != "nan" for c in h_cells[3])
+    table1 = [l.split("|")[1:3] for l in out.stdout.splitlines() if l.startswith("| study_vit |")]
     assert [m.strip() for _, m in table1] == ["vanilla", "gsam"]  # make_table: the Table 1 layout
-    for name in ("demo_vanilla", "demo_gsam"):
-        assert json.loads((tmp_path / name / "results.json").read_text())["step"] == 11
+    assert sorted(p.name for p in (tmp_path / "demo_plots").iterdir()) == ["curves.png", "table1_imagenet.png"]
+    for name in runs:  # one epoch of the 1,154 noisy train images (288 held out as minival) at batch 64
+        assert json.loads((tmp_path / name / "results.json").read_text())["step"] == 18
