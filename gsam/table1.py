@@ -39,7 +39,8 @@ mixer_b16 vanilla 66.4 72.1 50.8 14.5 33.8 | sam 77.4 83.5 63.9 24.7 48.8 | gsam
 """
 
 
-# configs/model/ files of the small CPU models: the demo's (scripts/demo.sh) and the small-scale study's
+# configs/model/ files of the small CPU models: the demo's (scripts/demo.sh) and the small-scale study's; their
+# experiments carry the same prefixes, which is how scripts/sweep.py leaves them out of Table 1
 SMALL_MODEL_PREFIXES = ("demo_", "study_")
 
 
