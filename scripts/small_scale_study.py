@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gsam.runlog import read_metrics  # noqa: E402
-from gsam.table1 import TABLE1_METHODS as METHODS  # noqa: E402  (vanilla, sam, gsam, xsam)
+from gsam.table1 import TABLE1_METHODS as METHODS, load_run  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
 
 
 def grid(method: str, rhos, alphas, sam_rho: float | None = None) -> list[dict]:
@@ -107,7 +107,7 @@ def train_all(jobs: list[tuple[list[str], Path]], n_jobs: int, threads: int) -> 
 
 def read_run(out: Path) -> dict:
     """Top-1 of the run's final evaluation (set "val", whatever split it read), and the last sharpness record."""
-    res = json.loads((out / "results.json").read_text())["results"]["val"]
+    res = load_run(out)["results"]["val"]
     logged = read_metrics(out)
     train, analysis = logged.get("train", []), logged.get("analysis", [])
     last = analysis[-1] if analysis else {}
