@@ -24,4 +24,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from gsam.failsafe import run_main
+
+    run_main(main)  # an exit that no loader worker or thread can hold up (gsam/failsafe.py)

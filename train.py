@@ -14,10 +14,11 @@ def main(cfg: DictConfig) -> float | None:
     from gsam.checkpoint import CheckpointError
     from gsam.config import ConfigError
     from gsam.experiment import run
+    from gsam.runlog import LogWriteError
 
     try:
         results = run(cfg)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, LogWriteError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except FloatingPointError as e:  # too many non-finite steps in a row
@@ -28,4 +29,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from gsam.failsafe import run_main
+
+    run_main(main)  # an exit that no loader worker or thread can hold up (gsam/failsafe.py)

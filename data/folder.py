@@ -62,7 +62,7 @@ class ImageList(Dataset):
         try:
             with Image.open(path) as im:
                 return im.convert("RGB"), label
-        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for truncated/corrupt/unknown files
+        except Exception as e:  # any decoder error (truncated, corrupt, unknown, a decompression bomb): as write_betons
             if path not in self._reported:
                 self._reported.add(path)
                 warnings.warn(f"unreadable image skipped: {path} ({type(e).__name__}: {e})", stacklevel=2)

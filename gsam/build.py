@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from . import failsafe
 from .config import BatchPlan, ConfigError, amp_dtype, check
 from .config_keys import check_known_keys
 from .distributed import DistInfo, barrier, init_distributed, seed_everything
@@ -46,10 +47,15 @@ class Training:
 
 
 def start(cfg: DictConfig) -> DistInfo:
-    """The config's checks (one line naming the key), then this process's place in the process group."""
+    """The config's checks (one line naming the key), then this process's place in the process group, watched by
+    the other ranks (gsam/failsafe.py: a rank that fails ends them all)."""
     check(cfg)
     check_known_keys(cfg)
-    return init_distributed(cfg.train.device)
+    failsafe.install()
+    info = init_distributed(cfg.train.device)
+    if info.world > 1:
+        failsafe.RankWatch.start(info.rank)
+    return info
 
 
 def _build_model(cfg: DictConfig):

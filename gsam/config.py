@@ -74,6 +74,7 @@ def check(cfg: Mapping) -> None:
     need("schedule.decay", cfg["schedule"]["decay"] in ("linear", "cosine", "constant"),
          "expected linear, cosine or constant")
     need("model.loss", cfg["model"]["loss"] in ("softmax", "sigmoid"), "expected softmax or sigmoid")
+    _check_train_counts(cfg.get("train") or {})
     compile_ = (cfg.get("train") or {}).get("compile", False)
     if not isinstance(compile_, bool):
         import torch._dynamo
@@ -95,6 +96,26 @@ def check(cfg: Mapping) -> None:
         need("sam.search_every_epochs", int(cfg["sam"]["search_every_epochs"]) >= 0, "expected >= 0 (0 = never)")
         need("sam.rho_probe", float(cfg["sam"]["rho_probe"]) >= 0, "expected >= 0")
         _warn_xsam_radii(float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_probe"]))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_train_counts(train: Mapping) -> None:
+    """The loop divides by these (``step % log_every``): 0 ended the run after its first step or epoch, and a
+    negative period silently acted as its absolute value."""
+    periods = {"log_every": "steps between logged records", "eval_every_epochs": "epochs between evaluations; a "
+               "value above schedule.epochs evaluates at the end only", "checkpoint_every_steps": "steps between "
+               "checkpoints of last.pt"}
+    for name, what in periods.items():
+        value = train.get(name)
+        if not (_is_int(value) and value >= 1):
+            raise ConfigError(f"train.{name}={value!r}: expected an integer >= 1 ({what})")
+    for name in ("keep_top_k", "keep_previous", "max_bad_steps"):
+        value = train.get(name)
+        if value is not None and not (_is_int(value) and value >= (1 if name == "max_bad_steps" else 0)):
+            raise ConfigError(f"train.{name}={value!r}: expected an integer >= {1 if name == 'max_bad_steps' else 0}")
 
 
 def _warn_xsam_radii(rho_max: float, rho_probe: float) -> None:

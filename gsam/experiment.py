@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from . import failsafe
 from .analysis.monitor import sharpness_monitor
 from .build import Parts, Training, build, build_training, start
 from .checkpoint import CheckpointManager, write_on_rank0
@@ -27,7 +28,18 @@ from .runlog import RunLogger
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train as configured; returns the final evaluation ({set: metrics})."""
+    """Train as configured; returns the final evaluation ({set: metrics}). Whatever ends it early, the other
+    ranks are told and the loader workers are stopped (gsam/failsafe.py), so that the process can exit."""
+    try:
+        return _run(cfg)
+    except BaseException as e:
+        failsafe.failed(e)
+        raise
+    finally:
+        failsafe.RankWatch.stop()
+
+
+def _run(cfg: DictConfig) -> dict:
     info = start(cfg)
     preemption = Preemption(cfg.train.preempt_signals, info.device)  # a bad signal name fails before the build
     m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb, batch as before

@@ -85,6 +85,16 @@ def truncate_logs(output_dir: str | Path, position: Mapping) -> None:
         _write_summary(summary, rows[: int(position["summary"])])
 
 
+class LogWriteError(RuntimeError):
+    """metrics.jsonl or summary.csv could not be written (a full disk, a quota); one line naming the file."""
+
+
+def _write_failed(path: Path, e: OSError) -> LogWriteError:
+    reason = e.strerror or str(e) or type(e).__name__
+    return LogWriteError(f"cannot write {path} ({reason}); free space there and rerun the same command to resume "
+                         "(the logs are cut back to the last checkpoint)")
+
+
 class RunLogger:
     def __init__(self, output_dir: str | Path, *, enabled: bool, wandb_cfg: Mapping | None, config: dict,
                  run_id: str | None = None, name: str | None = None):
@@ -111,9 +121,21 @@ class RunLogger:
     def log(self, step: int, metrics: Mapping, kind: str = "train") -> None:
         if not self.enabled:
             return
-        self._jsonl.write(json.dumps({"kind": kind, "step": step, **json_safe(metrics)}) + "\n")
+        try:
+            self._jsonl.write(json.dumps({"kind": kind, "step": step, **json_safe(metrics)}) + "\n")
+        except OSError as e:
+            self._abandon()
+            raise _write_failed(self.dir / "metrics.jsonl", e) from e
         self._records += 1
         self._wandb_call(lambda run: run.log({f"{kind}/{k}": v for k, v in metrics.items()}, step=step))
+
+    def _abandon(self) -> None:
+        """Close metrics.jsonl after a failed write: what is left in its buffer would fail again at exit."""
+        try:
+            self._jsonl.close()
+        except OSError:
+            pass
+        self.enabled = False
 
     def _wandb_call(self, fn) -> None:
         """wandb never ends a run: its service is a separate process, and a SIGTERM to the Slurm job step
@@ -131,7 +153,10 @@ class RunLogger:
         if not self.enabled:
             return
         path = self.dir / "summary.csv"
-        _write_summary(path, [*_summary_rows(path), {k: str(v) for k, v in row.items()}])
+        try:
+            _write_summary(path, [*_summary_rows(path), {k: str(v) for k, v in row.items()}])
+        except OSError as e:
+            raise _write_failed(path, e) from e
         self._rows += 1
 
     @property

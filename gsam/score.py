@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from . import failsafe
 from .build import build, start
 from .checkpoint import load
 from .config import ConfigError, batch_plan
@@ -46,8 +47,19 @@ def score_checkpoint(cfg: DictConfig) -> dict:
     """Score a checkpoint (``eval.checkpoint``, default the run's last) on every configured set.
 
     Writes ``results.json`` and ``results.md`` in the run's folder (``results-<checkpoint>.*`` for a checkpoint
-    other than ``last.pt``), puts Table 1's columns in the wandb summary, and prints the table.
+    other than ``last.pt``), puts Table 1's columns in the wandb summary, and prints the table. Whatever ends it
+    early stops the loader workers and tells the other ranks (gsam/failsafe.py).
     """
+    try:
+        return _score(cfg)
+    except BaseException as e:
+        failsafe.failed(e)
+        raise
+    finally:
+        failsafe.RankWatch.stop()
+
+
+def _score(cfg: DictConfig) -> dict:
     info = start(cfg)
     path = Path(cfg.eval.checkpoint or Path(cfg.output_dir) / "checkpoints" / "last.pt")
     if not path.exists():

@@ -68,3 +68,39 @@ def torchrun_train(out, demo_root, *overrides, nproc: int = 2, worker=None, time
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *script,
            *command("train.py", out, demo_root, *overrides)[2:]]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def session_processes(sid: int) -> list[int]:
+    """The pids of the live processes of session ``sid`` (a process started with start_new_session=True heads
+    its own session; its DataLoader workers and torchrun's ranks belong to it)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def run_bounded(cmd: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
+    """``cmd`` in its own session, as a user's job; an AssertionError when it is still running after ``timeout``
+    seconds (a hang: the whole session is then killed) or when any process of its session outlives it."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **popen)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"still running after {timeout} s (hung); stderr: {err[-3000:]}") from None
+    end = time.monotonic() + 3  # a process that was killed may take a moment to be gone
+    while (left := session_processes(proc.pid)) and time.monotonic() < end:
+        time.sleep(0.1)
+    for pid in left:
+        os.kill(pid, 9)
+    assert not left, f"processes left behind after exit {proc.returncode}: {left}; stderr: {err[-3000:]}"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
