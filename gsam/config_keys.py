@@ -1,5 +1,9 @@
-"""Keys that nothing reads: ``+sam.rhoo=0.1`` composed and trained with the key silently unused. Every key of a
-run's config must be defined by some file of ``configs/`` (``model.kwargs`` is timm's own, free-form)."""
+"""Keys that nothing reads: ``+sam.rhoo=0.1`` on the command line, or ``sam: {rho_mx: 0.1}`` in a user's own
+experiment file, composed and trained with the key silently unused. Every key of a run's config must be declared
+by the schema, and only the schema: ``configs/config.yaml`` and the group option files (``configs/model/*.yaml``,
+``configs/sam/*.yaml``, ...). The files that only set values (experiments, methods, recipes: ``VALUE_GROUPS``)
+declare nothing, so a typo there is not its own justification. A method's keys are those of the ``configs/sam``
+files of that method (``sam.alpha`` is read by GSAM, not by SAM). ``model.kwargs`` is timm's own, free-form."""
 from __future__ import annotations
 
 import difflib
@@ -10,6 +14,7 @@ import yaml
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FREE = ("model.kwargs",)  # passed to timm as they are: timm says which it does not accept
+VALUE_GROUPS = ("experiment", "method", "recipe")  # they set the schema's keys; they declare none
 
 
 def _paths(node, prefix: str) -> set[str]:
@@ -23,31 +28,45 @@ def _paths(node, prefix: str) -> set[str]:
     return out
 
 
-def known_keys(configs: Path = CONFIGS) -> set[str]:
-    """Dotted paths of every key of every file of ``configs`` (a group's file under its group's name)."""
-    known = set()
-    for f in configs.rglob("*.yaml"):
-        text = f.read_text()
+def _schema_files(configs: Path):
+    """(file, its keys' prefix, its parsed content) of every file that declares keys."""
+    for f in sorted(configs.rglob("*.yaml")):
         rel = f.parent.relative_to(configs)
+        if rel.parts and rel.parts[0] in VALUE_GROUPS:
+            continue
+        text = f.read_text()
         prefix = "" if "@package _global_" in text or rel == Path(".") else ".".join(rel.parts)
-        known |= _paths(yaml.safe_load(text) or {}, prefix)
-        known |= {".".join(rel.parts[:i + 1]) for i in range(len(rel.parts))} if prefix else set()  # the group
+        yield f, prefix, yaml.safe_load(text) or {}
+
+
+def known_keys(configs: Path = CONFIGS, method: str | None = None) -> set[str]:
+    """Dotted paths of the keys the schema declares (a group's file under its group's name); with ``method``,
+    the ``sam`` keys only of the ``configs/sam`` files whose ``name`` is that method."""
+    known = set()
+    for f, prefix, content in _schema_files(configs):
+        if prefix == "sam" and method is not None and content.get("name") != method:
+            continue
+        known |= _paths(content, prefix)
+        parts = prefix.split(".") if prefix else []
+        known |= {".".join(parts[:i + 1]) for i in range(len(parts))}  # the group itself
     return known
 
 
 def check_known_keys(cfg: Mapping, configs: Path = CONFIGS) -> None:
-    """ConfigError naming the first key no file defines, with the closest known key."""
+    """ConfigError naming the first key the schema does not declare, with the closest declared key."""
     from omegaconf import OmegaConf
 
     from .config import ConfigError
 
     if not configs.is_dir():  # an installed package without the repository's configs/: nothing to compare
         return
-    known = known_keys(configs)
     container = OmegaConf.to_container(cfg, resolve=False) if not isinstance(cfg, dict) else cfg
+    method = (container.get("sam") or {}).get("name")
+    known = known_keys(configs, method if isinstance(method, str) else None)
     for key in sorted(_paths(container, "")):
         if key in known or any(key == f or key.startswith(f + ".") for f in FREE):
             continue
         close = difflib.get_close_matches(key, known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"{key}: unknown key, defined by no file of configs/{hint}; it would be ignored")
+        where = f"by configs/sam/ for sam.name={method}" if key.startswith("sam.") else "by configs/ (config.yaml or a group's files)"
+        raise ConfigError(f"{key}: unknown key, declared {where}{hint}; it would be ignored")
