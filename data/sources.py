@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 
@@ -19,8 +20,31 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def _visible(folder: Path, what: str) -> list[Path]:
+    """The entries of ``folder``, sorted, without hidden ones (macOS's ``._x.JPEG`` and ``.DS_Store``, which
+    hold no image); a folder that cannot be listed is an error naming it."""
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise ValueError(f"{what}: folder {folder} cannot be read ({e.strerror or e}); fix it or remove it") from None
+
+
+def _images(folder: Path, what: str = "dataset") -> list[Path]:
+    """The image files of ``folder``; a link to a missing file is kept (the loader skips it, naming it, and the
+    evaluation's image count shows it)."""
+    return [p for p in _visible(folder, what) if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def _subdirs(root: Path, what: str) -> list[Path]:
+    """The sub-folders of ``root``, sorted. A link to nothing is an error naming it: skipping it would drop a
+    whole class without a word (val scored on 9 of 10 classes)."""
+    found = []
+    for p in _visible(root, what):
+        if p.is_symlink() and not p.exists():
+            raise ValueError(f"{what}: {p} is a link to nothing (-> {os.readlink(p)}); restore it or remove it")
+        if p.is_dir():
+            found.append(p)
+    return found
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -33,7 +57,7 @@ def _require_dir(path: Path, what: str) -> Path:
 def class_folders(root: Path, what: str = "dataset") -> list[str]:
     """Sorted sub-folder names of ``root`` (the class list)."""
     root = _require_dir(root, what)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    classes = [d.name for d in _subdirs(root, what)]
     if not classes:
         raise FileNotFoundError(f"{what}: {root} has no class sub-folders")
     return classes
@@ -45,10 +69,10 @@ def folder_samples(root: Path, classes: list[str], what: str = "dataset") -> lis
     root = _require_dir(root, what)
     index = {c: i for i, c in enumerate(classes)}
     samples, empty = [], []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+    for d in _subdirs(root, what):
         if d.name not in index:
             raise ValueError(f"{what}: folder {d} is not one of the {len(classes)} known classes")
-        images = [(str(p), index[d.name]) for p in _images(d)]
+        images = [(str(p), index[d.name]) for p in _images(d, what)]
         samples += images
         empty += [] if images else [d.name]
     if samples and empty:  # a class with no image would train as a class that never occurs, silently
@@ -84,13 +108,13 @@ def val_ground_truth(val_labels: Path, classes: list[str]) -> dict[str, int]:
 def val_samples(root: Path, classes: list[str], val_labels: Path | None = None) -> list[tuple[str, int]]:
     """ILSVRC-2012 val in either layout (see the module docstring)."""
     root = _require_dir(root, "val")
-    if any(d.is_dir() for d in root.iterdir()):
+    if _subdirs(root, "val"):
         return folder_samples(root, classes, "val")
     if val_labels is None:
         raise ValueError(f"val: {root} is flat (no <wnid>/ folders); pass the devkit ground truth (--val-labels)")
     truth = val_ground_truth(val_labels, classes)
     samples = []
-    for p in _images(root):
+    for p in _images(root, "val"):
         if p.stem not in truth:
             raise ValueError(f"val: {p.name} has no entry in {val_labels}")
         samples.append((str(p), truth[p.stem]))
@@ -107,11 +131,11 @@ def v2_samples(root: Path, num_classes: int) -> list[tuple[str, int]]:
     """ImageNet-V2: the folder name *is* the class index (a string sort would scramble 10 < 2)."""
     root = _require_dir(root, "eval.v2")
     samples = []
-    for d in sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: int(d.name) if d.name.isdigit() else -1):
+    for d in sorted(_subdirs(root, "eval.v2"), key=lambda d: int(d.name) if d.name.isdigit() else -1):
         if not d.name.isdigit() or not 0 <= int(d.name) < num_classes:
             raise ValueError(f"eval.v2: folder {d} is not a class index 0..{num_classes - 1} "
                              "(expected the imagenetv2-*-format-val layout)")
-        samples += [(str(p), int(d.name)) for p in _images(d)]
+        samples += [(str(p), int(d.name)) for p in _images(d, "eval.v2")]
     if not samples:
         raise FileNotFoundError(f"eval.v2: no images under {root}")
     return samples
@@ -131,8 +155,8 @@ def corruption_folders(root: Path) -> dict[str, dict[int, Path]]:
     """{corruption: {severity: folder}} found under an ImageNet-C root."""
     root = _require_dir(root, "eval.c")
     found = {}
-    for c in sorted(d for d in root.iterdir() if d.is_dir()):
-        sev = {int(s.name): s for s in c.iterdir() if s.is_dir() and s.name.isdigit()}
+    for c in _subdirs(root, "eval.c"):
+        sev = {int(s.name): s for s in _subdirs(c, "eval.c") if s.name.isdigit()}
         if sev:
             found[c.name] = dict(sorted(sev.items()))
     if not found:

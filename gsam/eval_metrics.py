@@ -188,12 +188,13 @@ class CorruptionEvaluator:
         return sum(len(loader) for sev in self.loaders.values() for loader in sev.values())
 
     def __call__(self, model, device, amp_dtype, channels_last=False, on_batch=None) -> dict:
-        top1 = {}
+        top1, images = {}, {}
         for c, sev in self.loaders.items():
             for s, loader in sev.items():
                 hits = accumulate(model, loader, topk_score(), 4, device, amp_dtype, channels_last, on_batch)
                 top1.setdefault(c, {})[s] = _percent(hits[0].item(), hits[3].item())
-        return corruption_summary(top1)
+                images.setdefault(c, {})[s] = int(hits[3].item())
+        return {**corruption_summary(top1), "images": images}
 
 
 def table1_row(results: dict) -> dict:

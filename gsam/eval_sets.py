@@ -47,6 +47,25 @@ def check_imagenet_r_classes(class_indices: list[int], classes: list[str]) -> No
                           f"e.g. {missing[:3]}; {len(extra)} not in ImageNet-R, e.g. {extra[:3]})")
 
 
+# The published sizes of the evaluation sets (ImageNet val; ReaL's labelled images; V2 matched-frequency; R; C per
+# corruption and severity). Checked when the label space is ImageNet-1k's, i.e. when the set is the real one.
+KNOWN_IMAGES = {"val": 50_000, "real": 46_837, "v2": 10_000, "r": 30_000, "c": 50_000}
+
+
+def imagenet_1k(classes: list[str]) -> bool:
+    """Whether ``classes`` are ImageNet-1k's 1000 wnids in the standard order (timm's list)."""
+    return len(classes) == 1000 and classes == _timm_info("imagenet_synsets.txt").read_text().split()
+
+
+def check_set_size(what: str, found: int | None, known: int, cfg: DictConfig) -> None:
+    """A set of ImageNet-1k's label space whose file count differs from its published size is refused before
+    anything runs (a partial copy would give a Table 1 number on a different set); eval.allow_partial=true
+    scores it anyway, and its results record the count."""
+    if found is not None and found != known and not cfg.eval.get("allow_partial", False):
+        raise ConfigError(f"eval: {what} holds {found:,} images, the published set {known:,}: a partial copy? Complete "
+                          "it, or set eval.allow_partial=true to score it as it is")
+
+
 def real_targets(labels_path: Path, files: list[str]) -> torch.Tensor | None:
     """(records, max labels) int tensor, -1 padded: the ReaL labels of each val record, found by its file
     name (``ILSVRC2012_val_00000001`` is entry 0). None when the files are not named that way."""
@@ -82,6 +101,10 @@ def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files
     make = dict(batch=batch, num_workers=workers, rank=rank, world=world)
     resize_crop = eval_transform(img_size, mean, std, float(d.crop_pct))
     evaluators = {}
+    full = imagenet_1k(classes)
+    if full and "val" in loaders:
+        check_set_size(f"val ({d.get('root') or d.get('betons')})", len(files["val"]) if files.get("val") else None,
+                       KNOWN_IMAGES["val"], cfg)
     for name, loader in loaders.items():
         targets = None
         if name == "val" and cfg.eval.get("real_labels"):
@@ -91,12 +114,21 @@ def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files
                 notice("[gsam] eval: real skipped (the val files are not named ILSVRC2012_val_<n>, so they have no "
                        "ReaL labels)")
         evaluators[name] = ClassificationEvaluator(name, loader, loss_fn=loss_fn, real_targets=targets)
+        if full and name == "val":
+            evaluators[name].expected = {"images": KNOWN_IMAGES["val"], "real_images": KNOWN_IMAGES["real"]}
     if (v2 := _path(cfg, "v2")) is not None:
-        evaluators["v2"] = ClassificationEvaluator("v2", eval_loader(v2_samples(v2, len(classes)), resize_crop, **make))
+        samples = v2_samples(v2, len(classes))
+        if full:
+            check_set_size(f"eval.v2={v2}", len(samples), KNOWN_IMAGES["v2"], cfg)
+        evaluators["v2"] = ClassificationEvaluator("v2", eval_loader(samples, resize_crop, **make))
+        evaluators["v2"].expected = {"images": KNOWN_IMAGES["v2"]} if full else {}
     if (r := _path(cfg, "r")) is not None:
         samples, cols = subset_samples(r, classes, "eval.r")
         check_imagenet_r_classes(cols, classes)
+        if full:
+            check_set_size(f"eval.r={r}", len(samples), KNOWN_IMAGES["r"], cfg)
         evaluators["r"] = SubsetEvaluator("r", eval_loader(samples, resize_crop, **make), cols)
+        evaluators["r"].expected = {"images": KNOWN_IMAGES["r"]} if full else {}
     if (c := _path(cfg, "c")) is not None:
         found = corruption_folders(c)
         wanted = list(cfg.eval.get("c_corruptions") or found)
@@ -108,9 +140,15 @@ def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files
             notice(f"[gsam] eval: c: {odd} are not ImageNet-C corruptions; they count only in mean_found")
         # ImageNet-C images are already 224x224 centre crops: crop only, no second resize
         crop_only = eval_transform(img_size, mean, std, crop_pct=1.0, resize=False)
-        loaders_c = {w: {s: eval_loader(folder_samples(folder, classes, f"eval.c {w}/{s}"), crop_only, **make)
-                         for s, folder in found[w].items()} for w in wanted}
+        loaders_c = {}
+        for w in wanted:
+            for sev, folder in found[w].items():
+                samples = folder_samples(folder, classes, f"eval.c {w}/{sev}")
+                if full:
+                    check_set_size(f"eval.c {folder}", len(samples), KNOWN_IMAGES["c"], cfg)
+                loaders_c.setdefault(w, {})[sev] = eval_loader(samples, crop_only, **make)
         evaluators["c"] = CorruptionEvaluator("c", loaders_c)
+        evaluators["c"].expected = {"images": KNOWN_IMAGES["c"]} if full else {}
     for key in ("v2", "r", "c"):
         if key not in evaluators:
             notice(f"[gsam] eval: {key} skipped (eval.{key} not set)")
@@ -134,4 +172,31 @@ def measure_sets(sets: dict, model, device: torch.device, amp_dtype, channels_la
         finally:
             if bar is not None:
                 bar.close()
+        check_measured_count(name, results[name], getattr(evaluator, "expected", {}))
     return results
+
+
+def _counts(images) -> list[tuple[str, int]]:
+    """(where, count) of a set's ``images``: one number, or ImageNet-C's {corruption: {severity: n}}."""
+    if isinstance(images, dict):
+        return [(f"{c}/{s}", n) for c, sev in images.items() for s, n in sev.items()]
+    return [("", images)]
+
+
+def check_measured_count(name: str, metrics: dict, expected: dict) -> None:
+    """Every set's metrics hold its image count. Where the set is a published one (``expected``), a count that
+    differs (unreadable images skipped, a partial set allowed) is recorded as ``expected_images`` and said loudly,
+    once, by rank 0: the number is not the published set's."""
+    import torch.distributed as dist
+
+    short = []
+    for key, known in expected.items():
+        short += [(f"{name}{'/' + where if where else ''} {key}", n, known)
+                  for where, n in _counts(metrics.get(key)) if n != known]
+    if not short:
+        return
+    metrics["expected_images"] = {key: known for key, known in expected.items()}
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        for what, n, known in short:
+            print(f"[gsam] WARNING: {what}: {n:,} images scored, the published set has {known:,}; this number is "
+                  "not comparable with the paper's (see the skipped files above)", flush=True)
