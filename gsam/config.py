@@ -75,6 +75,9 @@ def check(cfg: Mapping) -> None:
          "expected linear, cosine or constant")
     need("model.loss", cfg["model"]["loss"] in ("softmax", "sigmoid"), "expected softmax or sigmoid")
     _check_train_counts(cfg.get("train") or {})
+    need("train.resume", (cfg.get("train") or {}).get("resume", True) in (True, False, "allow_changes", "restart"),
+         "expected true (continue the run in output_dir), false (a fresh run: an empty folder), allow_changes or "
+         "restart (move the folder's run into previous-<time>/ and start afresh)")
     compile_ = (cfg.get("train") or {}).get("compile", False)
     if not isinstance(compile_, bool):
         import torch._dynamo

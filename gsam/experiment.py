@@ -15,7 +15,8 @@ from . import failsafe
 from .analysis.monitor import sharpness_monitor
 from .build import Parts, Training, build, build_training, start
 from .checkpoint import CheckpointManager, write_on_rank0
-from .config import BatchPlan, batch_plan
+from .config import BatchPlan, ConfigError, batch_plan
+from .distributed import raise_on_every_rank
 from .divergence import DivergenceGuard
 from .engine import LoopState, train_one_epoch
 from .eval_metrics import results_markdown
@@ -23,6 +24,7 @@ from .eval_sets import measure_sets
 from .finish import per_set, scalars, table1_summary, write_results
 from .preemption import Preemption
 from .resume import resume_from_last, snapshot
+from .run_folder import prepare_folder
 from .runlock import lock_for_run
 from .runlog import RunLogger
 
@@ -99,6 +101,15 @@ def open_run(cfg: DictConfig, parts: Parts, training: Training) -> Session:
     out, info = Path(cfg.output_dir), parts.info
     checkpoints = CheckpointManager(out / "checkpoints", keep_top_k=int(cfg.train.keep_top_k),
                                     keep_previous=int(cfg.train.keep_previous))
+    error, moved = None, None
+    if info.main:
+        try:
+            moved = prepare_folder(out, cfg.train.resume)  # one run per folder
+        except ConfigError as e:
+            error = e
+    raise_on_every_rank(error, info.device, ConfigError(f"output_dir={out} holds a run (refused on rank 0)"))
+    if moved:
+        print(f"[gsam] train.resume=restart: {moved}")
     if info.main:
         checkpoints.remove_partial_files()  # the lock is ours: these are from a killed run
     config = OmegaConf.to_container(cfg, resolve=True)

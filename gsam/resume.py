@@ -103,9 +103,12 @@ def snapshot(model, opt, scaler, state: LoopState, logger, config: dict) -> dict
 
 def resume_from_last(policy, checkpoints, config: dict, model, opt, scaler, info, out: Path):
     """(loop state, wandb run id) from ``last.pt`` when there is one and ``policy`` (train.resume) allows it.
-    The logs are cut back to the checkpoint, so the steps the resumed run replays are recorded once."""
+    The logs are cut back to the checkpoint, so the steps the resumed run replays are recorded once; without a
+    checkpoint the run starts at step 0 and its logs start empty."""
     resumed = checkpoints.resume_state() if policy else None
     if resumed is None:
+        if info.main:  # a run that ended before its first checkpoint starts again at step 0: so do its logs
+            truncate_logs(out, {"metrics": 0, "summary": 0})
         return LoopState(), None
     changes = check_resume(resumed["config"], config, policy, checkpoints.last)
     state = restore(resumed, model, opt, scaler, info, changes)

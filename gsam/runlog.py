@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,15 +33,30 @@ def read_records(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a trainer run folder?")
-    lines = path.read_text().splitlines()
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()  # cut short by a kill -9 or a full disk mid-write: not a record
     records = []
     for i, line in enumerate(lines):
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:  # only the last line may be cut short (a kill -9 mid-write)
-                raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+        except json.JSONDecodeError:  # a cut line that a writer before this one appended to: skipped, said
+            warnings.warn(f"{path}: line {i + 1} is not JSON (a record cut short, then appended to); skipped",
+                          stacklevel=2)
     return records
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut ``path`` back to its last complete line: a record cut short (kill -9, full disk) must not be joined to
+    the next one appended."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data[: data.rfind(b"\n") + 1])
+        os.replace(tmp, path)
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, list[dict]]:
@@ -81,7 +97,9 @@ def truncate_logs(output_dir: str | Path, position: Mapping) -> None:
         os.replace(tmp, metrics)
     summary = out / "summary.csv"
     rows = _summary_rows(summary)
-    if len(rows) > int(position["summary"]):
+    if len(rows) > int(position["summary"]) == 0:
+        summary.unlink()
+    elif len(rows) > int(position["summary"]):
         _write_summary(summary, rows[: int(position["summary"])])
 
 
@@ -105,6 +123,7 @@ class RunLogger:
         if not enabled:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        drop_partial_line(self.dir / "metrics.jsonl")
         self._jsonl = open(self.dir / "metrics.jsonl", "a", buffering=1)
         self._records = len((self.dir / "metrics.jsonl").read_text().splitlines())
         self._rows = len(_summary_rows(self.dir / "summary.csv"))
