@@ -170,10 +170,10 @@ def private_generator(seed: int) -> torch.Generator:
 
 def ignore_stop_signals(_worker_id: int) -> None:
     """A DataLoader worker's first act. Slurm signals the whole process group (TERM at preemption, USR2 before
-    a time limit) and a terminal's Ctrl-C reaches it too: a worker killed by one ends the main process with
+    a time limit) and a terminal's Ctrl-C and hang-up reach it too: a worker killed by one ends the main process with
     "DataLoader worker exited unexpectedly" before it can checkpoint. The main process handles them and ends
     its workers itself."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
 
 

@@ -59,11 +59,31 @@ def atomic_save(obj, path: Path) -> None:
                               "command to resume") from e
 
 
-def finite_weights(state_dict: dict) -> bool:
-    return all(torch.isfinite(v).all() for v in state_dict.values() if torch.is_tensor(v) and v.is_floating_point())
+def finite_weights(state_dict) -> bool:
+    """Every floating-point tensor in ``state_dict`` (a model's, or an optimizer's nested state) is finite."""
+    if torch.is_tensor(state_dict):
+        return not state_dict.is_floating_point() or bool(torch.isfinite(state_dict).all())
+    if isinstance(state_dict, dict):
+        return all(finite_weights(v) for v in state_dict.values())
+    if isinstance(state_dict, (list, tuple)):
+        return all(finite_weights(v) for v in state_dict)
+    return True
+
+
+def load_weights(model, weights: dict, path) -> None:
+    """``model.load_state_dict``; a checkpoint of another architecture or head is one line naming the file and
+    the first mismatch, not torch's page of size mismatches."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()] or [str(e).strip()]
+        more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({lines[0]}{more}); it was written for "
+                              "another model or data.num_classes") from None
 
 
 REQUIRED_KEYS = ("model", "loop", "config")  # what every checkpoint the trainer writes has
+LOOP_KEYS = ("step", "epoch", "batch_in_epoch")
 
 
 def load(path: Path) -> dict:
@@ -82,6 +102,14 @@ def load(path: Path) -> dict:
         found = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a gsam checkpoint (expected the entries {list(REQUIRED_KEYS)}, "
                               f"found {found})")
+    loop = state["loop"]
+    bad = [k for k in LOOP_KEYS if not (isinstance(loop, dict) and isinstance(loop.get(k), int))]
+    if bad:  # a loop without its step would restart the schedule at step 0 with trained weights
+        raise CheckpointError(f"checkpoint {path}: its loop position has no integer {', '.join(bad)}; it is damaged "
+                              "or not written by this trainer (an earlier checkpoints/step-N.pt may be whole)")
+    if not finite_weights(state.get("optimizer")):
+        raise CheckpointError(f"checkpoint {path}: its optimizer state is not finite (NaN or inf), a resumed run "
+                              "would train on it; copy an earlier checkpoints/step-N.pt over it, or move it away")
     return state
 
 
@@ -99,7 +127,7 @@ class CheckpointManager:
         return self.dir / "last.pt"
 
     def save_last(self, state: dict) -> bool:
-        if not finite_weights(state["model"]):
+        if not (finite_weights(state["model"]) and finite_weights(state["optimizer"])):
             return False
         if self.keep_previous <= 0:
             atomic_save(state, self.last)

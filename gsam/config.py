@@ -69,6 +69,11 @@ def check(cfg: Mapping) -> None:
     need("optimizer.lr_min", 0 <= float(cfg["optimizer"]["lr_min"]) <= float(cfg["optimizer"]["lr"]),
          "expected 0 <= lr_min <= optimizer.lr")
     need("optimizer.weight_decay", float(cfg["optimizer"]["weight_decay"]) >= 0, "expected >= 0")
+    if cfg["optimizer"]["name"] == "adamw" and cfg["optimizer"].get("betas") is not None:
+        betas = list(cfg["optimizer"]["betas"]) if not isinstance(cfg["optimizer"]["betas"], (str, int, float)) else []
+        need("optimizer.betas", len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                           and 0 <= b < 1 for b in betas),
+             "expected two numbers in [0, 1), e.g. [0.9, 0.999]")
     need("schedule.epochs", int(cfg["schedule"]["epochs"]) > 0, "expected > 0")
     need("schedule.warmup_steps", int(cfg["schedule"]["warmup_steps"]) >= 0, "expected >= 0")
     need("schedule.decay", cfg["schedule"]["decay"] in ("linear", "cosine", "constant"),
@@ -92,6 +97,7 @@ def check(cfg: Mapping) -> None:
              "expected null (the whole per-process batch) or an integer > 0 (images per perturbation group)")
     if cfg["sam"]["name"] in ("gsam", "gsam_min_f"):
         need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
+        _warn_large_alpha(float(cfg["sam"]["alpha"]))
     if cfg["sam"]["name"] == "weighted_gap":
         need("sam.lam", float(cfg["sam"]["lam"]) >= 0, "expected >= 0")
     if cfg["sam"]["name"] == "xsam":
@@ -119,6 +125,17 @@ def _check_train_counts(train: Mapping) -> None:
         value = train.get(name)
         if value is not None and not (_is_int(value) and value >= (1 if name == "max_bad_steps" else 0)):
             raise ConfigError(f"train.{name}={value!r}: expected an integer >= {1 if name == 'max_bad_steps' else 0}")
+
+
+def _warn_large_alpha(alpha: float) -> None:
+    """GSAM's alpha scales the ascent on the orthogonal gradient (Eq. 6: g_p - alpha g_perp). The paper allows any
+    real value but searched {0.01, 0.02, 0.03} (ResNets) and {0.1, 0.2, 0.3} (ViTs); alpha >= 1 ascends along
+    g_perp at least as fast as it descends, most likely a value meant as a percentage, so it is said once."""
+    if alpha >= 1:
+        import warnings
+
+        warnings.warn(f"sam.alpha={alpha} >= 1: GSAM's ascent on g_perp at least as long as its descent step; the "
+                      "paper's values are 0.01-0.3 (docs/optimizers.md)", stacklevel=2)
 
 
 def _warn_xsam_radii(rho_max: float, rho_probe: float) -> None:

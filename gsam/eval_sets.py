@@ -155,12 +155,16 @@ def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files
     return evaluators
 
 
-def measure_sets(sets: dict, model, device: torch.device, amp_dtype, channels_last: bool, progress: bool) -> dict:
+def measure_sets(sets: dict, model, device: torch.device, amp_dtype, channels_last: bool, progress: bool,
+                 should_stop=None) -> dict:
     """{set: metrics} of ``model`` on each of ``sets`` ({name: evaluator}). ``progress`` (rank 0 with
     train.progress, as the training bar): a bar per set counting its batches; it stays when it is the only bar
-    (evaluate.py) and goes when it sits under the training bar (tqdm's leave=None)."""
+    (evaluate.py) and goes when it sits under the training bar (tqdm's leave=None). ``should_stop`` (every rank
+    asks it, before each set): a preemption signal ends the pass there, with the sets measured so far."""
     results = {}
     for name, evaluator in sets.items():
+        if should_stop is not None and results and should_stop():
+            break
         bar = None
         if progress:
             from tqdm import tqdm

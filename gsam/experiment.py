@@ -81,7 +81,7 @@ class Session:
 
         def write():
             if not self.checkpoints.save_last(st):
-                print(f"[gsam] step {self.state.step}: weights are not finite, checkpoint not written; "
+                print(f"[gsam] step {self.state.step}: weights or optimizer state not finite, checkpoint not written; "
                       f"{self.checkpoints.describe()}")
 
         write_on_rank0(write, self.parts.info)
@@ -131,11 +131,15 @@ def announce(cfg: DictConfig, session: Session, b: BatchPlan) -> None:
           f"{plan.total_steps} steps" + (f", resumed at step {step}" if step > 0 else ""))
 
 
-def evaluate_and_keep_best(session: Session, sets: dict, progress: bool) -> dict:
+def evaluate_and_keep_best(session: Session, sets: dict, progress: bool, should_stop=None) -> dict:
     """{set: metrics} of the training forward on ``sets``, logged (metrics.jsonl, summary.csv), and the weights
-    kept as a top-k checkpoint when they are among the best so far."""
+    kept as a top-k checkpoint when they are among the best so far. Cut short by ``should_stop`` (a preemption
+    signal between two sets): nothing is logged, the caller stops."""
     p, state = session.parts, session.state
-    results = measure_sets(sets, session.training.forward, p.info.device, p.amp, p.channels_last, progress)
+    results = measure_sets(sets, session.training.forward, p.info.device, p.amp, p.channels_last, progress,
+                           should_stop)
+    if should_stop is not None and should_stop():
+        return results
     for name, metrics in results.items():
         session.logger.log(state.step, scalars(metrics), kind=name)
     session.logger.summary_row({"epoch": state.epoch, "step": state.step, **per_set(results, "_")})
@@ -179,7 +183,14 @@ def train_and_evaluate(cfg: DictConfig, session: Session, preemption: Preemption
     try:
         train_epochs(cfg, session, preemption, progress)
         session.save_last()  # before the final evaluation: a rerun of a finished run replays it, recorded once
-        return evaluate_and_keep_best(session, session.parts.eval_sets, progress is not None)
+        # a time limit's signal during the final evaluation stops it between two sets and requeues: the requeued
+        # job replays the whole evaluation from last.pt
+        results = evaluate_and_keep_best(session, session.parts.eval_sets, progress is not None,
+                                         preemption.should_stop)
+        if preemption.triggered:
+            p = session.parts
+            raise preemption.stop(session.state.step, session.save_last, session.logger.close, p.info.main)
+        return results
     except FloatingPointError as e:
         raise FloatingPointError(f"{e}; {session.checkpoints.describe()}") from None
     finally:

@@ -58,7 +58,9 @@ class Preemption:
     """Signal flag + agreement across ranks. ``install()`` in the main thread, ``uninstall()`` when done."""
 
     def __init__(self, signals, device: torch.device):
-        self.signals = [_signal_number(s) for s in signals or ()]
+        if isinstance(signals, str):  # train.preempt_signals=USR2: one name, or several separated by commas
+            signals = [s for s in signals.split(",") if s.strip()]
+        self.signals = [_signal_number(s.strip() if isinstance(s, str) else s) for s in signals or ()]
         self.device = device
         self.received: int | None = None
         self.triggered = False  # every rank saw should_stop() return True (sticky)

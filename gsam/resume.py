@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from .checkpoint import load_weights
 from .config import ConfigError
 from .distributed import rng_state
 from .engine import LoopState
@@ -63,12 +64,12 @@ def load_optimizer(opt, saved: dict, changes: Mapping) -> None:
         setattr(opt, key, fresh[key])
 
 
-def restore(resumed: dict, model, opt, scaler, info, changes: Mapping):
+def restore(resumed: dict, model, opt, scaler, info, changes: Mapping, path=None):
     """Put the checkpoint back; returns its loop state. The RNG streams only when the number of processes is
     the same (each rank has its own)."""
     from .distributed import set_rng_state
 
-    model.load_state_dict(resumed["model"])
+    load_weights(model, resumed["model"], path)
     load_optimizer(opt, resumed["optimizer"], changes)
     if scaler is not None and resumed.get("scaler"):
         scaler.load_state_dict(resumed["scaler"])
@@ -111,7 +112,7 @@ def resume_from_last(policy, checkpoints, config: dict, model, opt, scaler, info
             truncate_logs(out, {"metrics": 0, "summary": 0})
         return LoopState(), None
     changes = check_resume(resumed["config"], config, policy, checkpoints.last)
-    state = restore(resumed, model, opt, scaler, info, changes)
+    state = restore(resumed, model, opt, scaler, info, changes, checkpoints.last)
     if info.main and resumed.get("log"):
         truncate_logs(out, resumed["log"])
     return state, resumed.get("wandb_id")

@@ -131,10 +131,19 @@ class RunLogger:
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
-            self.wandb = wandb.init(
-                project=wandb_cfg.get("project"), entity=wandb_cfg.get("entity"), group=wandb_cfg.get("group"),
-                tags=list(wandb_cfg.get("tags") or []), mode=wandb_cfg.get("mode", "offline"), name=name,
-                id=run_id, resume="allow", dir=str(self.dir), config=config)
+            try:
+                self.wandb = wandb.init(
+                    project=wandb_cfg.get("project"), entity=wandb_cfg.get("entity"), group=wandb_cfg.get("group"),
+                    tags=list(wandb_cfg.get("tags") or []), mode=wandb_cfg.get("mode", "offline"), name=name,
+                    id=run_id, resume="allow", dir=str(self.dir), config=config)
+            except Exception as e:  # no API key for online, an unwritable folder: before any step, one line
+                from .config import ConfigError
+
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                self._abandon()
+                raise ConfigError(f"logger.wandb.mode={wandb_cfg.get('mode', 'offline')}: wandb could not start "
+                                  f"({type(e).__name__}: {first}); run `wandb login` for online, or set "
+                                  "logger.wandb.mode=offline or disabled") from None
             self.run_id = self.wandb.id
 
     def log(self, step: int, metrics: Mapping, kind: str = "train") -> None:

@@ -9,12 +9,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import failsafe
 from .build import build, start
-from .checkpoint import load
+from .checkpoint import load, load_weights
 from .config import ConfigError, batch_plan
 from .eval_metrics import results_markdown
 from .eval_sets import measure_sets
 from .finish import table1_summary, write_results
 from .resume import config_changes
+from .runlock import lock_for_run
 from .runlog import RunLogger
 
 
@@ -61,17 +62,21 @@ def score_checkpoint(cfg: DictConfig) -> dict:
 
 def _score(cfg: DictConfig) -> dict:
     info = start(cfg)
+    # it writes into output_dir: not while a run trains there (FolderInUse names the holder)
+    lock = lock_for_run(Path(cfg.output_dir), info.main, info.device)
     path = Path(cfg.eval.checkpoint or Path(cfg.output_dir) / "checkpoints" / "last.pt")
     if not path.exists():
         raise ConfigError(f"eval.checkpoint={str(path)!r}: no such file")
     saved = load(path)
     check_same_experiment(saved["config"], OmegaConf.to_container(cfg, resolve=True), path)
     parts = build(cfg, info, batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch))
-    parts.model.load_state_dict(saved["model"])
+    load_weights(parts.model, saved["model"], path)
     results = measure_sets(parts.eval_sets, parts.model, info.device, parts.amp, parts.channels_last,
                            progress=info.main and bool(cfg.train.progress))
     if info.main:
         report_scores(cfg, path, saved, results)
+    if lock is not None:
+        lock.close()
     return results
 
 
