@@ -51,7 +51,6 @@ def start(cfg: DictConfig) -> DistInfo:
     the other ranks (gsam/failsafe.py: a rank that fails ends them all)."""
     check(cfg)
     check_known_keys(cfg)
-    failsafe.install()
     info = init_distributed(cfg.train.device)
     if info.world > 1:
         failsafe.RankWatch.start(info.rank)

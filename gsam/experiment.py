@@ -32,13 +32,8 @@ from .runlog import RunLogger
 def run(cfg: DictConfig) -> dict:
     """Train as configured; returns the final evaluation ({set: metrics}). Whatever ends it early, the other
     ranks are told and the loader workers are stopped (gsam/failsafe.py), so that the process can exit."""
-    try:
+    with failsafe.guarded():
         return _run(cfg)
-    except BaseException as e:
-        failsafe.failed(e)
-        raise
-    finally:
-        failsafe.RankWatch.stop()
 
 
 def _run(cfg: DictConfig) -> dict:

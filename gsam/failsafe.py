@@ -7,12 +7,13 @@ and leave the main thread waiting on their queue. And under torchrun a rank that
 collective until NCCL's timeout (tens of minutes holding the GPUs).
 
 So the main process stops its workers itself (SIGKILL, then reaps them) whenever a run ends (``stop_workers``);
-an uncaught exception in any thread ends the process (``install``); and the ranks watch each other through the
+an uncaught exception in any thread ends the process (``guarded``); and the ranks watch each other through the
 rendezvous store (``RankWatch``): the one that fails says so there, the others see it within a second and exit
 instead of waiting, and every rank exits when torchrun itself is gone.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -65,9 +66,21 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
     hard_exit(EXIT_FAILED)
 
 
-def install() -> None:
-    """Any uncaught exception in a thread other than the main one ends the process (``_thread_failed``)."""
+@contextlib.contextmanager
+def guarded():
+    """Around a run (training or evaluate.py's scoring): an uncaught exception in another thread ends the
+    process (``_thread_failed``); whatever ends the run early tells the other ranks and stops the workers
+    (``failed``). The previous thread hook is back afterwards (an application that embeds a run keeps its own)."""
+    previous = threading.excepthook
     threading.excepthook = _thread_failed
+    try:
+        yield
+    except BaseException as e:
+        failed(e)
+        raise
+    finally:
+        threading.excepthook = previous
+        RankWatch.stop()
 
 
 class RankWatch:

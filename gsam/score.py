@@ -51,13 +51,8 @@ def score_checkpoint(cfg: DictConfig) -> dict:
     other than ``last.pt``), puts Table 1's columns in the wandb summary, and prints the table. Whatever ends it
     early stops the loader workers and tells the other ranks (gsam/failsafe.py).
     """
-    try:
+    with failsafe.guarded():
         return _score(cfg)
-    except BaseException as e:
-        failsafe.failed(e)
-        raise
-    finally:
-        failsafe.RankWatch.stop()
 
 
 def _score(cfg: DictConfig) -> dict:

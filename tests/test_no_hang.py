@@ -102,7 +102,7 @@ def test_a_decompression_bomb_in_a_train_class_is_skipped_naming_the_file(tmp_pa
     bomb = root / "train" / "digit_0" / "huge.png"
     (root / "train" / "digit_0" / sorted(os.listdir(root / "train" / "digit_0"))[0]).unlink()
     _png_header_only(bomb, 20000, 20000)
-    small = ["data.num_classes=2", "data.batch_size=16", "sam.m=8", "train.max_steps=1", "data.num_workers=1"]
+    small = ["data.name=two_digits", "data.num_classes=2", "data.batch_size=16", "sam.m=8", "train.max_steps=1", "data.num_workers=1"]
     done = run_bounded(command("train.py", tmp_path / "run", root, *small), TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"unreadable image skipped: {bomb}" in done.stderr and "DecompressionBombError" in done.stderr
