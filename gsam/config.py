@@ -119,11 +119,11 @@ def _check_train_counts(train: Mapping) -> None:
                "checkpoints of last.pt"}
     for name, what in periods.items():
         value = train.get(name)
-        if not (_is_int(value) and value >= 1):
+        if name in train and not (_is_int(value) and value >= 1):
             raise ConfigError(f"train.{name}={value!r}: expected an integer >= 1 ({what})")
     for name in ("keep_top_k", "keep_previous", "max_bad_steps"):
         value = train.get(name)
-        if value is not None and not (_is_int(value) and value >= (1 if name == "max_bad_steps" else 0)):
+        if name in train and not (_is_int(value) and value >= (1 if name == "max_bad_steps" else 0)):
             raise ConfigError(f"train.{name}={value!r}: expected an integer >= {1 if name == 'max_bad_steps' else 0}")
 
 
