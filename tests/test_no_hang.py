@@ -1,7 +1,8 @@
 """Any error ends the run within seconds, with its workers: the loader workers ignore Slurm's signals (the main
 process stops them, gsam/failsafe.py), and Python's exit used to wait on them for ever. Each case runs with
-DataLoader workers, in its own session, under a timeout (a hang fails the test), and checks that no process of
-the session outlives the run. Under torchrun a rank that fails ends the other too."""
+DataLoader workers, under a timeout (a hang fails the test), and checks that no process it started (tagged by
+an environment variable: torchrun puts its ranks in sessions of their own) outlives it. Under torchrun a rank
+that fails ends the other too."""
 import os
 import shutil
 import struct

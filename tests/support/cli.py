@@ -70,35 +70,42 @@ def torchrun_train(out, demo_root, *overrides, nproc: int = 2, worker=None, time
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def session_processes(sid: int) -> list[int]:
-    """The pids of the live processes of session ``sid`` (a process started with start_new_session=True heads
-    its own session; its DataLoader workers and torchrun's ranks belong to it)."""
+def tagged_processes(tag: str) -> list[int]:
+    """The pids of the live processes whose environment holds ``GSAM_TEST_TAG=<tag>``: every descendant of a
+    command started by ``run_bounded``, including torchrun's ranks (torchrun starts each in a session of its
+    own) and processes orphaned when their parent died."""
+    marker = f"GSAM_TEST_TAG={tag}".encode()
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for environ in Path("/proc").glob("[0-9]*/environ"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if marker in environ.read_bytes().split(b"\0") and (environ.parent / "stat").read_text().rsplit(
+                    ")", 1)[1].split()[0] != "Z":
+                found.append(int(environ.parent.name))
         except (OSError, IndexError):
-            continue  # ended while we looked
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
+            continue  # ended while we looked, or not ours to read
     return found
 
 
-def run_bounded(cmd: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
-    """``cmd`` in its own session, as a user's job; an AssertionError when it is still running after ``timeout``
-    seconds (a hang: the whole session is then killed) or when any process of its session outlives it."""
-    import signal
+def run_bounded(cmd: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``cmd`` as a user's job; an AssertionError when it is still running after ``timeout`` seconds (a hang:
+    every process it started is then killed) or when any process it started outlives it."""
+    import uuid
 
+    tag = uuid.uuid4().hex
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **popen)
+                            start_new_session=True, env={**(env or os.environ), "GSAM_TEST_TAG": tag})
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in [proc.pid, *tagged_processes(tag)]:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
         out, err = proc.communicate()
         raise AssertionError(f"still running after {timeout} s (hung); stderr: {err[-3000:]}") from None
     end = time.monotonic() + 3  # a process that was killed may take a moment to be gone
-    while (left := session_processes(proc.pid)) and time.monotonic() < end:
+    while (left := tagged_processes(tag)) and time.monotonic() < end:
         time.sleep(0.1)
     for pid in left:
         os.kill(pid, 9)
