@@ -2,8 +2,9 @@
 experiment file, composed and trained with the key silently unused. Every key of a run's config must be declared
 by the schema, and only the schema: ``configs/config.yaml`` and the group option files (``configs/model/*.yaml``,
 ``configs/sam/*.yaml``, ...). The files that only set values (experiments, methods, recipes: ``VALUE_GROUPS``)
-declare nothing, so a typo there is not its own justification. A method's keys are those of the ``configs/sam``
-files of that method (``sam.alpha`` is read by GSAM, not by SAM). ``model.kwargs`` is timm's own, free-form."""
+declare nothing, so a typo there is not its own justification. ``model.kwargs`` is timm's own, free-form.
+The ``sam`` keys are those of every method's file, not only the selected method's: an experiment of one method
+run with another (``+experiment=demo_gsam sam=sam``) keeps its values for keys the other method does not read."""
 from __future__ import annotations
 
 import difflib
@@ -39,13 +40,10 @@ def _schema_files(configs: Path):
         yield f, prefix, yaml.safe_load(text) or {}
 
 
-def known_keys(configs: Path = CONFIGS, method: str | None = None) -> set[str]:
-    """Dotted paths of the keys the schema declares (a group's file under its group's name); with ``method``,
-    the ``sam`` keys only of the ``configs/sam`` files whose ``name`` is that method."""
+def known_keys(configs: Path = CONFIGS) -> set[str]:
+    """Dotted paths of the keys the schema declares (a group's file under its group's name)."""
     known = set()
     for f, prefix, content in _schema_files(configs):
-        if prefix == "sam" and method is not None and content.get("name") != method:
-            continue
         known |= _paths(content, prefix)
         parts = prefix.split(".") if prefix else []
         known |= {".".join(parts[:i + 1]) for i in range(len(parts))}  # the group itself
@@ -61,12 +59,11 @@ def check_known_keys(cfg: Mapping, configs: Path = CONFIGS) -> None:
     if not configs.is_dir():  # an installed package without the repository's configs/: nothing to compare
         return
     container = OmegaConf.to_container(cfg, resolve=False) if not isinstance(cfg, dict) else cfg
-    method = (container.get("sam") or {}).get("name")
-    known = known_keys(configs, method if isinstance(method, str) else None)
+    known = known_keys(configs)
     for key in sorted(_paths(container, "")):
         if key in known or any(key == f or key.startswith(f + ".") for f in FREE):
             continue
         close = difflib.get_close_matches(key, known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        where = f"by configs/sam/ for sam.name={method}" if key.startswith("sam.") else "by configs/ (config.yaml or a group's files)"
-        raise ConfigError(f"{key}: unknown key, declared {where}{hint}; it would be ignored")
+        raise ConfigError(f"{key}: unknown key, declared by no schema file of configs/ (config.yaml, a group's option "
+                          f"files){hint}; it would be ignored")
