@@ -90,6 +90,14 @@ def check(cfg: Mapping) -> None:
         need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
     if cfg["sam"]["name"] == "weighted_gap":
         need("sam.lam", float(cfg["sam"]["lam"]) >= 0, "expected >= 0")
+    if cfg["sam"]["name"] in ("every_k", "looksam", "lookgsam"):
+        k = cfg["sam"]["k"]
+        need("sam.k", isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+             "expected an integer >= 1 (the full sharpness-aware step every k steps)")
+    if cfg["sam"]["name"] in ("looksam", "lookgsam"):
+        need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
+    if cfg["sam"]["name"] == "lookgsam":
+        need("sam.gsam_alpha", float(cfg["sam"]["gsam_alpha"]) >= 0, "expected >= 0")
     if cfg["sam"]["name"] == "xsam":
         need("sam.steps", int(cfg["sam"]["steps"]) >= 1, "expected an integer >= 1")
         need("sam.search_every_epochs", int(cfg["sam"]["search_every_epochs"]) >= 0, "expected >= 0 (0 = never)")

@@ -7,12 +7,14 @@ import torch
 
 from .base import SharpnessAware
 from .baselines import GSAMMinF, WeightedGap
+from .every_k import EveryK
 from .gsam import GSAM
+from .looksam import LookSAM
 from .sam import SAM
 from .vanilla import Vanilla
 from .xsam import XSAM
 
-METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f")
+METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f", "every_k", "looksam", "lookgsam")
 BASES = ("sgd", "adamw")
 
 
@@ -68,6 +70,12 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, 
         return WeightedGap(params, base, rho=rho, lam=float(sam_cfg["lam"]), adaptive=adaptive, **common)
     if name == "gsam_min_f":
         return GSAMMinF(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=adaptive, **common)
+    if name == "every_k":
+        return EveryK(params, base, rho=rho, k=int(sam_cfg["k"]), adaptive=adaptive, **common)
+    if name in ("looksam", "lookgsam"):  # lookgsam: LookSAM's reuse of GSAM's update (ours)
+        return LookSAM(params, base, rho=rho, k=int(sam_cfg["k"]), alpha=float(sam_cfg["alpha"]),
+                       gsam_alpha=float(sam_cfg["gsam_alpha"]) if name == "lookgsam" else 0.0, adaptive=adaptive,
+                       **common)
     if name == "xsam":  # the trainer schedules the search itself (opt.search_next, sam.search_every_epochs)
         return XSAM(params, base, rho=rho, rho_probe=float(sam_cfg["rho_probe"]), steps=int(sam_cfg.get("steps", 1)),
                     alpha=float(sam_cfg.get("alpha", 1.0)), search_every=int(sam_cfg.get("search_every", 0)), **common)
