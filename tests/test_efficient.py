@@ -148,16 +148,18 @@ def test_a_non_finite_refresh_is_skipped_and_the_next_step_refreshes():
     assert len(closure.calls) == 2  # step 4 is not due (4 % 3 != 0) but has no g_v: it refreshes
 
 
-@pytest.mark.parametrize("name, keys", [("every_k", {"k": 10}), ("looksam", {"k": 5, "alpha": 0.7}),
-                                        ("lookgsam", {"k": 5, "alpha": 0.7, "gsam_alpha": 0.01})])
-def test_shipped_configs_compose_and_build(compose, name, keys):
+@pytest.mark.parametrize("name, keys, bad", [
+    ("every_k", {"k": 10}, "sam.k=0"), ("looksam", {"k": 5, "alpha": 0.7}, "sam.k=0"),
+    ("lookgsam", {"k": 5, "alpha": 0.7, "gsam_alpha": 0.01}, "sam.k=0"),
+    ("mesa", {"lam": 0.8, "tau": 5.0, "decay": 0.9998, "start_step": 0}, "sam.start_step=-1")])
+def test_shipped_configs_compose_and_build(compose, name, keys, bad):
     cfg = compose(f"sam={name}")
     check(cfg)
     opt = build_optimizer(mlp(), cfg.optimizer, cfg.sam)
     for key, value in keys.items():
         assert getattr(opt, key) == value
-    with pytest.raises(ConfigError, match=r"^sam\.k=0: expected an integer >= 1"):
-        check(compose(f"sam={name}", "sam.k=0"))
+    with pytest.raises(ConfigError, match=rf"^{bad.replace('.', '[.]')}: expected an integer >= "):
+        check(compose(f"sam={name}", bad))
 
 
 @pytest.mark.slow
@@ -179,3 +181,46 @@ def test_looksam_through_the_trainer_resumes_mid_cycle_bit_for_bit(tmp_path, dem
     a, b = (load(tmp_path / out / "checkpoints" / "last.pt") for out in ("straight", "stopped"))
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def _mesa_reference(model, teacher, x, y, lam, tau):
+    """grad of CE + lam tau^2 mean KL(softmax(z_teacher/tau) || softmax(z/tau)) by autograd (SAF's MESA loss)."""
+    w = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    names = [n for n, _ in model.named_parameters()]
+    z = torch.func.functional_call(model, dict(zip(names, w)), (x,))
+    p_t = torch.softmax(teacher(x) / tau, -1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(z / tau, -1))).sum(-1).mean()
+    loss = torch.nn.functional.cross_entropy(z, y) + lam * tau**2 * kl
+    return flat(torch.autograd.grad(loss, w))
+
+
+def test_mesa_descends_on_ce_plus_the_kl_to_its_average_and_updates_the_average():
+    from gsam.engine import make_closures
+
+    model, teacher = mlp(seed=7), mlp(seed=8)  # the average set to other weights, so the KL term is not zero
+    opt = gsam.MESA(model.parameters(), sgd_for_d(model), model=model, lam=0.8, tau=5.0, decay=0.9)
+    opt._ema.update({k: v.clone() for k, v in teacher.state_dict().items()})
+    x, y = batch(seed=70)
+    d_ref = _mesa_reference(model, teacher, x, y, 0.8, 5.0)
+    for accum in (1, 2):  # the trainer's closures: micro-batches accumulate the same gradient
+        opt._ema.update({k: v.clone() for k, v in teacher.state_dict().items()})
+        opt.step(make_closures(model, opt, torch.nn.functional.cross_entropy, x, y, 2, accum, None))
+        torch.testing.assert_close(_d(model), d_ref, rtol=1e-12, atol=1e-15)
+        for (k, e), t, w in zip(opt._ema.items(), teacher.state_dict().values(), model.state_dict().values()):
+            torch.testing.assert_close(e, 0.9 * t + 0.1 * w, rtol=1e-14, atol=1e-15)
+
+
+def test_mesa_before_its_start_step_is_vanilla_bit_for_bit():
+    from gsam.engine import make_closures
+
+    runs = []
+    for cls, kw in ((gsam.Vanilla, {}), (gsam.MESA, {"lam": 0.8, "start_step": 3})):
+        model = mlp(bn=True)
+        base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        opt = cls(model.parameters(), base, model=model, **kw)
+        for t in range(3):
+            x, y = batch(seed=80 + t)
+            opt.step(make_closures(model, opt, torch.nn.functional.cross_entropy, x, y, 1, 1, None))
+        runs.append(weights(model) + [b.clone() for b in model.buffers()])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)

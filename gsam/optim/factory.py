@@ -10,11 +10,12 @@ from .baselines import GSAMMinF, WeightedGap
 from .every_k import EveryK
 from .gsam import GSAM
 from .looksam import LookSAM
+from .mesa import MESA
 from .sam import SAM
 from .vanilla import Vanilla
 from .xsam import XSAM
 
-METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f", "every_k", "looksam", "lookgsam")
+METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f", "every_k", "looksam", "lookgsam", "mesa")
 BASES = ("sgd", "adamw")
 
 
@@ -59,6 +60,9 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, 
     params = model.parameters()
     if name == "none":
         return Vanilla(params, base, **common)
+    if name == "mesa":  # vanilla's step on MESA's loss: the closure adds opt.loss_term (gsam/engine.py)
+        return MESA(params, base, lam=float(sam_cfg["lam"]), tau=float(sam_cfg["tau"]), decay=float(sam_cfg["decay"]),
+                    start_step=int(sam_cfg["start_step"]), **common)
     common["sync_perturbation"] = bool(sam_cfg.get("sync_perturbation", False))
     rho = float(sam_cfg["rho_max"])
     adaptive = bool(sam_cfg.get("adaptive", False))  # ASAM's scale-invariant radius (asam = sam + adaptive)
