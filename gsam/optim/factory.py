@@ -15,7 +15,8 @@ from .sam import SAM
 from .vanilla import Vanilla
 from .xsam import XSAM
 
-METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f", "every_k", "looksam", "lookgsam", "mesa")
+METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f", "every_k", "looksam", "lookgsam",
+           "mesa")
 BASES = ("sgd", "adamw")
 
 

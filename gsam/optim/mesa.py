@@ -86,7 +86,8 @@ class MESA(Vanilla):
 
     def _load_extra_state(self, state: dict) -> None:
         super()._load_extra_state(state)
-        self.lam, self.tau, self.decay, self.start_step = state["lam"], state["tau"], state["decay"], state["start_step"]
+        self.lam, self.tau, self.decay = state["lam"], state["tau"], state["decay"]
+        self.start_step = state["start_step"]
         if state["ema"].keys() != self._ema.keys():
             raise ValueError("the saved MESA average does not match the model's state_dict keys")
         for k, v in state["ema"].items():
