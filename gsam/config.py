@@ -89,17 +89,31 @@ def check(cfg: Mapping) -> None:
 
         need("train.compile", compile_ in torch._dynamo.list_backends(exclude_tags=()),
              "expected true, false or a torch.compile backend (e.g. inductor, aot_eager)")
-    if cfg["sam"]["name"] != "none":
+    if cfg["sam"]["name"] not in ("none", "mesa"):  # MESA perturbs nothing: no rho, no groups
         rmax, rmin = float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_min"])
         need("sam.rho_min", 0 <= rmin <= rmax, "expected 0 <= sam.rho_min <= sam.rho_max")
         m = cfg["sam"].get("m")
-        need("sam.m", m is None or (isinstance(m, int) and not isinstance(m, bool) and m > 0),
+        need("sam.m", m is None or (_is_int(m) and m > 0),
              "expected null (the whole per-process batch) or an integer > 0 (images per perturbation group)")
     if cfg["sam"]["name"] in ("gsam", "gsam_min_f"):
         need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
         _warn_large_alpha(float(cfg["sam"]["alpha"]))
-    if cfg["sam"]["name"] == "weighted_gap":
+    if cfg["sam"]["name"] in ("weighted_gap", "mesa"):
         need("sam.lam", float(cfg["sam"]["lam"]) >= 0, "expected >= 0")
+    if cfg["sam"]["name"] == "mesa":
+        need("sam.tau", float(cfg["sam"]["tau"]) > 0, "expected > 0 (the temperature of the KL term)")
+        need("sam.decay", 0 <= float(cfg["sam"]["decay"]) <= 1, "expected 0 <= decay <= 1")
+        start = cfg["sam"]["start_step"]
+        need("sam.start_step", _is_int(start) and start >= 0,
+             "expected an integer >= 0")
+    if cfg["sam"]["name"] in ("every_k", "looksam", "lookgsam"):
+        k = cfg["sam"]["k"]
+        need("sam.k", _is_int(k) and k >= 1,
+             "expected an integer >= 1 (the full sharpness-aware step every k steps)")
+    if cfg["sam"]["name"] in ("looksam", "lookgsam"):
+        need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
+    if cfg["sam"]["name"] == "lookgsam":
+        need("sam.gsam_alpha", float(cfg["sam"]["gsam_alpha"]) >= 0, "expected >= 0")
     if cfg["sam"]["name"] == "xsam":
         need("sam.steps", int(cfg["sam"]["steps"]) >= 1, "expected an integer >= 1")
         need("sam.search_every_epochs", int(cfg["sam"]["search_every_epochs"]) >= 0, "expected >= 0 (0 = never)")

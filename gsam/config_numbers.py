@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 NUMERIC = ("seed", "optimizer.lr", "optimizer.lr_min", "optimizer.weight_decay", "schedule.epochs",
            "schedule.warmup_steps", "sam.rho_max", "sam.rho_min", "sam.alpha", "sam.lam", "sam.steps",
-           "sam.search_every", "sam.search_every_epochs", "sam.m", "sam.rho_probe", "data.batch_size",
-           "data.num_classes", "train.divergence_factor")
+           "sam.search_every", "sam.search_every_epochs", "sam.m", "sam.rho_probe", "sam.k", "sam.gsam_alpha",
+           "sam.tau", "sam.decay", "sam.start_step", "data.batch_size", "data.num_classes", "train.divergence_factor")
 
 
 def check_numbers(cfg: Mapping) -> None:

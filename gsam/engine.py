@@ -69,7 +69,10 @@ def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtyp
             last = i == accum - 1
             with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
                 with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    loss = loss_fn(model(xm), ym).float() / accum
+                    logits = model(xm)
+                    loss = loss_fn(logits, ym).float()
+                    term = opt.loss_term(logits, xm)  # MESA's trajectory loss; None for the other methods
+                    loss = (loss if term is None else loss + term.float()) / accum
                 if torch.is_grad_enabled():
                     opt.backward(loss)
             total = total + loss.detach()

@@ -1,10 +1,15 @@
-"""Step time and memory of SAM, GSAM and XSAM relative to vanilla training, measured in one run.
+"""Step time and memory of SAM, GSAM, XSAM and the efficient variants (every-k, LookSAM, LookGSAM, MESA) relative
+to vanilla training, measured in one run.
 
     .venv/bin/python scripts/bench_optim.py --model resnet18 --img-size 64 --batch 32          # CPU
     python scripts/bench_optim.py --device cuda --model vit_base_patch32_224 --batch 256 --amp bf16
 
 Rounds interleave the methods (vanilla, SAM, GSAM, XSAM without a search, one XSAM search step),
 rotating their order, so that drifting machine load and allocator effects hit all of them alike; the median per-step time of each is reported.
+The periodic variants run one whole cycle of ``--k`` steps per round (their cost per step is the cycle's mean),
+MESA ``--steps`` steps with its KL term on; their table gives the cost per step over vanilla's of the same
+rounds, over SAM's and GSAM's, and the prediction from the parts: fwd+bwd passes per step (1 + 1/k; MESA 1),
+forward-only passes (MESA's teacher: 1), the base step and the variant's own vector work.
 XSAM's cost at each ``--search-every`` N is amortised from the two measured kinds of step:
 (N-1) plain steps + 1 search step, over N. Held memory is counted by walking the optimizer object
 for tensors that are neither parameters nor gradients nor the base optimizer's state.
@@ -78,11 +83,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def closure_on(model, x, y, amp: str):
-    """The closure convention of gsam/optim/base.py on one batch (or one perturbation group)."""
+def closure_on(model, x, y, amp: str, opt=None):
+    """The closure convention of gsam/optim/base.py on one batch (or one perturbation group); with ``opt``, its
+    ``loss_term`` is added as the trainer's closure adds it (MESA's KL term)."""
     def closure():
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            term = opt.loss_term(logits, x) if opt is not None else None
+            loss = loss if term is None else loss + term
         if torch.is_grad_enabled():
             loss.backward()
         return loss
@@ -182,6 +191,51 @@ def compare_groups(args, model, x, y, opts: dict, device, param_bytes: int) -> N
               f"alone, closure of negligible cost), {extra[1]:+.2f} (with the model's activations)")
 
 
+def efficient_variants(params, base, model, k: int) -> dict:
+    """The efficient variants at period ``k`` (MESA: the KL term on from the first step), each on its own base."""
+    return {f"every-{k}": gsam.EveryK(params, base(), rho=0.05, k=k, model=model),
+            f"LookSAM-{k}": gsam.LookSAM(params, base(), rho=0.05, k=k, alpha=0.7, model=model),
+            f"LookGSAM-{k}": gsam.LookSAM(params, base(), rho=0.05, k=k, alpha=0.7, gsam_alpha=0.4, model=model),
+            "MESA": gsam.MESA(params, base(), model=model, lam=0.8, tau=5.0)}
+
+
+def passes_per_step(opt) -> tuple[float, float]:
+    """(forward-backward passes, forward-only passes) per step, on average over a cycle."""
+    if isinstance(opt, gsam.MESA):
+        return 1.0, 1.0  # the student's pass and the teacher's forward
+    return 1.0 + 1.0 / opt.k, 0.0  # the full step once in k
+
+
+def report_variants(variants: dict, times: dict, cheap, parts: dict, device) -> None:
+    """Each variant's cost per step relative to vanilla, SAM and GSAM of the same rounds; decomposed into passes
+    (fwd+bwd and forward-only, from this run's vanilla and forward timings) and the method's own vector work
+    (a cycle of steps with the closure of negligible cost, minus its passes and the base step)."""
+    own = {}
+    for name, opt in variants.items():
+        n = getattr(opt, "k", 1)
+        samples = []
+        for _ in range(10):
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                opt.step(cheap)
+            sync(device)
+            samples.append((time.perf_counter() - t0) / n)
+        full, _ = passes_per_step(opt)
+        own[name] = statistics.median(samples) - full * parts["one_pass"] - parts["base_step"]
+    vanilla = parts["fwd_bwd"] + parts["base_step"]
+    print(f"efficient variants (cost per step over whole cycles; forward-only pass {1000 * parts['fwd']:.0f} ms):")
+    print(f"{'variant':>12s}  passes/step  own ms  /vanilla [95% CI]     /SAM   /GSAM  predicted/vanilla")
+    for name, opt in variants.items():
+        full, fwd = passes_per_step(opt)
+        per_round = [a / b for a, b in zip(times[name], times["vanilla"])]
+        lo, hi = bootstrap_median(per_round)
+        t = {k: statistics.median(v) for k, v in times.items() if k in (name, "SAM", "GSAM")}
+        predicted = (full * parts["fwd_bwd"] + fwd * parts["fwd"] + parts["base_step"] + own[name]) / vanilla
+        print(f"{name:>12s}  {full:4.2f} + {fwd:.0f}f  {1000 * own[name]:6.1f}  {statistics.median(per_round):.3f} "
+              f"[{lo:.3f}, {hi:.3f}]  {t[name] / t['SAM']:.3f}  {t[name] / t['GSAM']:.3f}  {predicted:.3f}")
+
+
 def device_name(device) -> str:
     return torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
 
@@ -198,6 +252,8 @@ def main() -> None:
     ap.add_argument("--search-every", type=int, nargs="+", default=[100, 309],
                     help="XSAM search periods to amortise over (309 = one ImageNet epoch at batch 4096)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    ap.add_argument("--k", type=int, default=5,
+                    help="period of every-k, LookSAM and LookGSAM (timed over whole cycles)")
     ap.add_argument("--m", type=int, default=None,
                     help="time perturbation groups of m images against one group of the whole --batch instead")
     args = ap.parse_args()
@@ -241,11 +297,20 @@ def main() -> None:
     xsam_search = gsam.XSAM(params, base(), rho=0.05, rho_probe=0.1, steps=1, search_every=1, model=model)
     if args.m is not None:
         return compare_groups(args, model, x, y, {**opts, "XSAM search step": xsam_search}, device, param_bytes)
+    variants = efficient_variants(params, base, model, args.k)
+
+    def forward_only():
+        with torch.no_grad():
+            closure()
     steps = {"vanilla": vanilla_step, **{k: (lambda o=o: o.step(closure)) for k, o in opts.items()},
-             "XSAM search step": lambda: xsam_search.step(closure)}
+             "XSAM search step": lambda: xsam_search.step(closure), "forward": forward_only,
+             **{k: (lambda o=o, c=closure_on(model, x, y, args.amp, o): o.step(c)) for k, o in variants.items()}}
     for fn in steps.values():  # warm-up; allocates the buffers
         fn()
-    times = time_rounds(steps, args.rounds, lambda k: 1 if k == "XSAM search step" else args.steps, device)
+    cycle = {k: getattr(o, "k", args.steps) for k, o in variants.items()}
+    times = time_rounds(steps, args.rounds, lambda k: 1 if k == "XSAM search step" else cycle.get(k, args.steps),
+                        device)
+    variant_times = {k: times.pop(k) for k in [*variants, "forward"]}
     t = {k: statistics.median(v) for k, v in times.items()}
     for n in args.search_every:
         t[f"XSAM, search/{n}"] = ((n - 1) * t["XSAM"] + t["XSAM search step"]) / n
@@ -313,6 +378,13 @@ def main() -> None:
                 peaks[key] = torch.cuda.max_memory_allocated()
             line += f", {(peaks[name] - peaks['vanilla']) / param_bytes:4.2f} more at peak than vanilla"
         print(line)
+    parts = {"one_pass": one_pass, "base_step": base_step, "fwd_bwd": fwd_bwd,
+             "fwd": statistics.median(variant_times["forward"])}
+    report_variants(variants, {**variant_times, **{k: times[k] for k in ("vanilla", "SAM", "GSAM")}}, cheap, parts,
+                    device)
+    for name, opt in variants.items():
+        extra = sum(h.numel() * h.element_size() for h in held_tensors(opt, param_ids)) / param_bytes
+        print(f"{name:>12s} holds {extra:4.2f} parameter-sized buffers between steps")
 
 
 if __name__ == "__main__":

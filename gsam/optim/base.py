@@ -165,6 +165,11 @@ class SharpnessAware(torch.optim.Optimizer):
         return 0.0
 
     # ------------------------------------------------------------------------------- the passes
+    def loss_term(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        """A term the closure adds to the loss of the forward that gave ``logits`` on ``x`` (MESA's
+        trajectory loss); None for the methods that change the step, not the loss."""
+        return None
+
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, through the GradScaler when one is in use (for closures)."""
         (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()

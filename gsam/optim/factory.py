@@ -7,12 +7,16 @@ import torch
 
 from .base import SharpnessAware
 from .baselines import GSAMMinF, WeightedGap
+from .every_k import EveryK
 from .gsam import GSAM
+from .looksam import LookSAM
+from .mesa import MESA
 from .sam import SAM
 from .vanilla import Vanilla
 from .xsam import XSAM
 
-METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f")
+METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f", "every_k", "looksam", "lookgsam",
+           "mesa")
 BASES = ("sgd", "adamw")
 
 
@@ -57,6 +61,9 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, 
     params = model.parameters()
     if name == "none":
         return Vanilla(params, base, **common)
+    if name == "mesa":  # vanilla's step on MESA's loss: the closure adds opt.loss_term (gsam/engine.py)
+        return MESA(params, base, lam=float(sam_cfg["lam"]), tau=float(sam_cfg["tau"]), decay=float(sam_cfg["decay"]),
+                    start_step=int(sam_cfg["start_step"]), **common)
     common["sync_perturbation"] = bool(sam_cfg.get("sync_perturbation", False))
     rho = float(sam_cfg["rho_max"])
     adaptive = bool(sam_cfg.get("adaptive", False))  # ASAM's scale-invariant radius (asam = sam + adaptive)
@@ -68,6 +75,12 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, 
         return WeightedGap(params, base, rho=rho, lam=float(sam_cfg["lam"]), adaptive=adaptive, **common)
     if name == "gsam_min_f":
         return GSAMMinF(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=adaptive, **common)
+    if name == "every_k":
+        return EveryK(params, base, rho=rho, k=int(sam_cfg["k"]), adaptive=adaptive, **common)
+    if name in ("looksam", "lookgsam"):  # lookgsam: LookSAM's reuse of GSAM's update (ours)
+        return LookSAM(params, base, rho=rho, k=int(sam_cfg["k"]), alpha=float(sam_cfg["alpha"]),
+                       gsam_alpha=float(sam_cfg["gsam_alpha"]) if name == "lookgsam" else 0.0, adaptive=adaptive,
+                       **common)
     if name == "xsam":  # the trainer schedules the search itself (opt.search_next, sam.search_every_epochs)
         return XSAM(params, base, rho=rho, rho_probe=float(sam_cfg["rho_probe"]), steps=int(sam_cfg.get("steps", 1)),
                     alpha=float(sam_cfg.get("alpha", 1.0)), search_every=int(sam_cfg.get("search_every", 0)), **common)

@@ -23,6 +23,15 @@ from .base import Closure, NonNegative
 from .sam import SAM
 
 
+def descend_with_gap_(g_p: list[torch.Tensor], g: list[torch.Tensor], g_dot_gp: torch.Tensor,
+                      gp_norm: torch.Tensor, alpha: float) -> None:
+    """Step 4 of Algorithm 1 in place: g_p becomes d = g_p - alpha g_perp (g_perp of Eq. 6)."""
+    parallel = g_dot_gp / gp_norm.square().clamp_min(torch.finfo(gp_norm.dtype).tiny)  # g_par = parallel * g_p
+    # d = g_p - alpha (g - parallel g_p) = (1 + alpha parallel) g_p - alpha g
+    torch._foreach_mul_(g_p, 1.0 + alpha * parallel)
+    torch._foreach_add_(g_p, g, alpha=-alpha)
+
+
 class GSAM(SAM):
     """GSAM (Algorithm 1). ``alpha`` >= 0; Table 4 uses values from 0.005 up to 1.0."""
 
@@ -35,10 +44,7 @@ class GSAM(SAM):
 
     def _sharpness_step(self, closure: Closure):
         ps, loss, g, grad_norm, perturbed_loss, g_p, gp_norm, g_dot_gp = self._ascent(closure)
-        parallel = g_dot_gp / gp_norm.square().clamp_min(self._tiny(gp_norm))  # g_par = parallel * g_p
-        # d = g_p - alpha (g - parallel g_p) = (1 + alpha parallel) g_p - alpha g, in place
-        torch._foreach_mul_(g_p, 1.0 + self.alpha * parallel)
-        torch._foreach_add_(g_p, g, alpha=-self.alpha)
+        descend_with_gap_(g_p, g, g_dot_gp, gp_norm, self.alpha)
         return ps, self._diagnostics(loss, grad_norm, perturbed_loss, gp_norm, g_dot_gp)
 
     def _extra_state(self) -> dict:
