@@ -49,11 +49,12 @@ def _require_ffcv():
 
 class FFCVLoader:
     """An FFCV ``Loader`` driven by a ``ShardSampler``; yields normalised float batches (x, y) or, with
-    ``with_index``, (x, y, record index)."""
+    ``with_index``, (x, y, record index). ``raw_only``: every record is raw pixels (the evaluation betons),
+    so the decoder needs no JPEG scratch buffer (see ``raw_center_crop``)."""
 
     def __init__(self, beton: Path, *, train: bool, img_size: int, mean, std, batch: int, rank: int, world: int,
                  seed: int, num_workers: int, device: torch.device, channels_last: bool, min_crop_scale: float,
-                 crop_pct: float, os_cache: bool, with_index: bool = False):
+                 crop_pct: float, os_cache: bool, with_index: bool = False, raw_only: bool = False):
         _require_ffcv()
         from ffcv.fields.basics import IntDecoder
         from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
@@ -66,7 +67,8 @@ class FFCVLoader:
             image = [RandomResizedCropRGBImageDecoder((img_size, img_size), scale=(min_crop_scale, 1.0)),
                      RandomHorizontalFlip()]
         else:
-            image = [CenterCropRGBImageDecoder((img_size, img_size), ratio=crop_pct)]
+            decoder = raw_center_crop() if raw_only else CenterCropRGBImageDecoder
+            image = [decoder((img_size, img_size), ratio=crop_pct)]
         # ToTorchImage(channels_last=False) copies into a buffer it allocates on the host, so on a GPU the
         # batch came back to the CPU (seen on an H100, 2026-11-27): there, keep FFCV's zero-copy NHWC view and
         # make it contiguous on the device in __iter__. On the CPU FFCV's own copy is the fast one (bench_data:
@@ -106,6 +108,27 @@ class FFCVLoader:
                     yield x, y
         finally:
             _stop(epoch)
+
+
+def raw_center_crop():
+    """FFCV's centre-crop decoder without its JPEG scratch buffer. FFCV allocates that buffer for every image
+    of (batches_ahead + 2) = 5 batches at the largest height times the largest width in the beton, and pins
+    it on a GPU machine: for a val beton of original images (one 4000x3000 image among 50,000) and a batch of
+    250 that is 5 x 250 x 36 MB = 45 GB per process, which fails ("can't allocate memory") or pins memory a
+    node does not have. A raw record is read in place and never touches the buffer, so one byte per image
+    stands in for it."""
+    import numpy as np
+    from ffcv.fields.rgb_image import CenterCropRGBImageDecoder
+    from ffcv.pipeline.allocation_query import AllocationQuery
+
+    class RawCenterCrop(CenterCropRGBImageDecoder):
+        def declare_state_and_memory(self, previous_state):
+            if (self.metadata["mode"] != 1).any():  # ffcv's IMAGE_MODES["raw"]
+                raise ValueError("raw_only: this beton holds JPEG records")
+            state, (output, _scratch) = super().declare_state_and_memory(previous_state)
+            return state, (output, AllocationQuery((1,), np.dtype("<u1")))
+
+    return RawCenterCrop
 
 
 def _batches(epoch, beton: Path):
@@ -162,7 +185,8 @@ def build_ffcv_loaders(*, betons: str, img_size: int, mean, std, batch: int, eva
         check_beton(path, meta.get("beton"))
         if meta["classes"] != classes:
             raise ValueError(f"{path}: its class list differs from train.beton's")
-        evals[name] = FFCVLoader(path, train=False, batch=eval_batch, with_index=True, **common)
+        raw_only = meta["options"]["write_mode"] == "raw"  # write_betons stores minival and val raw
+        evals[name] = FFCVLoader(path, train=False, batch=eval_batch, with_index=True, raw_only=raw_only, **common)
         files[name] = meta.get("files")
     return train, evals, classes, files
 

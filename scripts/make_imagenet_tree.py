@@ -68,7 +68,7 @@ def awkward(root: Path) -> Path:
                         save(root / "val_flat" / f"ILSVRC2012_val_{n:08d}.JPEG", pixels, mode, fmt)
                         truth.append(devkit_ids[wnid])
         (root / split / WNIDS[1] / "notes.txt").write_text("not an image\n")
-    (root / "train" / WNIDS[2] / "not_an_image.JPEG").write_bytes(b"<html>404 Not Found</html>\n")
+        (root / split / WNIDS[2] / "not_an_image.JPEG").write_bytes(b"<html>404 Not Found</html>\n")
     devkit = root / "devkit" / "data"
     devkit.mkdir(parents=True, exist_ok=True)
     (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{i}\n" for i in truth))
