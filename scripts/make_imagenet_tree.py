@@ -8,7 +8,7 @@ holding the cases real ImageNet has: sides from 20 px to 4000 px, aspect ratios 
 grayscale JPEGs, a PNG named .JPEG, lower- and upper-case extensions, a file that is not an image. Each image
 is a smooth field of one class colour plus texture, so a small model learns the classes in a few steps.
 ``realistic``: N JPEGs (q90) whose sizes follow ``SIZES``, an assumed ImageNet-like mix (most images about
-500x375, a tail up to 4000 px), cut from scikit-learn's sample photos so they compress like photos.
+500x375, a tail up to 3000 px), cut from scikit-learn's sample photos so they compress like photos.
 """
 from __future__ import annotations
 
@@ -79,24 +79,33 @@ def awkward(root: Path) -> Path:
     return root
 
 
-def realistic(root: Path, num: int, classes: int, val_per_class: int = 2, seed: int = 0) -> Path:
+def realistic(root: Path, num: int, classes: int, val_per_class: int = 2, seed: int = 0, variants: int = 4) -> Path:
     """``num`` train JPEGs over ``classes`` wnid folders and ``val_per_class`` val JPEGs a class, sizes drawn
-    from ``SIZES``; cut from scikit-learn's two sample photos (427x640), resized, so they compress like photos."""
+    from ``SIZES``. Cheap: ``variants`` JPEGs (q90) per size are encoded once, crops of scikit-learn's two sample
+    photos resized so that they compress like photos, and each file is a copy of one of them."""
+    import io
+
     from sklearn.datasets import load_sample_images
 
     photos = [Image.fromarray(p) for p in load_sample_images().images]
     rng = np.random.default_rng(seed)
+    encoded = {}
+    for _, group in SIZES:
+        for w, h in group:
+            for v in range(variants):
+                x, y = rng.integers(0, 80, 2)
+                buf = io.BytesIO()
+                photos[v % 2].crop((int(x), int(y), int(x) + 560, int(y) + 347)).resize((w, h)).save(buf, "JPEG",
+                                                                                                     quality=90)
+                encoded[w, h, v] = buf.getvalue()
     shares = np.array([s for s, _ in SIZES])
     for split, count in (("train", num), ("val", classes * val_per_class)):
         for i in range(count):
             group = SIZES[rng.choice(len(SIZES), p=shares / shares.sum())][1]
             w, h = group[rng.integers(len(group))]
-            photo = photos[i % 2]
-            box = rng.integers(0, 80, 2)
-            img = photo.crop((int(box[0]), int(box[1]), int(box[0]) + 560, int(box[1]) + 347)).resize((w, h))
             folder = root / split / f"n{i % classes:08d}"
             folder.mkdir(parents=True, exist_ok=True)
-            img.save(folder / f"{split}_{i:07d}.JPEG", quality=90)
+            (folder / f"{split}_{i:07d}.JPEG").write_bytes(encoded[w, h, int(rng.integers(variants))])
     return Path(root)
 
 
