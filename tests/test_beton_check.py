@@ -145,3 +145,22 @@ def test_training_on_a_truncated_beton_exits_in_one_line(demo_root, tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]
     assert str(beton) in last and "bytes, but" in last and "were written" in last, last
+
+
+def test_os_cache_warns_when_the_beton_is_larger_than_the_nodes_memory(betons, monkeypatch):
+    """A node whose memory is smaller than train.beton (mocked: the memory, not the beton, is what cannot be
+    made here) gets one line before training; a node with room gets none."""
+    import warnings
+
+    from gsam.data import ffcv_loaders
+
+    size = (betons / "train.beton").stat().st_size
+    monkeypatch.setattr(ffcv_loaders, "node_memory_bytes", lambda: size - 1)
+    with pytest.warns(UserWarning) as caught:
+        ffcv_loaders.warn_if_uncacheable(betons / "train.beton")
+    (w,) = caught
+    assert "\n" not in str(w.message) and str(w.message).startswith(f"data.os_cache=true: {betons / 'train.beton'}")
+    monkeypatch.setattr(ffcv_loaders, "node_memory_bytes", lambda: size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ffcv_loaders.warn_if_uncacheable(betons / "train.beton")

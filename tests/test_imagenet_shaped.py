@@ -46,8 +46,9 @@ def test_betons_hold_every_readable_file_and_skip_the_others(awkward):
 
 def test_a_flat_val_with_the_devkit_gives_the_class_folder_labels(awkward, tmp_path):
     """val_flat/ holds val's images renamed ILSVRC2012_val_<n>; the devkit's ids are not the sorted order."""
-    from ffcv.fields.basics import IntDecoder
-    from ffcv.loader import Loader, OrderOption
+    import torch
+
+    from gsam.data.ffcv_loaders import FFCVLoader
 
     root, _, _ = awkward
     flat = tmp_path / "flat"
@@ -56,9 +57,10 @@ def test_a_flat_val_with_the_devkit_gives_the_class_folder_labels(awkward, tmp_p
     (flat / "val").symlink_to(root / "val_flat")
     run("scripts/write_betons.py", "--imagenet", str(flat), "--out", str(tmp_path / "b"), "--splits", "val",
         "--val-labels", str(root / "devkit"), "--workers", "1", "--no-progress")
-    loader = Loader(str(tmp_path / "b" / "val.beton"), batch_size=64, num_workers=1, order=OrderOption.SEQUENTIAL,
-                    pipelines={"image": None, "label": [IntDecoder()]})
-    labels = [int(v) for (y,) in loader for v in y.reshape(-1)]
+    loader = FFCVLoader(tmp_path / "b" / "val.beton", train=False, img_size=16, mean=(0,) * 3, std=(1,) * 3, batch=64,
+                        rank=0, world=1, seed=0, num_workers=1, device=torch.device("cpu"), channels_last=False,
+                        min_crop_scale=0.5, crop_pct=1.0, os_cache=False, with_index=True, raw_only=True)
+    labels = [int(v) for _, y, _ in loader for v in y]
     assert labels == [0] * 9 + [1] * 8 + [2] * 8  # numbered class by class (the first class has the huge one)
 
 
