@@ -15,7 +15,9 @@ from support import ROOT
 from support.cli import run_cli
 from support.images import small_tree
 
-pytestmark = pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")
+# slow: every test shares a module fixture that runs write_betons.py in a subprocess (~15 s on an idle 2-core VM)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,6 @@ for batch in loader:
 """
 
 
-@pytest.mark.slow  # FFCV's JIT in a subprocess
 def test_a_dead_reader_thread_ends_the_epoch_instead_of_hanging(betons, tmp_path):
     """Past the start-up check (a file damaged after it, or a sidecar from before checks): FFCV's reader thread
     fails on the cut file and the loader raises, naming the beton, instead of waiting for a batch for ever."""
@@ -129,7 +130,6 @@ def test_a_dead_reader_thread_ends_the_epoch_instead_of_hanging(betons, tmp_path
                                                    "scripts/write_betons.py --verify")
 
 
-@pytest.mark.slow  # the demo's betons and train.py in a subprocess
 def test_training_on_a_truncated_beton_exits_in_one_line(demo_root, tmp_path):
     """Issue: train.py on a train.beton cut short hung for ever (FFCV's thread failed, the main thread waited)."""
     from pathlib import Path

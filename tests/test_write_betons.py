@@ -85,6 +85,7 @@ def test_a_failing_writer_worker_stops_the_write_within_seconds(tmp_path, action
     assert sorted(p.name for p in out.iterdir()) == []
 
 
+@pytest.mark.slow  # write_betons.py in a subprocess (imports torch): a few seconds
 def test_an_image_ffcv_cannot_store_is_refused_up_front(tmp_path):
     """A side over 65,535 px does not fit FFCV's uint16 width: refused by name and size before anything is
     written (a real 66,000 x 4 PNG: 1 MB of pixels, read from its header)."""
