@@ -3,7 +3,10 @@
 Every image is decoded once before writing (in parallel): an unreadable or truncated file is reported by
 path and left out, instead of killing FFCV's writer hours into a 1.28M-image job. The sidecar
 ``<name>.json`` holds the class order (sorted wnids), the writer options, the skipped files and, for the
-evaluation splits, the file of every record (ReaL needs each val image's file name).
+evaluation splits, the file of every record (ReaL needs each val image's file name), and the beton's size
+and checksums (data/beton_check.py), which the loader verifies before use. The FFCV page is sized from the
+split's largest image (data/beton_sizes.py), and the writer's workers are watched (data/beton_writer.py): a
+failure stops the write with the worker's error and file, and leaves no file behind.
 """
 from __future__ import annotations
 
@@ -15,9 +18,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: the beton's size and checksums under "beton"
 # The writer options that keep an image as decoded from its source file: no resize, no JPEG re-encoding.
 ORIGINAL_PIXELS = {"max_resolution": None, "write_mode": "raw", "jpeg_quality": 90, "compress_probability": 0.0}
+
+
+class WriterFailed(RuntimeError):
+    """A beton writer's worker failed; the message names its error and the file it was on."""
 
 
 def sidecar_path(beton: Path) -> Path:
@@ -76,11 +83,15 @@ class _ImageList:
 
 def write_beton(path: Path, samples: list[tuple[str, int]], classes: list[str], *, max_resolution: int | None,
                 write_mode: str, jpeg_quality: int, compress_probability: float, workers: int,
-                keep_files: bool, progress: bool = True, source: str | None = None) -> dict:
+                keep_files: bool, progress: bool = True, source: str | None = None, plan=None) -> dict:
     """Write ``samples`` to ``path`` (atomically: a temporary file renamed at the end) and its sidecar.
-    Returns the sidecar's contents."""
+    ``plan``: the split's ``beton_sizes.SplitPlan`` when the caller has made it. Returns the sidecar's contents.
+    Raises ValueError for bad options or an image FFCV cannot store, ``WriterFailed`` when a worker fails."""
     from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
+
+    from .beton_check import identity
+    from .beton_sizes import plan_split, read_headers
+    from .beton_writer import WatchedWriter
 
     if write_mode not in ("raw", "jpg", "proportion", "smart"):
         raise ValueError(f"--write-mode must be raw, jpg, proportion or smart, got {write_mode!r}")
@@ -90,6 +101,10 @@ def write_beton(path: Path, samples: list[tuple[str, int]], classes: list[str], 
         raise ValueError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if plan is None:
+        paths = [p for p, _ in samples]
+        plan = plan_split(paths, read_headers(paths, workers), max_resolution=max_resolution, write_mode=write_mode,
+                          compress_probability=compress_probability, workers=workers)
     good, bad = scan_images(samples, workers, progress)
     for b in bad:
         print(f"[write_betons] skipping unreadable image {b['path']} ({b['error']})")
@@ -99,11 +114,18 @@ def write_beton(path: Path, samples: list[tuple[str, int]], classes: list[str], 
     fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality,
                                      compress_probability=compress_probability),
               "label": IntField()}
-    DatasetWriter(str(tmp), fields, num_workers=max(workers, 1)).from_indexed_dataset(_ImageList(good), chunksize=100)
-    os.replace(tmp, path)
+    writer = WatchedWriter(str(tmp), fields, page_size=plan.page_size, num_workers=max(workers, 1),
+                           name=str(path), describe=lambda i: good[i][0], progress=progress)
+    try:
+        writer.from_indexed_dataset(_ImageList(good), chunksize=100)
+        written = {**identity(tmp), "page_size": plan.page_size}
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     meta = {"version": SIDECAR_VERSION, "source": source, "classes": classes, "num_images": len(good),
             "options": {"max_resolution": max_resolution, "write_mode": write_mode, "jpeg_quality": jpeg_quality,
                         "compress_probability": compress_probability},
+            "beton": written,
             "skipped": bad, "files": [p for p, _ in good] if keep_files else None}
     side = sidecar_path(path)
     side.with_name(side.name + ".tmp").write_text(json.dumps(meta))

@@ -11,11 +11,16 @@ epoch, a disjoint shard per rank, drop_last to whole global batches, restartable
 shards without padding, so every image is counted exactly once. Normalisation runs in torch after the
 batch is on the device: FFCV's ``NormalizeImage`` needs cupy on GPU and is pathologically slow placed
 after ``ToTensor`` on CPU.
+
+Before any of this, each beton is checked against its sidecar (size and fingerprint, data/beton_check.py):
+a truncated copy is refused in one line naming it. A reader thread that dies anyway (a file damaged inside)
+ends the epoch with an error naming the beton instead of leaving the trainer waiting for a batch.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # numba's tbb layer aborts at exit now and then
@@ -23,6 +28,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # numba's tbb layer
 import numpy as np
 import torch
 
+from .beton_check import check_beton
 from .betons import read_sidecar
 from .folder import ShardSampler
 
@@ -43,11 +49,12 @@ def _require_ffcv():
 
 class FFCVLoader:
     """An FFCV ``Loader`` driven by a ``ShardSampler``; yields normalised float batches (x, y) or, with
-    ``with_index``, (x, y, record index)."""
+    ``with_index``, (x, y, record index). ``raw_only``: every record is raw pixels (the evaluation betons),
+    so the decoder needs no JPEG scratch buffer (see ``raw_center_crop``)."""
 
     def __init__(self, beton: Path, *, train: bool, img_size: int, mean, std, batch: int, rank: int, world: int,
                  seed: int, num_workers: int, device: torch.device, channels_last: bool, min_crop_scale: float,
-                 crop_pct: float, os_cache: bool, with_index: bool = False):
+                 crop_pct: float, os_cache: bool, with_index: bool = False, raw_only: bool = False):
         _require_ffcv()
         from ffcv.fields.basics import IntDecoder
         from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
@@ -60,7 +67,8 @@ class FFCVLoader:
             image = [RandomResizedCropRGBImageDecoder((img_size, img_size), scale=(min_crop_scale, 1.0)),
                      RandomHorizontalFlip()]
         else:
-            image = [CenterCropRGBImageDecoder((img_size, img_size), ratio=crop_pct)]
+            decoder = raw_center_crop() if raw_only else CenterCropRGBImageDecoder
+            image = [decoder((img_size, img_size), ratio=crop_pct)]
         # ToTorchImage(channels_last=False) copies into a buffer it allocates on the host, so on a GPU the
         # batch came back to the CPU (seen on an H100, 2026-11-27): there, keep FFCV's zero-copy NHWC view and
         # make it contiguous on the device in __iter__. On the CPU FFCV's own copy is the fast one (bench_data:
@@ -76,6 +84,7 @@ class FFCVLoader:
         if train and len(self.sampler) < batch:
             raise ValueError(f"data.batch_size: {batch * world} is larger than the training set ({n} images)")
         self.loader.traversal_order.sample_order = lambda epoch: np.asarray(list(self.sampler), dtype=np.uint64)
+        self.beton = Path(beton)
         self.batch, self.train, self.with_index, self.channels_last = batch, train, with_index, channels_last
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
@@ -88,7 +97,7 @@ class FFCVLoader:
         order = list(self.sampler) if self.with_index else None  # the sampler's permutation, only when needed
         epoch = iter(self.loader)
         try:
-            for b, (x, y) in enumerate(epoch):
+            for b, (x, y) in enumerate(_batches(epoch, self.beton)):
                 x = x.float().sub_(self.mean).div_(self.std)
                 if not self.channels_last:
                     x = x.contiguous()
@@ -99,6 +108,44 @@ class FFCVLoader:
                     yield x, y
         finally:
             _stop(epoch)
+
+
+def raw_center_crop():
+    """FFCV's centre-crop decoder without its JPEG scratch buffer. FFCV allocates that buffer for every image
+    of (batches_ahead + 2) = 5 batches at the largest height times the largest width in the beton, and pins
+    it on a GPU machine: for a val beton of original images (one 4000x3000 image among 50,000) and a batch of
+    250 that is 5 x 250 x 36 MB = 45 GB per process, which fails ("can't allocate memory") or pins memory a
+    node does not have. A raw record is read in place and never touches the buffer, so one byte per image
+    stands in for it."""
+    import numpy as np
+    from ffcv.fields.rgb_image import CenterCropRGBImageDecoder
+    from ffcv.pipeline.allocation_query import AllocationQuery
+
+    class RawCenterCrop(CenterCropRGBImageDecoder):
+        def declare_state_and_memory(self, previous_state):
+            if (self.metadata["mode"] != 1).any():  # ffcv's IMAGE_MODES["raw"]
+                raise ValueError("raw_only: this beton holds JPEG records")
+            state, (output, _scratch) = super().declare_state_and_memory(previous_state)
+            return state, (output, AllocationQuery((1,), np.dtype("<u1")))
+
+    return RawCenterCrop
+
+
+def _batches(epoch, beton: Path):
+    """FFCV's batches, but a reader thread that has died raises instead of leaving its queue empty for ever
+    (FFCV's ``__next__`` waits on it without a timeout). The wait wakes as soon as a batch is put."""
+    q = epoch.output_queue
+    while True:
+        with q.not_empty:
+            while not q.queue:
+                if not epoch.is_alive():
+                    raise RuntimeError(f"{beton}: FFCV's reader thread died (its error is printed above); the file "
+                                       "may be damaged: check it with scripts/write_betons.py --verify")
+                q.not_empty.wait(0.5)
+        try:
+            yield next(epoch)
+        except StopIteration:
+            return
 
 
 def _stop(epoch) -> None:
@@ -120,7 +167,11 @@ def build_ffcv_loaders(*, betons: str, img_size: int, mean, std, batch: int, eva
     if root is None or not (root / "train.beton").is_file():
         raise FileNotFoundError(f"data.betons={betons!r}: no train.beton there (write them with "
                                 "scripts/write_betons.py, or use data.loader=folder with data.root)")
-    classes = read_sidecar(root / "train.beton")["classes"]
+    meta = read_sidecar(root / "train.beton")
+    check_beton(root / "train.beton", meta.get("beton"))
+    classes = meta["classes"]
+    if os_cache and rank == 0:
+        warn_if_uncacheable(root / "train.beton")
     common = dict(img_size=img_size, mean=mean, std=std, rank=rank, world=world, seed=seed, num_workers=num_workers,
                   device=device, channels_last=channels_last, min_crop_scale=min_crop_scale, crop_pct=crop_pct,
                   os_cache=os_cache)
@@ -131,8 +182,24 @@ def build_ffcv_loaders(*, betons: str, img_size: int, mean, std, batch: int, eva
         if not path.is_file():
             continue
         meta = read_sidecar(path)
+        check_beton(path, meta.get("beton"))
         if meta["classes"] != classes:
             raise ValueError(f"{path}: its class list differs from train.beton's")
-        evals[name] = FFCVLoader(path, train=False, batch=eval_batch, with_index=True, **common)
+        raw_only = meta["options"]["write_mode"] == "raw"  # write_betons stores minival and val raw
+        evals[name] = FFCVLoader(path, train=False, batch=eval_batch, with_index=True, raw_only=raw_only, **common)
         files[name] = meta.get("files")
     return train, evals, classes, files
+
+
+def node_memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def warn_if_uncacheable(beton: Path) -> None:
+    """One line when ``data.os_cache=true`` cannot work as meant: the node's page cache cannot hold the beton,
+    so every epoch reads it from disk again, at random (docs/data.md: what a node needs, the alternatives)."""
+    size, memory = Path(beton).stat().st_size, node_memory_bytes()
+    if size > memory:
+        warnings.warn(f"data.os_cache=true: {beton} ({size / 1e9:.1f} GB) is larger than this node's memory "
+                      f"({memory / 1e9:.1f} GB), so it is read from disk every epoch; see docs/data.md "
+                      "(data.os_cache=false, or a smaller beton)", stacklevel=2)
