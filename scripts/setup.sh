@@ -13,6 +13,8 @@ fi
 if [ ! -f "$stamp" ]; then
     echo "setting up .venv (first run: a few minutes) ..." >&2
     log=$(mktemp)
+    # an editable install under the distribution's former name (`gsam`) would map the same packages a second time
+    .venv/bin/python -m pip uninstall -y -q gsam >/dev/null 2>&1 || true
     if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -c constraints/cpu-dev.txt -e '.[test]'; } >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "error: installing the project into .venv failed (full log: $log)" >&2
