@@ -110,6 +110,19 @@ def _compiled(model, setting):
     return torch.compile(model) if setting is True else torch.compile(model, backend=str(setting))
 
 
+def search_images(cfg: DictConfig, global_batch: int) -> tuple[int, int]:
+    """XSAM's search: (images, images per forward). ``sam.search_images`` of the global batch (null: all of
+    it), in forward passes of ``data.max_device_batch``: both independent of the number of processes."""
+    n = cfg.sam.get("search_images")
+    n = global_batch if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= global_batch:
+        raise ConfigError(f"sam.search_images={n}: expected 1 to the global batch (data.batch_size={global_batch})")
+    micro = min(n, int(cfg.data.get("max_device_batch") or n))
+    if n % micro:
+        raise ConfigError(f"sam.search_images={n}: not a multiple of data.max_device_batch={micro}, the forward size")
+    return n, micro
+
+
 def step_plan(cfg: DictConfig, batches: BatchPlan, parts: Parts) -> StepPlan:
     """The schedule over ``schedule.epochs`` of the training loader, and where ``train.max_steps`` stops it."""
     total = int(cfg.schedule.epochs) * len(parts.data.train)
@@ -120,7 +133,8 @@ def step_plan(cfg: DictConfig, batches: BatchPlan, parts: Parts) -> StepPlan:
                     rho_min=float(cfg.sam.get("rho_min", rho_max) or 0.0), accum=batches.accum, amp_dtype=parts.amp,
                     max_bad_steps=int(cfg.train.max_bad_steps), log_every=int(cfg.train.log_every),
                     checkpoint_every=int(cfg.train.checkpoint_every_steps), channels_last=parts.channels_last,
-                    groups=batches.groups, search_every_epochs=int(cfg.sam.get("search_every_epochs", 0)))
+                    groups=batches.groups, search_every_epochs=int(cfg.sam.get("search_every_epochs", 0)),
+                    **dict(zip(("search_images", "search_micro"), search_images(cfg, batches.global_batch))))
 
 
 def build_training(cfg: DictConfig, parts: Parts, batches: BatchPlan) -> Training:
