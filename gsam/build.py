@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import BatchPlan, ConfigError, amp_dtype, check
+from .config import BatchPlan, ConfigError, amp_dtype, batch_plan, check
 from .config_keys import check_known_keys
 from .distributed import DistInfo, barrier, init_distributed, seed_everything
 from .engine import StepPlan, loss_function
@@ -108,6 +108,23 @@ def _compiled(model, setting):
     if setting is False or setting is None:
         return model
     return torch.compile(model) if setting is True else torch.compile(model, backend=str(setting))
+
+
+def training_batches(cfg: DictConfig, world: int) -> BatchPlan:
+    """The run's batches on ``world`` processes: sam.m's perturbation groups (vanilla: none), forward passes of
+    at most data.max_device_batch images, and exactly model.bn_images when set, so that BatchNorm normalises
+    over that many images whatever the number of processes and whatever the method."""
+    m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb
+    cap, bn = cfg.data.max_device_batch, cfg.model.get("bn_images")
+    if bn is not None:
+        if isinstance(bn, bool) or not isinstance(bn, int) or bn <= 0 or (m and m % bn):
+            raise ConfigError(f"model.bn_images={bn!r}: expected a positive number of images that divides sam.m={m}")
+        cap = bn if cap is None else min(int(cap), bn)
+    plan = batch_plan(int(cfg.data.batch_size), world, cap, m)
+    if bn is not None and plan.micro != bn:
+        raise ConfigError(f"model.bn_images={bn}: BatchNorm would see {plan.micro} images per forward (the "
+                          f"per-process batch is {plan.per_rank}, data.max_device_batch={cfg.data.max_device_batch})")
+    return plan
 
 
 def search_images(cfg: DictConfig, global_batch: int) -> tuple[int, int]:
