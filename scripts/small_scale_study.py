@@ -1,21 +1,23 @@
-"""Small-scale study (issue #15): vanilla, SAM, GSAM and XSAM on a small real task where sharpness-aware
-training is known to help: the embedded digits with 40% of the train labels wrong (Foret et al. 2021 §4),
-a small ViT trained for a fixed 60 epochs without early stopping, no crop augmentation
-(configs/experiment/study_*.yaml, configs/data/study.yaml).
+"""Small-scale study: vanilla, SAM, GSAM and XSAM on a small real task where sharpness-aware training is known
+to help: the embedded digits with 40% of the train labels wrong (Foret et al. 2021 §4), a small ViT trained for
+a fixed 60 epochs without early stopping, no crop augmentation (configs/experiment/study_*.yaml,
+configs/data/study.yaml).
 
 Every run is the real trainer (train.py's Hydra config, the folder data path, the evaluators, the
 sharpness monitor). Two phases:
-  1. selection: one run per grid point (rho for SAM and XSAM; then alpha for GSAM at SAM's chosen rho) at
-     --select-seed, evaluated on minival (a clean 20% held out of train, data.val_split=minival); each
-     method keeps its best point.
-  2. report: the chosen setting of each method at every --seeds, evaluated on val (clean, never used
-     for a choice): test top-1, and after the last epoch the surrogate gap h and sigma_max (power
-     iteration) at one radius for every method (analysis.rho in the configs).
+  1. selection, at --select-seed, evaluated on minival (a clean 20% held out of train): rho for SAM and
+     XSAM; GSAM as the GSAM paper runs it, its own rho_max on the same grid with rho_t decaying with the lr
+     to --gsam-rho-min, at alpha --gsam-rho-alpha, then alpha over --alphas at its chosen rho_max (App. B.1:
+     rho, then alpha); each method keeps its best point.
+  2. report: the chosen setting of each method, and the ablation "constant-rho GSAM at SAM's rho" (SAM's rho
+     held constant with GSAM's alpha, the GSAM paper's Table 6 ablation), at every --seeds, evaluated on val
+     (clean, never used for a choice): test top-1 with its 95% interval, paired differences by seed, and
+     after the last epoch the surrogate gap h and sigma_max at one radius for every method.
 Writes <out>/<report>.md (table), .json (every number) and .png (one plot). Finished runs are reused, so
 a second report with other seeds reuses the selection.
 
-    PYTHONPATH=. python scripts/small_scale_study.py --seeds 0 1 2 --jobs 2
-    PYTHONPATH=. python scripts/small_scale_study.py --seeds 3 4 5 --jobs 2 --report study_seeds345
+    PYTHONPATH=. python scripts/small_scale_study.py --seeds 0 1 2 3 4 --jobs 2
+    PYTHONPATH=. python scripts/small_scale_study.py --seeds 5 6 7 8 9 --jobs 2 --report study_seeds5to9
     PYTHONPATH=. python scripts/small_scale_study.py --override train.device=cuda   # on a GPU
 """
 from __future__ import annotations
@@ -235,7 +237,8 @@ def selection_markdown(chosen: dict, seed: int) -> str:
     rows = ["| method | setting | minival top-1 (%) | chosen |", "|---|---|---|---|"]
     for m, c in chosen.items():
         for t in c["tried"]:
-            rows.append(f"| {m} | {_setting(t['setting'])} | {t['top1']:.2f} | {'yes' if t['setting'] == c['setting'] else ''} |")
+            chosen = "yes" if t["setting"] == c["setting"] else ""
+            rows.append(f"| {m} | {_setting(t['setting'])} | {t['top1']:.2f} | {chosen} |")
     images = next(iter(chosen.values()))["tried"][0]["images"]
     return "\n".join(rows) + f"\n\nselection runs: seed {seed}, evaluated on minival ({images} clean images).\n"
 
@@ -297,7 +300,8 @@ def main() -> None:
             "grid": {"rhos": args.rhos, "alphas": args.alphas, "gsam_rho_alpha": args.gsam_rho_alpha,
                      "gsam_rho_min": args.gsam_rho_min},
             "override": args.override, "analysis_rho": rho, "summary": stats, "differences": diffs,
-            "selection": sel["chosen"], "settings": rep["settings"], "runs": rep["runs"], "train_seconds": {"selection": sel["seconds"], "report": rep["seconds"]},
+            "selection": sel["chosen"], "settings": rep["settings"], "runs": rep["runs"],
+            "train_seconds": {"selection": sel["seconds"], "report": rep["seconds"]},
             "wall_seconds": time.time() - t0, "load_average_start": load0, "load_average_end": os.getloadavg(),
             "cpus": os.cpu_count(), "jobs": args.jobs, "threads": args.threads}
     (out / f"{args.report}.json").write_text(json.dumps(info, indent=1))

@@ -43,8 +43,9 @@ class SweepError(ValueError):
 _VIT_RHO, _RESNET_RHO = "0.1,0.2,0.3,0.4,0.5,0.6", "0.01,0.02,0.03,0.04,0.05"
 SEARCHES = {
     # lr: App. B.1 prints {1e-3, 3e-3, 1e-2, 3e-3}, 3e-3 twice; we read the last as 3e-2 (half-decade steps)
-    "vanilla_lr_wd": ("vanilla", {"vit": {"optimizer.lr": "1e-3,3e-3,1e-2,3e-2", "optimizer.weight_decay": "0.003,0.03,0.3"},
-                                  "resnet": {"optimizer.lr": "1.6,0.16,0.016", "optimizer.weight_decay": "0.001,0.01,0.1"}}),
+    "vanilla_lr_wd": ("vanilla", {
+        "vit": {"optimizer.lr": "1e-3,3e-3,1e-2,3e-2", "optimizer.weight_decay": "0.003,0.03,0.3"},
+        "resnet": {"optimizer.lr": "1.6,0.16,0.016", "optimizer.weight_decay": "0.001,0.01,0.1"}}),
     "sam_rho": ("sam", {"vit": {"sam.rho_max": _VIT_RHO}, "resnet": {"sam.rho_max": _RESNET_RHO}}),
     "gsam_rho": ("gsam", {"vit": {"sam.rho_max": _VIT_RHO}, "resnet": {"sam.rho_max": _RESNET_RHO}}),
     "gsam_alpha": ("gsam", {"vit": {"sam.alpha": "0.1,0.2,0.3"}, "resnet": {"sam.alpha": "0.01,0.02,0.03"}}),
