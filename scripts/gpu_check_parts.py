@@ -71,6 +71,8 @@ class Ctx:
         ov += [f"data.betons={self.betons}"] if loader == "ffcv" else ["data.loader=folder", f"data.root={self.images}"]
         if s.img_size and not experiment.endswith("_vanilla"):
             ov.append(f"sam.m={s.batch // 2}")
+        if s.img_size and experiment.startswith("resnet"):  # BatchNorm over the tiny group, as over m at full size
+            ov.append(f"model.bn_images={s.batch // 2}")
         if s.img_size:  # tiny: 32 px and two blocks (ResNets keep their depth; they run at 32 px as they are)
             ov.append(f"data.img_size={s.img_size}")
             family = experiment.split("_")[0]

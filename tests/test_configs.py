@@ -118,7 +118,7 @@ def test_an_experiment_is_its_recipe_method_model_and_row(compose, model, method
 
 def test_command_line_overrides_beat_the_groups_and_the_name_follows(compose):
     cfg = compose("+experiment=vit_b16_gsam", "sam=sam")
-    assert (cfg.sam.name, cfg.name, cfg.sam.m, cfg.optimizer.name) == ("sam", "vit_b16_sam", 64, "adamw")
+    assert (cfg.sam.name, cfg.name, cfg.sam.m, cfg.optimizer.name) == ("sam", "vit_b16_sam", 32, "adamw")
     cfg = compose("+experiment=vit_b16_gsam", "model=vit_s16")
     assert (cfg.model.short, cfg.name, cfg.sam.alpha) == ("vit_s16", "vit_s16_gsam", 0.4)
     cfg = compose("+experiment=resnet50_sam", "optimizer=adamw", "schedule=vit")
