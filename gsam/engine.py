@@ -45,7 +45,7 @@ class StepPlan:
     channels_last: bool = False
     groups: int = 1  # perturbation groups per process (sam.m)
     search_every_epochs: int = 0  # XSAM: search alpha* at the first step of every N-th epoch; 0 = never
-    search_images: int = 0  # XSAM: alpha* from the first N images of the global batch (sam.search_images)
+    search_images: int = 0  # XSAM: alpha* from the first N images of the global batch (sam.search_images); 0: group 0
     search_micro: int = 0  # ... in forward passes of at most this many images
 
 
@@ -157,7 +157,7 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
         t_step = time.perf_counter()
         wait += t_step - t_data
         lr = apply_schedule(opt, plan, state)
-        if isinstance(opt, XSAM) and opt.search_next:
+        if isinstance(opt, XSAM) and opt.search_next and plan.search_images:
             opt.search_closure = xsam_search_closure(model, opt, loss_fn, x, y, plan)
         stats = opt.step(make_closures(model, opt, loss_fn, x, y, plan.groups, plan.accum, plan.amp_dtype))
         count_step(state, stats, plan, divergence)
