@@ -314,10 +314,11 @@ def test_e_a_search_stage_on_slurm_then_select_best_prints_the_winner(cluster, t
     sel = subprocess.run([sys.executable, "scripts/select_best.py", *map(str, runs)], cwd=ROOT, env=cluster,
                          capture_output=True, text=True, timeout=120)
     assert sel.returncode == 0, sel.stderr
-    rows = [l for l in sel.stdout.splitlines() if l.startswith("| demo | gsam |")]
+    print(sel.stdout)  # the table and the winner, in the test's output
+    rows = [l for l in sel.stdout.splitlines() if l.startswith("| demo_vit | gsam |")]
     assert sorted(r.split("|")[3].strip() for r in rows) == ["0.1", "0.2", "0.3"]  # the three alphas
     best = max(rows, key=lambda r: float(r.split("|")[4]))
-    assert "**best**" in best and f"demo gsam: sam.alpha={best.split('|')[3].strip()}" in sel.stdout
+    assert "**best**" in best and f"demo_vit gsam: sam.alpha={best.split('|')[3].strip()}" in sel.stdout
 
 
 def test_up_without_root_is_the_skip_reason(tmp_path):
