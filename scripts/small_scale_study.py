@@ -237,8 +237,8 @@ def selection_markdown(chosen: dict, seed: int) -> str:
     rows = ["| method | setting | minival top-1 (%) | chosen |", "|---|---|---|---|"]
     for m, c in chosen.items():
         for t in c["tried"]:
-            chosen = "yes" if t["setting"] == c["setting"] else ""
-            rows.append(f"| {m} | {_setting(t['setting'])} | {t['top1']:.2f} | {chosen} |")
+            mark = "yes" if t["setting"] == c["setting"] else ""
+            rows.append(f"| {m} | {_setting(t['setting'])} | {t['top1']:.2f} | {mark} |")
     images = next(iter(chosen.values()))["tried"][0]["images"]
     return "\n".join(rows) + f"\n\nselection runs: seed {seed}, evaluated on minival ({images} clean images).\n"
 
