@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import failsafe
-from .config import BatchPlan, ConfigError, amp_dtype, check
+from .config import BatchPlan, ConfigError, amp_dtype, batch_plan, check
 from .config_keys import check_known_keys
 from .distributed import DistInfo, barrier, init_distributed, seed_everything
 from .engine import StepPlan, loss_function
@@ -115,6 +115,36 @@ def _compiled(model, setting):
     return torch.compile(model) if setting is True else torch.compile(model, backend=str(setting))
 
 
+def training_batches(cfg: DictConfig, world: int) -> BatchPlan:
+    """The run's batches on ``world`` processes: sam.m's perturbation groups (vanilla: none), forward passes of
+    at most data.max_device_batch images, and exactly model.bn_images when set, so that BatchNorm normalises
+    over that many images whatever the number of processes and whatever the method."""
+    m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb
+    cap, bn = cfg.data.max_device_batch, cfg.model.get("bn_images")
+    if bn is not None:
+        if isinstance(bn, bool) or not isinstance(bn, int) or bn <= 0 or (m and m % bn):
+            raise ConfigError(f"model.bn_images={bn!r}: expected a positive number of images that divides sam.m={m}")
+        cap = bn if cap is None else min(int(cap), bn)
+    plan = batch_plan(int(cfg.data.batch_size), world, cap, m)
+    if bn is not None and plan.micro != bn:
+        raise ConfigError(f"model.bn_images={bn}: BatchNorm would see {plan.micro} images per forward (the "
+                          f"per-process batch is {plan.per_rank}, data.max_device_batch={cfg.data.max_device_batch})")
+    return plan
+
+
+def search_images(cfg: DictConfig, global_batch: int) -> tuple[int, int]:
+    """XSAM's search: (images, images per forward). ``sam.search_images`` of the global batch (null: all of
+    it), in forward passes of ``data.max_device_batch``: both independent of the number of processes."""
+    n = cfg.sam.get("search_images")
+    n = global_batch if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= global_batch:
+        raise ConfigError(f"sam.search_images={n}: expected 1 to the global batch (data.batch_size={global_batch})")
+    micro = min(n, int(cfg.data.get("max_device_batch") or n))
+    if n % micro:
+        raise ConfigError(f"sam.search_images={n}: not a multiple of data.max_device_batch={micro}, the forward size")
+    return n, micro
+
+
 def step_plan(cfg: DictConfig, batches: BatchPlan, parts: Parts) -> StepPlan:
     """The schedule over ``schedule.epochs`` of the training loader, and where ``train.max_steps`` stops it."""
     total = int(cfg.schedule.epochs) * len(parts.data.train)
@@ -125,7 +155,8 @@ def step_plan(cfg: DictConfig, batches: BatchPlan, parts: Parts) -> StepPlan:
                     rho_min=float(cfg.sam.get("rho_min", rho_max) or 0.0), accum=batches.accum, amp_dtype=parts.amp,
                     max_bad_steps=int(cfg.train.max_bad_steps), log_every=int(cfg.train.log_every),
                     checkpoint_every=int(cfg.train.checkpoint_every_steps), channels_last=parts.channels_last,
-                    groups=batches.groups, search_every_epochs=int(cfg.sam.get("search_every_epochs", 0)))
+                    groups=batches.groups, search_every_epochs=int(cfg.sam.get("search_every_epochs", 0)),
+                    **dict(zip(("search_images", "search_micro"), search_images(cfg, batches.global_batch))))
 
 
 def build_training(cfg: DictConfig, parts: Parts, batches: BatchPlan) -> Training:

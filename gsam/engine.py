@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .optim import XSAM, SharpnessAware, Vanilla, lr_at, rho_from_lr
+from .optim.comm import global_batch_head
 
 
 @dataclasses.dataclass
@@ -44,6 +45,8 @@ class StepPlan:
     channels_last: bool = False
     groups: int = 1  # perturbation groups per process (sam.m)
     search_every_epochs: int = 0  # XSAM: search alpha* at the first step of every N-th epoch; 0 = never
+    search_images: int = 0  # XSAM: alpha* from the first N images of the global batch (sam.search_images); 0: group 0
+    search_micro: int = 0  # ... in forward passes of at most this many images
 
 
 def loss_function(kind: str, num_classes: int) -> Callable:
@@ -89,6 +92,13 @@ def make_closures(model, opt: SharpnessAware, loss_fn, x, y, groups: int, accum:
         groups, accum = 1, accum * groups
     return [make_closure(model, opt, loss_fn, xg, yg, accum, amp_dtype)
             for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
+
+
+def xsam_search_closure(model, opt: SharpnessAware, loss_fn, x, y, plan: StepPlan) -> Callable:
+    """XSAM's search images: the first ``plan.search_images`` of the global batch, gathered on every rank, so
+    that alpha* is chosen on the same images whatever the number of processes."""
+    xs, ys = global_batch_head(x, plan.search_images), global_batch_head(y, plan.search_images)
+    return make_closure(model, opt, loss_fn, xs, ys, plan.search_images // plan.search_micro, plan.amp_dtype)
 
 
 def xsam_search_due(state: LoopState, every_epochs: int) -> bool:
@@ -150,6 +160,8 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
         t_step = time.perf_counter()
         wait += t_step - t_data
         lr = apply_schedule(opt, plan, state)
+        if isinstance(opt, XSAM) and opt.search_next and plan.search_images:
+            opt.search_closure = xsam_search_closure(model, opt, loss_fn, x, y, plan)
         stats = opt.step(make_closures(model, opt, loss_fn, x, y, plan.groups, plan.accum, plan.amp_dtype))
         count_step(state, stats, plan, divergence)
         images += x.shape[0]

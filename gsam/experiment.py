@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import failsafe
 from .analysis.monitor import sharpness_monitor
-from .build import Parts, Training, build, build_training, start
+from .build import Parts, Training, build, build_training, start, training_batches
 from .checkpoint import CheckpointManager, write_on_rank0
-from .config import BatchPlan, ConfigError, batch_plan
+from .config import BatchPlan, ConfigError
 from .distributed import raise_on_every_rank
 from .divergence import DivergenceGuard
 from .engine import LoopState, train_one_epoch
@@ -39,8 +39,7 @@ def run(cfg: DictConfig) -> dict:
 def _run(cfg: DictConfig) -> dict:
     info = start(cfg)
     preemption = Preemption(cfg.train.preempt_signals, info.device)  # a bad signal name fails before the build
-    m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb, batch as before
-    batches = batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch, m)
+    batches = training_batches(cfg, info.world)
     lock = lock_for_run(Path(cfg.output_dir), info.main, info.device)  # before anything there is read or written
     parts = build(cfg, info, batches)
     training = build_training(cfg, parts, batches)

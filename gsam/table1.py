@@ -116,16 +116,26 @@ def _fmt(x, signed=False):
     return f"{x:+.1f}" if signed else f"{x:.1f}"
 
 
+# Table 1's SAM numbers are Chen et al. (2021)'s, run with their own per-model rho, which no source we could
+# read gives; our SAM rows run a constant rho of our choice (configs/method/sam.yaml): not like for like
+SAM_NOTE = ("† SAM: the paper's number is Chen et al. (2021)'s (Table 1 copies it), trained with their own "
+            "per-model ρ; ours runs a constant ρ of our choice (the row's GSAM ρ_max for ViTs and Mixers, 0.05 for "
+            "ResNets; configs/method/sam.yaml). The difference is not ours against the paper's recipe "
+            "(docs/recipe.md, \"The comparison\"; scripts/sweep.py search=sam_rho runs App. B.1's ρ search).")
+
+
 def markdown(table: list[dict]) -> str:
     head = "| Model | Training | " + " | ".join(HEADERS[c] for c in COLUMNS) + " |"
     lines = [head, "|---|---|" + "---|" * len(COLUMNS)]
     for r in table:
         cells = [f"{_fmt(r[c]['ours'])} / {_fmt(r[c]['paper'])} ({_fmt(r[c]['diff'], True)})" for c in COLUMNS]
-        lines.append(f"| {r['model']} | {r['method']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + ("\n\nEach cell: ours / paper (ours − paper), top-1 %; — where there is no number. "
-                               "R: the argmax over all the model's classes (1000), as Table 1's R most likely is "
-                               "(docs/data.md); R masked: over the R set's classes only (ImageNet-R's 200), which "
-                               "the paper does not report.\n")
+        method = f"{r['method']} †" if r["method"] == "sam" else r["method"]
+        lines.append(f"| {r['model']} | {method} | " + " | ".join(cells) + " |")
+    notes = ["Each cell: ours / paper (ours − paper), top-1 %; — where there is no number. R: the argmax over all "
+             "the model's classes (1000), as Table 1's R most likely is (docs/data.md); R masked: over the R set's "
+             "classes only (ImageNet-R's 200), which the paper does not report."]
+    notes += [SAM_NOTE] if any(r["method"] == "sam" for r in table) else []
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
 def to_csv(table: list[dict]) -> str:

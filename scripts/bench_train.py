@@ -3,7 +3,7 @@
 
     python scripts/bench_train.py --device cuda --amp bf16 --batch 256                    # GPU
     python scripts/bench_train.py --device cuda --batch 256 --betons /data/betons          # + FFCV data wait
-    python scripts/bench_train.py --device cuda --batch 256 --m 64    # perturbation groups of 64 (Table 1's sam.m)
+    python scripts/bench_train.py --device cuda --batch 256 --m 32    # perturbation groups of 32 (Table 1's sam.m)
     .venv/bin/python scripts/bench_train.py --models vit_b32 --img-size 64 --batch 8 --steps 2   # CPU
 
 Speed: synthetic data already on the device (the model and the optimizer, not the loader); the recipe of

@@ -4,7 +4,7 @@
 # betons, ~50-step training runs (vit_b32 GSAM FFCV bf16; resnet50 XSAM channels_last with alpha* searches;
 # mixer_b16 SAM under torch.compile; vit_s16 GSAM fp16 + GradScaler; vit_s32 GSAM with micro-batches inside
 # its perturbation groups; every SAM-family run with Table 1's sam.m = 64), kill -9 and resume, evaluate.py on
-# the checkpoint, and bench_train.py --m 64 (img/s, ratios, groups vs one group, peak memory, FFCV data wait,
+# the checkpoint, and bench_train.py --m 32 (img/s, ratios, groups vs one group, peak memory, FFCV data wait,
 # profiler tables). OUT gets summary.json, summary.md, gpu_check.log and profile_*.txt; exit 1 if a part failed.
 # usage: bash scripts/gpu_check.sh OUT [--device cpu] [--tiny] [--only PART,...] [--work DIR]
 #        (PYTHON=python3 by default; GSAM_SITE=/tmp/gsam-site is where the bundle goes)

@@ -42,7 +42,7 @@ def sizes(tiny: bool) -> Sizes:
                       "--data-steps", "1", "--search-every", "10", "--amp", "none", "--m", "2", "--profile-steps", "1"])
     workers = max(1, min(12, (os.cpu_count() or 2) - 2))
     return Sizes(20, 100, 25, (500, 375), 256, 50, None, workers,
-                 ["--batch", "256", "--m", "64", "--steps", "10", "--data-steps", "40"])
+                 ["--batch", "256", "--m", "32", "--steps", "10", "--data-steps", "40"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Ctx:
         self.betons, self.images, self.runs = self.work / "betons", self.work / "imagenet", self.work / "runs"
 
     def overrides(self, experiment: str, name: str, loader: str = "ffcv", micro: int | None = None) -> list[str]:
-        """The experiment at the kit's size; Table 1's sam.m = 64 stays (4 groups of the batch of 256), the tiny
+        """The experiment at the kit's size; Table 1's sam.m = 32 stays (8 groups of the batch of 256), the tiny
         batch of 8 has 2 groups of 4. ``micro``: data.max_device_batch (default: the whole batch)."""
         s = self.size
         ov = [f"+experiment={experiment}", f"output_dir={self.runs / name}", f"train.device={self.args.device}",
@@ -71,6 +71,8 @@ class Ctx:
         ov += [f"data.betons={self.betons}"] if loader == "ffcv" else ["data.loader=folder", f"data.root={self.images}"]
         if s.img_size and not experiment.endswith("_vanilla"):
             ov.append(f"sam.m={s.batch // 2}")
+        if s.img_size and experiment.startswith("resnet"):  # BatchNorm over the tiny group, as over m at full size
+            ov.append(f"model.bn_images={s.batch // 2}")
         if s.img_size:  # tiny: 32 px and two blocks (ResNets keep their depth; they run at 32 px as they are)
             ov.append(f"data.img_size={s.img_size}")
             family = experiment.split("_")[0]

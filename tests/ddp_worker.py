@@ -12,9 +12,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from gsam.engine import xsam_search_closure
 from gsam.optim.comm import all_reduce_mean_
 from support.analysis_case import measure, setup
-from support.ddp_cases import BUCKET_BYTES, GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS, comm_inputs
+from support.ddp_cases import (BUCKET_BYTES, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO, STEPS, comm_inputs,
+                               search_plan)
 from support.nets import batch, mlp
 
 
@@ -57,15 +59,34 @@ def bucketed_all_reduce(rank: int) -> dict:
     return {**watch, "tensors": tensors}
 
 
+def xsam_search(rank: int, world: int) -> dict:
+    """XSAM with its search on the global batch's first images, this rank holding the rows the training
+    sampler deals it (r, r + W, ...), in GROUPS perturbation groups, under DDP with BatchNorm."""
+    cls, kw = SEARCH_SCENARIO
+    x, y = batch(seed=1, n=32)
+    x, y = x[rank::world], y[rank::world]
+    net = mlp(seed=0, bn=True)
+    model = DDP(net)
+    opt = cls(net.parameters(), torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), model=model, **kw)
+    closures = [closure_on(model, xg, yg) for xg, yg in zip(x.chunk(GROUPS), y.chunk(GROUPS))]
+    alphas, probes = [], []
+    for _ in range(STEPS):
+        opt.search_closure = xsam_search_closure(model, opt, F.cross_entropy, x, y, search_plan())
+        alphas.append(opt.step(closures).alpha)
+        probes.append(opt.last_probe_losses.clone())
+    return {"alphas": alphas, "probe_losses": probes, "weights": [p.detach().clone() for p in net.parameters()]}
+
+
 def main(out: Path) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     x, y = batch(seed=1, n=32)
     x, y = x.chunk(world)[rank], y.chunk(world)[rank]
     model, batches = setup()
-    results = {"comm": bucketed_all_reduce(rank), "analysis": measure(model, batches[rank::world])}
-    counts = {"all_reduce_calls": 0, "all_reduce_numel": 0, "ddp_buckets": 0}
-    real_all_reduce = dist.all_reduce
+    results = {"comm": bucketed_all_reduce(rank), "analysis": measure(model, batches[rank::world]),
+               "xsam_search": xsam_search(rank, world)}
+    counts = {"all_reduce_calls": 0, "all_reduce_numel": 0, "ddp_buckets": 0, "broadcasts": 0}
+    real_all_reduce, real_broadcast = dist.all_reduce, dist.broadcast
 
     def counting_all_reduce(tensor, *args, **kwargs):
         counts["all_reduce_calls"] += 1
@@ -77,7 +98,11 @@ def main(out: Path) -> None:
         fut = real_all_reduce(bucket.buffer().div_(world), async_op=True).get_future()
         return fut.then(lambda f: f.value()[0])
 
-    dist.all_reduce = counting_all_reduce
+    def counting_broadcast(tensor, *args, **kwargs):
+        counts["broadcasts"] += 1
+        return real_broadcast(tensor, *args, **kwargs)
+
+    dist.all_reduce, dist.broadcast = counting_all_reduce, counting_broadcast
     scenarios = {**{name: (cls, kw, sync, wrap, 1, False) for name, (cls, kw, sync, wrap) in SCENARIOS.items()},
                  **{name: (cls, kw, False, True, GROUPS, True) for name, (cls, kw) in GROUP_SCENARIOS.items()}}
     for name, (cls, kw, sync, wrap, groups, bn) in scenarios.items():

@@ -51,13 +51,41 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(compose, model
         assert cfg.sam.rho_min == cfg.sam.rho_max == (0.05 if resnet else rho_max)  # constant rho
     if method == "xsam":  # alpha* searched at the first step of every epoch (official batch_idx == 1)
         assert cfg.sam.rho_probe == pytest.approx(2 * cfg.sam.rho_max) and cfg.sam.search_every_epochs == 1
-    # perturbation groups of 4096 images / 64 TPU cores, whatever the hardware (issue 11)
-    assert cfg.sam.get("m") == (None if method == "vanilla" else 64)
+    # perturbation groups of 4096 images / 128 TPU v3 devices (our choice of m), whatever the hardware
+    assert cfg.sam.get("m") == (None if method == "vanilla" else 32)
 
 
 TABLE1 = [f"{m}_{k}" for m in MODELS for k in METHODS]
 # beside Table 1: the demo (scripts/demo.sh and the tests), its label-noise runs, the small-scale study
 OTHERS = ["demo_gsam", "demo_vanilla", "demo_noisy_gsam", "demo_noisy_vanilla"] + [f"study_{k}" for k in METHODS]
+
+
+RESNET_ROWS = [f"{m}_{k}" for m in MODELS if m.startswith("resnet") for k in METHODS]
+
+
+@pytest.mark.parametrize("experiment", RESNET_ROWS)
+def test_batchnorm_sees_the_same_images_in_every_resnet_row_on_1_and_8_processes(compose, experiment):
+    """Every forward of every ResNet row, vanilla included, holds model.bn_images = 32 images on 1 and on 8
+    processes (4096 and 512 per process), so BatchNorm normalises over the same number of images as on the
+    paper's TPUs, where every row shared the per-device batch."""
+    from gsam.build import training_batches
+
+    cfg = compose(f"+experiment={experiment}")
+    assert cfg.model.bn_images == 32
+    for world in (1, 8):
+        plan = training_batches(cfg, world)
+        assert plan.micro == 32  # the images one forward, and so BatchNorm, sees
+        assert plan.micro * plan.accum * plan.groups == 4096 // world  # the whole per-process batch, once
+
+
+def test_a_batchnorm_batch_the_run_cannot_hold_is_one_line_naming_the_key(compose):
+    from gsam.build import training_batches
+    from gsam.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.bn_images=24: .*divides sam.m=32"):
+        training_batches(compose("+experiment=resnet50_sam", "model.bn_images=24"), 1)
+    with pytest.raises(ConfigError, match=r"model.bn_images=32: BatchNorm would see 8 images"):
+        training_batches(compose("+experiment=resnet50_vanilla", "data.batch_size=64"), 8)
 
 
 def test_the_experiment_list_is_table1_the_demo_and_the_study():
@@ -90,7 +118,7 @@ def test_an_experiment_is_its_recipe_method_model_and_row(compose, model, method
 
 def test_command_line_overrides_beat_the_groups_and_the_name_follows(compose):
     cfg = compose("+experiment=vit_b16_gsam", "sam=sam")
-    assert (cfg.sam.name, cfg.name, cfg.sam.m, cfg.optimizer.name) == ("sam", "vit_b16_sam", 64, "adamw")
+    assert (cfg.sam.name, cfg.name, cfg.sam.m, cfg.optimizer.name) == ("sam", "vit_b16_sam", 32, "adamw")
     cfg = compose("+experiment=vit_b16_gsam", "model=vit_s16")
     assert (cfg.model.short, cfg.name, cfg.sam.alpha) == ("vit_s16", "vit_s16_gsam", 0.4)
     cfg = compose("+experiment=resnet50_sam", "optimizer=adamw", "schedule=vit")

@@ -3,9 +3,12 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import gsam
-from support.ddp_cases import COMM_BUCKET_NUMELS, COMM_SHAPES, GROUP_SCENARIOS, GROUPS, SCENARIOS, STEPS, comm_inputs
+from gsam.engine import xsam_search_closure
+from support.ddp_cases import (COMM_BUCKET_NUMELS, COMM_SHAPES, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO,
+                               STEPS, comm_inputs, search_plan)
 from support.nets import Recorder, batch, mlp, sgd_for_d
 
 
@@ -73,24 +76,24 @@ def test_bucket_view_gradients_give_the_same_steps(ranks):
 
 @pytest.mark.parametrize("name", ["gsam_local", "sam_local", "xsam_local", *GROUP_SCENARIOS])
 def test_per_worker_mode_all_reduces_d_once_per_step(ranks, name):
-    """With or without perturbation groups: one all-reduce of d (+ XSAM's probe losses on a search step)."""
+    """With or without perturbation groups: one all-reduce of d; XSAM adds one broadcast of rank 0's probe
+    losses on a search step."""
     cls, kw = (SCENARIOS.get(name) or GROUP_SCENARIOS[name])[:2]
     numel = sum(p.numel() for p in mlp(bn=name in GROUP_SCENARIOS).parameters())
     for i, step in enumerate(ranks[0][name]["counts"]):
         assert step["ddp_buckets"] == 0  # no gradient communication in any pass
         searched = cls is gsam.XSAM and i % kw["search_every"] == 0
-        extra = len(gsam.optim.xsam.DEFAULT_ALPHA_GRID) if searched else 0  # probe losses
-        assert step["all_reduce_calls"] == 1 + (extra > 0)
-        assert step["all_reduce_numel"] == numel + extra  # one bucket: the volume of vanilla DDP
+        assert step["all_reduce_calls"] == 1
+        assert step["all_reduce_numel"] == numel  # one bucket: the volume of vanilla DDP
+        assert step["broadcasts"] == int(searched)
 
 
 @pytest.mark.parametrize("name", list(GROUP_SCENARIOS))
 def test_two_processes_of_two_groups_equal_one_process_of_four(ranks, name):
     """Perturbation groups make the update independent of the process count (float64, BN, gloo).
 
-    XSAM: each process searches on its group 0 and the probe losses are averaged over ranks, so two
-    processes choose alpha* from groups 0 and 2 where one process uses group 0 alone; the alphas are
-    asserted equal here (they are, for this seed), and given alpha* the rest of the update is identical."""
+    XSAM without search images: rank 0's group 0, which is the single process's group 0, chooses alpha* for
+    every rank; given alpha* the rest of the update is identical."""
     cls, kw = GROUP_SCENARIOS[name]
     x, y = batch(seed=1, n=32)
     model = mlp(seed=0, bn=True)
@@ -127,3 +130,29 @@ def test_sync_perturbation_equals_one_process_on_the_whole_batch(ranks, name):
         else:  # no DDP wrapper: the optimizer averages each pass itself
             assert step["all_reduce_calls"] == passes
             assert step["all_reduce_numel"] == passes * n_params()
+
+
+def test_xsam_chooses_alpha_on_the_same_images_on_one_process_and_on_two(ranks):
+    """alpha* from the first SEARCH_IMAGES of the global batch, whatever the number of processes. Two ranks
+    hold the interleaved halves the training sampler deals them; one process holds the whole batch, in
+    groups that make its update the two ranks' average. Each step's 21 probe losses are the same numbers
+    (so the same alpha*), and so are the weights after STEPS steps."""
+    cls, kw = SEARCH_SCENARIO
+    x, y = batch(seed=1, n=32)
+    model = mlp(seed=0, bn=True)
+    opt = cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model=model, **kw)
+    shards = [(x[r::2], y[r::2]) for r in range(2)]
+    closures = [closure_for(model, xg, yg) for xs, ys in shards for xg, yg in zip(xs.chunk(GROUPS), ys.chunk(GROUPS))]
+    alphas, probes = [], []
+    for _ in range(STEPS):
+        opt.search_closure = xsam_search_closure(model, opt, F.cross_entropy, x, y, search_plan())
+        alphas.append(opt.step(closures).alpha)
+        probes.append(opt.last_probe_losses.clone())
+    for rank in ranks:
+        got = rank["xsam_search"]
+        assert got["alphas"] == alphas
+        for a, b in zip(got["probe_losses"], probes):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+        for a, b in zip(model.parameters(), got["weights"]):
+            torch.testing.assert_close(a.detach(), b, rtol=1e-10, atol=1e-12)
+    assert all(0.0 < a < 2.0 for a in alphas)  # inside the grid: the probe losses decided, not its edge

@@ -178,7 +178,7 @@ def test_batch_plan_groups():
     assert (plan.per_rank, plan.groups, plan.m, plan.accum, plan.micro) == (512, 8, 64, 1, 64)
     plan = batch_plan(4096, 1, 256, m=1024)  # m larger than a device batch: 4 micro-batches per group
     assert (plan.groups, plan.accum, plan.micro) == (4, 4, 256)
-    assert batch_plan(4096, 64, 256, m=64).groups == 1  # 64 processes: one group each, as the 64 TPU cores
+    assert batch_plan(4096, 64, 256, m=64).groups == 1  # 64 processes: one group each, as one group per TPU device
     assert batch_plan(4096, 8, 256) == batch_plan(4096, 8, 256, m=512)  # null = the whole per-process batch
 
 

@@ -76,10 +76,20 @@ def test_make_table_puts_ours_beside_the_paper(tmp_path, make_table):
     cells = [c.strip() for c in body[1].split("|")[1:-1]]
     assert cells[5:7] == ["20.3 / 25.1 (-4.8)", "33.6 / — (—)"]  # R: the 1000-way number against the paper's
     assert "76.0 / — (—)" in body[2]
+    assert "Chen et al." not in "\n".join(md)  # no SAM row: no SAM note
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t1.csv").read_text())))
     assert len(rows) == 18  # 3 runs x 6 columns
     r = next(r for r in rows if r["model"] == "vit_b32" and r["method"] == "gsam" and r["column"] == "real")
     assert float(r["ours"]) == 81.0 and float(r["paper"]) == 82.7 and float(r["diff"]) == pytest.approx(-1.7)
+
+
+def test_make_table_marks_sam_rows_as_not_the_papers_recipe(tmp_path, make_table):
+    """Table 1's SAM numbers are Chen et al.'s, with their own rho; ours run a rho of our choice: the row says so."""
+    code, out, _ = make_table(fake_run(tmp_path / "s", "vit_b32", "sam", imagenet=72.0))
+    assert code == 0
+    row = next(l for l in out.splitlines() if l.startswith("| vit_b32 "))
+    assert row.split("|")[2] == " sam † " and "72.0 / 73.6 (-1.6)" in row
+    assert "† SAM: the paper's number is Chen et al. (2021)'s" in out and "constant ρ of our choice" in out
 
 
 def test_make_table_refuses_an_older_masked_r(tmp_path, make_table):

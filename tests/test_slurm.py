@@ -296,6 +296,31 @@ def test_d_scancel_writes_the_checkpoint_and_does_not_requeue(cluster, demo_root
     assert _steps(out) == list(range(1, int(stopped.group(1)) + 1))
 
 
+@pytest.mark.slow
+def test_e_a_search_stage_on_slurm_then_select_best_prints_the_winner(cluster, tmp_path):
+    """App. B.1's alpha stage (search=gsam_alpha) at demo size through scripts/sweep.py on the real cluster: 3
+    jobs, each evaluated on minival; select_best.py reads the finished runs and names the best alpha."""
+    from gsam.data.demo import write_demo_dataset
+
+    root = write_demo_dataset(tmp_path / "data", minival=True)  # written once, before 3 jobs read it
+    d = tmp_path / "search"
+    cmd = [sys.executable, "scripts/sweep.py", "search=gsam_alpha", "model=demo", f"data.root={root}",
+           "data.write_minival=true", *COMMON[:-2], "train.max_steps=4", "train.progress=false",
+           "logger.wandb.mode=disabled", f"hydra.sweep.dir={d}", *LAUNCHER]
+    out = subprocess.run(cmd, cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = sorted(d.glob("*_demo_gsam"))
+    assert len(runs) == 3 and all((r / "results.json").exists() for r in runs)
+    sel = subprocess.run([sys.executable, "scripts/select_best.py", *map(str, runs)], cwd=ROOT, env=cluster,
+                         capture_output=True, text=True, timeout=120)
+    assert sel.returncode == 0, sel.stderr
+    print(sel.stdout)  # the table and the winner, in the test's output
+    rows = [l for l in sel.stdout.splitlines() if l.startswith("| demo_vit | gsam |")]
+    assert sorted(r.split("|")[3].strip() for r in rows) == ["0.1", "0.2", "0.3"]  # the three alphas
+    best = max(rows, key=lambda r: float(r.split("|")[4]))
+    assert "**best**" in best and f"demo_vit gsam: sam.alpha={best.split('|')[3].strip()}" in sel.stdout
+
+
 def test_up_without_root_is_the_skip_reason(tmp_path):
     """What the cluster fixture turns into a skip: exit status 3 and the reason, nothing started."""
     if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():

@@ -52,19 +52,28 @@ def test_tiny_study_selects_on_minival_and_reports_on_val(tmp_path, monkeypatch)
     study = load_script("small_scale_study")
     out = tmp_path / "study"
     argv = ["small_scale_study.py", "--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rhos", "0.05", "0.1",
-            "--alphas", "0.1", "0.3", "--override", "schedule.epochs=1", "data.batch_size=512", "analysis.batches=1",
-            "analysis.power_iters=3", f"data.root={tmp_path / 'data'}"]
+            "--alphas", "0.1", "0.3", "--gsam-rho-alpha", "0.1", "--override", "schedule.epochs=1",
+            "data.batch_size=512", "analysis.batches=1", "analysis.power_iters=3", f"data.root={tmp_path / 'data'}"]
     monkeypatch.setattr(sys, "argv", argv)
     study.main()
     info = json.loads((out / "study.json").read_text())
-    assert set(info["runs"]) == set(study.METHODS) and all(len(r) == 2 for r in info["runs"].values())
-    for m, sel in info["selection"].items():
-        assert len(sel["tried"]) == (1 if m == "vanilla" else 2)
-        if m == "gsam":  # alpha searched at SAM's chosen rho
-            assert {t["setting"]["sam.rho_max"] for t in sel["tried"]} == {info["selection"]["sam"]["setting"]["sam.rho_max"]}
-        assert all(t["images"] == 285 for t in sel["tried"])  # chosen on minival ...
-        assert sel["minival_top1"] == max(t["top1"] for t in sel["tried"])
-        for r in info["runs"][m]:
+    assert set(info["runs"]) == set(study.REPORTED) and all(len(r) == 2 for r in info["runs"].values())
+    sel = info["selection"]
+    assert [len(sel[m]["tried"]) for m in study.METHODS] == [1, 2, 3, 2]  # vanilla, sam, gsam (2 rho + 1 alpha), xsam
+    gsam = [t["setting"] for t in sel["gsam"]["tried"]]
+    assert all(s["sam.rho_min"] == 0.0 for s in gsam)  # rho_t decays with the lr to 0, never constant
+    assert [s["sam.rho_max"] for s in gsam[:2]] == [0.05, 0.1] and {s["sam.alpha"] for s in gsam[:2]} == {0.1}
+    first = sel["gsam"]["tried"][:2]
+    rho_choice = first[max(range(2), key=lambda i: (first[i]["top1"], -i))]["setting"]
+    assert gsam[2] == {**rho_choice, "sam.alpha": 0.3}  # the alpha stage at GSAM's own rho_max
+    sam_rho = sel["sam"]["setting"]["sam.rho_max"]
+    assert info["settings"][study.ABLATION] == {"sam.rho_max": sam_rho, "sam.rho_min": sam_rho,
+                                                "sam.alpha": sel["gsam"]["setting"]["sam.alpha"]}
+    for m, chosen in sel.items():
+        assert all(t["images"] == 285 for t in chosen["tried"])  # chosen on minival ...
+        assert chosen["minival_top1"] == max(t["top1"] for t in chosen["tried"])
+    for m, runs in info["runs"].items():
+        for r in runs:
             assert r["images"] == 355  # ... reported on val
             assert r["sigma_max"] > 0 and r["power_iteration_converged"] is not None
             cfg = (Path(r["run"]) / "config.yaml").read_text()
@@ -72,8 +81,12 @@ def test_tiny_study_selects_on_minival_and_reports_on_val(tmp_path, monkeypatch)
     top1 = [r["top1"] for r in info["runs"]["sam"]]
     assert info["summary"]["sam"]["top1"][0] == pytest.approx(np.mean(top1))
     assert info["summary"]["sam"]["top1"][1] == pytest.approx(np.std(top1, ddof=1))
+    assert info["summary"]["sam"]["top1_ci95"] == pytest.approx(12.706 * np.std(top1, ddof=1) / np.sqrt(2), rel=1e-4)
+    diff = [a["top1"] - b["top1"] for a, b in zip(info["runs"]["gsam"], info["runs"]["sam"])]
+    assert info["differences"]["gsam - sam"]["mean"] == pytest.approx(np.mean(diff))
     table = (out / "study.md").read_text()
-    assert all(f"| {m} |" in table for m in study.METHODS) and (out / "study.png").stat().st_size > 0
+    assert all(f"| {m} |" in table for m in study.REPORTED) and (out / "study.png").stat().st_size > 0
+    assert "| gsam - gsam_const_rho_at_sam_rho |" in table and "— (not selected)" in table
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")}
     study.main()  # a second report reuses every finished run
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")} == stamps

@@ -90,3 +90,54 @@ def test_a_sweep_job_gets_its_own_dir_and_the_sweep_group(compose):
     assert cfg.logger.wandb.group == "table1"
     assert cfg.hydra.launcher.additional_parameters.requeue is True
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+
+
+def test_app_b1_search_stages_are_one_command_each(fake_sbatch, capsys):
+    """search=NAME model=M: the row's experiment, App. B.1's grid as a Hydra sweep, chosen on minival. GSAM's
+    rho_max grid keeps Table 4's rho_min (0.2 for ViT-B/16) and drops the points below it."""
+    assert sweep.main(["search=gsam_rho", "model=vit_b16", "hydra.launcher.partition=gpu", "--dry-run"]) == 0
+    cmd = capsys.readouterr().out.split()
+    assert cmd[cmd.index("+cluster=slurm") + 1:] == [
+        "+experiment=vit_b16_gsam", "data.val_split=minival", "sweep=search_gsam_rho_vit_b16",
+        "sam.rho_max=0.2,0.3,0.4,0.5,0.6", "hydra.launcher.partition=gpu"]
+    assert sweep.main(["search=sam_rho", "model=resnet50", "--local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "hydra.sweep.dir=multirun/search_sam_rho_resnet50" in out and "+cluster" not in out
+    assert "+experiment=resnet50_sam" in out and "sam.rho_max=0.01,0.02,0.03,0.04,0.05" in out
+    assert sweep.main(["search=vanilla_lr_wd", "model=mixer_b16", "--local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "optimizer.lr=1e-3,3e-3,1e-2,3e-2" in out and "optimizer.weight_decay=0.003,0.03,0.3" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["search=sam_rho"], "search=sam_rho needs model=NAME"),
+    (["search=rho", "model=vit_b32"], "search=rho: expected one of vanilla_lr_wd, sam_rho, gsam_rho, gsam_alpha"),
+    (["search=gsam_alpha", "model=vit_b99"], "model=vit_b99: no experiment vit_b99_gsam"),
+    (["search=gsam_alpha", "model=vit_b32", "sam.alpha=0.1"], "search=gsam_alpha sweeps sam.alpha"),
+])
+def test_a_bad_search_is_one_line(capsys, args, needle):
+    assert sweep.main([*args, "--local", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def _search_run(folder, split: str, rho: float, top1: float):
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"model:\n  short: vit_b32\ndata:\n  val_split: {split}\n"
+                                        f"sam:\n  rho_max: {rho}\n  rho_min: 0.1\n  alpha: 0.6\n")
+    (folder / "results.json").write_text(json.dumps({"model": "vit_b32", "method": "gsam",
+                                                     "results": {"val": {"top1": top1}}}))
+    return folder
+
+
+def test_select_best_chooses_on_minival_only(tmp_path, capsys):
+    runs = [_search_run(tmp_path / "0", "minival", 0.3, 70.0), _search_run(tmp_path / "1", "minival", 0.5, 72.5),
+            _search_run(tmp_path / "2", "val", 0.6, 99.0)]  # the best number, but on val: never chosen
+    assert load_script("select_best").main([str(r) for r in runs]) == 0
+    out, err = capsys.readouterr()
+    assert "| vit_b32 | gsam | 0.5 | 72.50 | **best** |" in out and "| 0.3 | 70.00 |  |" in out
+    assert "vit_b32 gsam: sam.rho_max=0.5 (minival top-1 72.50" in out and "99.00" not in out
+    assert "evaluated on val, not minival" in err
+    assert load_script("select_best").main([str(runs[2])]) == 2

@@ -155,6 +155,8 @@ class SharpnessAware(torch.optim.Optimizer):
         self.steps_taken = 0
         self.steps_skipped = 0
         self._group = 0  # index of the perturbation group whose passes are running
+        # passes every rank runs alike on the same images (XSAM's search): no gradient synchronisation
+        self._same_on_every_rank = False
 
     # ----------------------------------------------------------------- settable hyper-parameters
     rho = NonNegative()
@@ -175,7 +177,7 @@ class SharpnessAware(torch.optim.Optimizer):
         (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
 
     def _comm_context(self):
-        if self._ddp is not None and not self.sync_perturbation:
+        if self._ddp is not None and (not self.sync_perturbation or self._same_on_every_rank):
             return self._ddp.no_sync()
         return contextlib.nullcontext()
 
@@ -205,7 +207,7 @@ class SharpnessAware(torch.optim.Optimizer):
             loss = closure()
         if not isinstance(loss, torch.Tensor):
             raise ValueError(f"closure must return the loss tensor, got {type(loss)}")
-        if self.sync_perturbation and self._ddp is None and world_size() > 1:
+        if self.sync_perturbation and not self._same_on_every_rank and self._ddp is None and world_size() > 1:
             all_reduce_mean_([p.grad for p in self._params() if p.grad is not None], self.bucket_bytes)
         return loss.detach().float()
 

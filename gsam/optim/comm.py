@@ -95,3 +95,31 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     t = t.clone()
     all_reduce_mean_([t])
     return t
+
+
+def broadcast_from_first(t: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``t`` on every rank (a copy; the input is left alone): one choice for all, whatever the ranks
+    computed."""
+    if world_size() == 1:
+        return t
+    t = t.clone()
+    dist.broadcast(t, src=0)
+    return t
+
+
+def global_batch_head(t: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` rows of the step's global batch, on every rank, in the global order.
+
+    The training sampler deals the global batch out interleaved: rank r holds the global rows r, r + W,
+    r + 2W, ... (data/folder.py ``ShardSampler``: ``order[rank::world]`` of each epoch's permutation, then
+    consecutive local batches), so the first ``ceil(n / W)`` local rows of every rank, gathered and
+    interleaved back, are the global rows 0 .. n - 1, whatever W is."""
+    w = world_size()
+    if n > t.shape[0] * w:
+        raise ValueError(f"{n} images asked of a global batch of {t.shape[0] * w}")
+    if w == 1:
+        return t[:n]
+    local = t[: -(-n // w)].contiguous()
+    parts = [torch.empty_like(local) for _ in range(w)]
+    dist.all_gather(parts, local)
+    return torch.stack(parts, 1).flatten(0, 1)[:n]

@@ -17,19 +17,23 @@ searches while phi, v0, v1 are recomputed every step. Differences from the offic
 deliberate: the displacement is accumulated explicitly (exact in low precision too), arccos is
 clamped, the weights are restored from a copy, and when sin(phi) < 1e-8 v(a) falls back to the
 limit of the slerp, (1-a) v0 + a v1, instead of the official (v0 + v1)/2 that ignores a (so k=1,
-a=1 stays bitwise SAM). Under data parallelism the probe losses are averaged over ranks, so every
-rank picks the same a*. With perturbation groups (``step([closure_1, ...])``) every group ascends and
-forms its own v0, v1, phi; a* is searched on group 0 only (its images, its directions; 21 forward
-passes of m images) and used by every group of the step. The official code is single-GPU, where
-the search sees the whole batch: that is the deviation. Memory: a copy of theta_0, and the
-displacement, accumulated in the first pass's gradient tensors (kept instead of copied).
+a=1 stays bitwise SAM).
+
+Where a* is searched: on ``search_closure`` when the loop sets one (gsam/engine.py: the first
+``sam.search_images`` images of the global batch, gathered on every rank), with its own clean pass,
+ascent and v0, v1, phi from theta_0: the official code's search on one batch, on images that do not
+depend on the number of processes. Without it, on the step's group 0 with that group's directions.
+Rank 0's probe losses are broadcast (averaged under sync_perturbation, where every pass is the global
+batch's), so every rank keeps the same a*. The official code is
+single-GPU, where the search sees its whole batch of 128 (docs/optimizers.md). Memory: a copy of
+theta_0, and the displacement, accumulated in the first pass's gradient tensors (kept instead of copied).
 """
 from __future__ import annotations
 
 import torch
 
 from .base import Closure, NonNegative, SharpnessAware, _check_nonneg
-from .comm import all_reduce_mean
+from .comm import all_reduce_mean, broadcast_from_first
 
 DEFAULT_ALPHA_GRID = tuple(round(0.1 * i, 10) for i in range(21))  # 0, 0.1, ..., 2.0 (official)
 
@@ -79,6 +83,9 @@ class XSAM(SharpnessAware):
         # set by a training loop that schedules the search itself (gsam/engine.py: the first step of
         # every N-th epoch, as the official ``batch_idx == 1``); None = ``search_every``; reset by step()
         self.search_next: bool | None = None
+        # the images alpha* is chosen on, as a closure (gsam/engine.py: the first sam.search_images of the
+        # global batch, the same on every rank); None = the step's group 0; reset by step()
+        self.search_closure = None
 
     def _search_due(self) -> bool:
         """Only group 0 searches; the schedule counts loop steps (taken and skipped)."""
@@ -89,10 +96,9 @@ class XSAM(SharpnessAware):
         calls = self.steps_taken + self.steps_skipped
         return self.search_every > 0 and calls % self.search_every == 0
 
-    def _sharpness_step(self, closure: Closure):
-        loss = self._grad_pass(closure, clean=True)
-        ps = self._active()
-        theta0 = self._save_weights(ps)
+    def _ascend(self, closure: Closure, ps: list[torch.Tensor]) -> dict:
+        """From theta_0, whose clean gradients are in ``p.grad``: k steps of rho/k, then g_k at theta_k.
+        Leaves the weights at theta_k; returns what the slerp and the search need."""
         for i in range(self.steps):
             if i > 0:
                 self._grad_pass(closure, clean=False)
@@ -109,37 +115,68 @@ class XSAM(SharpnessAware):
         gk_norm = self._norm(g_k)
         disp_norm = disp_scale * (grad_norm if self.steps == 1 else self._norm(disp))
         cos = (disp_scale * self._dot(disp, g_k) / ((disp_norm + self.eps) * (gk_norm + self.eps))).clamp(-1.0, 1.0)
-        phi = torch.arccos(cos)
-        unit_v0 = disp_scale / (disp_norm + self.eps)  # v0 = unit_v0 * disp
+        return dict(grad_norm=grad_norm, disp=disp, unit_v0=disp_scale / (disp_norm + self.eps), g_k=g_k,
+                    gk_norm=gk_norm, cos=cos, phi=torch.arccos(cos), perturbed_loss=perturbed_loss)
 
+    def _sharpness_step(self, closure: Closure):
         searched = self._search_due()
         if self._group == 0:
             self._alpha_before_search = self.alpha
-        if searched:
-            self.alpha = self._search(closure, ps, theta0, disp, unit_v0, g_k, gk_norm, phi)
+        apart = searched and self.search_closure is not None
+        if apart:
+            self.alpha = self._search_apart(self.search_closure)
+        loss = self._grad_pass(closure, clean=True)
+        ps = self._active()
+        theta0 = self._save_weights(ps)
+        a = self._ascend(closure, ps)
+        if searched and not apart:
+            self.alpha = self._search(closure, ps, theta0, a)
         self._restore_weights(ps)
 
+        g_k = a["g_k"]
         if self.alpha != 1.0:  # alpha* = 1 is d = g_k exactly (k-step SAM): nothing to do
-            c0, c1 = slerp_coefficients(self.alpha, phi)
+            c0, c1 = slerp_coefficients(self.alpha, a["phi"])
             # d = ||g_k|| (c0 v0 + c1 v1) = c1 g_k + c0 ||g_k|| unit_v0 disp, in place
             torch._foreach_mul_(g_k, c1)
-            self._add_scaled_(g_k, disp, c0 * gk_norm * unit_v0)
-        return ps, dict(loss=loss, perturbed_loss=perturbed_loss, grad_norm=self._unscale(grad_norm),
-                        perturbed_grad_norm=self._unscale(gk_norm), cos=cos, alpha=self.alpha,
+            self._add_scaled_(g_k, a["disp"], c0 * a["gk_norm"] * a["unit_v0"])
+        return ps, dict(loss=loss, perturbed_loss=a["perturbed_loss"], grad_norm=self._unscale(a["grad_norm"]),
+                        perturbed_grad_norm=self._unscale(a["gk_norm"]), cos=a["cos"], alpha=self.alpha,
                         searched=searched)
 
-    def _search(self, closure, ps, theta0, disp, unit_v0, g_k, gk_norm, phi) -> float:
-        """alpha* = argmax over the grid of f(theta_0 + rho_probe v(alpha)); first maximiser wins."""
-        a0 = self.rho_probe * unit_v0.item()
-        a1 = self.rho_probe / (gk_norm.item() + self.eps)
+    def _search_apart(self, closure: Closure) -> float:
+        """alpha* from the search images alone (``search_closure``): their own clean pass, ascent and
+        probes from theta_0, as the official code does on its batch. Every rank has the same images and
+        weights, so nothing is synchronised; the weights are restored and the gradients cleared."""
+        self._same_on_every_rank = True
+        try:
+            self._grad_pass(closure, clean=False)  # BN frozen: the search images move no running statistics
+            ps = self._active()
+            theta0 = self._save_weights(ps)
+            alpha = self._search(closure, ps, theta0, self._ascend(closure, ps))
+            self._restore_weights(ps)
+        finally:
+            self._same_on_every_rank = False
+        self.base_optimizer.zero_grad(set_to_none=True)
+        return alpha
+
+    def _search(self, closure, ps, theta0, a: dict) -> float:
+        """alpha* = argmax over the grid of f(theta_0 + rho_probe v(alpha)); first maximiser wins. Rank 0's
+        probe losses decide for every rank (their mean over ranks under sync_perturbation, where each pass
+        is the whole global batch's)."""
+        a0 = self.rho_probe * a["unit_v0"].item()
+        a1 = self.rho_probe / (a["gk_norm"].item() + self.eps)
         losses = []
         for alpha in self.alpha_grid:
-            c0, c1 = (c.item() for c in slerp_coefficients(alpha, phi))
+            c0, c1 = (c.item() for c in slerp_coefficients(alpha, a["phi"]))
             torch._foreach_copy_(ps, theta0)
-            torch._foreach_add_(ps, disp, alpha=a0 * c0)
-            torch._foreach_add_(ps, g_k, alpha=a1 * c1)
+            torch._foreach_add_(ps, a["disp"], alpha=a0 * c0)
+            torch._foreach_add_(ps, a["g_k"], alpha=a1 * c1)
             losses.append(self._probe(closure))
-        probe_losses = all_reduce_mean(torch.stack(losses))
+        losses = torch.stack(losses)
+        if self.sync_perturbation and not self._same_on_every_rank:  # every pass is the whole global batch's
+            probe_losses = all_reduce_mean(losses)
+        else:
+            probe_losses = broadcast_from_first(losses)
         self.last_probe_losses = probe_losses
         # a NaN probe says nothing about the maximum; an overflowing (inf) one is the maximum
         return self.alpha_grid[int(torch.argmax(torch.nan_to_num(probe_losses, nan=float("-inf"))))]
@@ -152,6 +189,7 @@ class XSAM(SharpnessAware):
             stats = super().step(closure)
         finally:
             self.search_next = None
+            self.search_closure = None
         if stats.searched and not stats.skipped:
             self.searches += 1
         return stats
