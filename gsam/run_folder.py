@@ -5,7 +5,11 @@ deleted at once, the old top-k outranks the new run's, and metrics.jsonl joins t
 from __future__ import annotations
 
 import datetime
+import os
+import sys
 from pathlib import Path
+
+from hydra.experimental.callback import Callback
 
 from .config import ConfigError
 
@@ -48,3 +52,26 @@ def prepare_folder(out: Path, policy) -> str | None:
         if found:
             return f"the previous run moved to {set_aside(out)}"
     return None
+
+
+def output_dir_problem(out: Path) -> str | None:
+    """Why ``out`` cannot hold a run, or None: a file, a symbolic link to nothing, or a place nobody can write."""
+    if out.is_symlink() and not out.exists():
+        return f"output_dir={out} is a symbolic link to {os.readlink(out)}, which does not exist"
+    existing = next(p for p in (out, *out.parents) if p.exists() or p.is_symlink())
+    if not existing.is_dir():
+        return f"output_dir={out}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"output_dir={out}: {existing} is not writable"
+    return None
+
+
+class OutputDirCheck(Callback):
+    """Hydra creates ``output_dir`` (its run dir) before the trainer runs, so a folder that cannot be one ended in
+    Hydra's traceback. Registered in config.yaml (``hydra.callbacks``), this runs first: one line, exit 2."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        problem = output_dir_problem(Path(str(config.output_dir)))
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2)
