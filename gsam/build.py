@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import failsafe
-from .config import BatchPlan, ConfigError, amp_dtype, batch_plan, check
+from .config import BatchPlan, ConfigError, amp_dtype, batch_plan, check, is_int
 from .config_keys import check_known_keys
 from .distributed import DistInfo, barrier, init_distributed, seed_everything
 from .engine import StepPlan, loss_function
@@ -122,7 +122,7 @@ def training_batches(cfg: DictConfig, world: int) -> BatchPlan:
     m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb
     cap, bn = cfg.data.max_device_batch, cfg.model.get("bn_images")
     if bn is not None:
-        if isinstance(bn, bool) or not isinstance(bn, int) or bn <= 0 or (m and m % bn):
+        if not is_int(bn) or bn <= 0 or (m and m % bn):
             raise ConfigError(f"model.bn_images={bn!r}: expected a positive number of images that divides sam.m={m}")
         cap = bn if cap is None else min(int(cap), bn)
     plan = batch_plan(int(cfg.data.batch_size), world, cap, m)
@@ -137,7 +137,7 @@ def search_images(cfg: DictConfig, global_batch: int) -> tuple[int, int]:
     it), in forward passes of ``data.max_device_batch``: both independent of the number of processes."""
     n = cfg.sam.get("search_images")
     n = global_batch if n is None else n
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= global_batch:
+    if not is_int(n) or not 1 <= n <= global_batch:
         raise ConfigError(f"sam.search_images={n}: expected 1 to the global batch (data.batch_size={global_batch})")
     micro = min(n, int(cfg.data.get("max_device_batch") or n))
     if n % micro:

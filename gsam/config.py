@@ -93,7 +93,7 @@ def check(cfg: Mapping) -> None:
         rmax, rmin = float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_min"])
         need("sam.rho_min", 0 <= rmin <= rmax, "expected 0 <= sam.rho_min <= sam.rho_max")
         m = cfg["sam"].get("m")
-        need("sam.m", m is None or (_is_int(m) and m > 0),
+        need("sam.m", m is None or (is_int(m) and m > 0),
              "expected null (the whole per-process batch) or an integer > 0 (images per perturbation group)")
     if cfg["sam"]["name"] in ("gsam", "gsam_min_f"):
         need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
@@ -104,11 +104,10 @@ def check(cfg: Mapping) -> None:
         need("sam.tau", float(cfg["sam"]["tau"]) > 0, "expected > 0 (the temperature of the KL term)")
         need("sam.decay", 0 <= float(cfg["sam"]["decay"]) <= 1, "expected 0 <= decay <= 1")
         start = cfg["sam"]["start_step"]
-        need("sam.start_step", _is_int(start) and start >= 0,
-             "expected an integer >= 0")
+        need("sam.start_step", is_int(start) and start >= 0, "expected an integer >= 0")
     if cfg["sam"]["name"] in ("every_k", "looksam", "lookgsam"):
         k = cfg["sam"]["k"]
-        need("sam.k", _is_int(k) and k >= 1,
+        need("sam.k", is_int(k) and k >= 1,
              "expected an integer >= 1 (the full sharpness-aware step every k steps)")
     if cfg["sam"]["name"] in ("looksam", "lookgsam"):
         need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
@@ -121,7 +120,8 @@ def check(cfg: Mapping) -> None:
         _warn_xsam_radii(float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_probe"]))
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """An integer as YAML or the command line gives it (True/False are bools, not counts)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -133,12 +133,12 @@ def _check_train_counts(train: Mapping) -> None:
                "checkpoints of last.pt"}
     for name, what in periods.items():
         value = train.get(name)
-        if name in train and not (_is_int(value) and value >= 1):
+        if name in train and not (is_int(value) and value >= 1):
             raise ConfigError(f"train.{name}={value!r}: expected an integer >= 1 ({what})")
-    for name in ("keep_top_k", "keep_previous", "max_bad_steps"):
+    for name, least in {"keep_top_k": 0, "keep_previous": 0, "max_bad_steps": 1}.items():
         value = train.get(name)
-        if name in train and not (_is_int(value) and value >= (1 if name == "max_bad_steps" else 0)):
-            raise ConfigError(f"train.{name}={value!r}: expected an integer >= {1 if name == 'max_bad_steps' else 0}")
+        if name in train and not (is_int(value) and value >= least):
+            raise ConfigError(f"train.{name}={value!r}: expected an integer >= {least}")
 
 
 def _warn_large_alpha(alpha: float) -> None:
