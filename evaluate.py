@@ -2,7 +2,7 @@
 ``python evaluate.py +experiment=vit_b32_gsam data.betons=/data/betons [eval.checkpoint=PATH]``.
 
 Uses the same config as training (model, data, amp) and builds the parts as training does
-(``gsam.score.score_checkpoint``); under torchrun every image is counted once.
+(``gsam.run.score.score_checkpoint``); under torchrun every image is counted once.
 """
 import sys
 
@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from gsam.checkpoint import CheckpointError
-    from gsam.config import ConfigError
-    from gsam.score import score_checkpoint
+    from gsam.state.checkpoint import CheckpointError
+    from gsam.config.checks import ConfigError
+    from gsam.run.score import score_checkpoint
 
     try:
         score_checkpoint(cfg)

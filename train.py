@@ -1,6 +1,6 @@
 """Train one experiment: ``torchrun --nproc_per_node=8 train.py +experiment=vit_b32_gsam data.betons=/data/betons``.
 
-Composes the Hydra config, then hands it to ``gsam.experiment.run`` (kept in the package so that the
+Composes the Hydra config, then hands it to ``gsam.run.experiment.run`` (kept in the package so that the
 submitit launcher can pickle it). A config error is one line naming the key, exit status 2.
 """
 import sys
@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from gsam.checkpoint import CheckpointError
-    from gsam.config import ConfigError
-    from gsam.experiment import run
+    from gsam.state.checkpoint import CheckpointError
+    from gsam.config.checks import ConfigError
+    from gsam.run.experiment import run
     from gsam.runlog import LogWriteError
 
     try:

@@ -12,8 +12,8 @@ if _os.path.isfile(_os.path.join(_checkout, "pyproject.toml")) and _os.path.isfi
         _os.path.join(_checkout, "data", "__init__.py")):
     __path__.append(_checkout)  # noqa: F821 (a package's __path__)
 
-from .analysis import hessian_max_eigenvalue
-from .optim import (GSAM, MESA, SAM, XSAM, EveryK, GSAMMinF, LookSAM, SharpnessAware, StepStats, Vanilla, WeightedGap,
+from gsam.analysis import hessian_max_eigenvalue
+from gsam.optim import (GSAM, MESA, SAM, XSAM, EveryK, GSAMMinF, LookSAM, SharpnessAware, StepStats, Vanilla, WeightedGap,
                     lr_at, rho_from_lr)
 
 __version__ = "0.1.0"

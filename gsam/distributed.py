@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 # the collectives live with the optimizers (torch only, one implementation); the trainer takes them from here
-from .optim.comm import all_reduce_sum, barrier  # noqa: F401
+from gsam.optim.comm import all_reduce_sum, barrier  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)

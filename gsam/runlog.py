@@ -137,7 +137,7 @@ class RunLogger:
                     tags=list(wandb_cfg.get("tags") or []), mode=wandb_cfg.get("mode", "offline"), name=name,
                     id=run_id, resume="allow", dir=str(self.dir), config=config)
             except Exception as e:  # no API key for online, an unwritable folder: before any step, one line
-                from .config import ConfigError
+                from gsam.config.checks import ConfigError
 
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 self._abandon()
@@ -167,7 +167,7 @@ class RunLogger:
 
     def _wandb_call(self, fn) -> None:
         """wandb never ends a run: its service is a separate process, and a SIGTERM to the Slurm job step
-        (preemption, gsam/preemption.py) ends it before the trainer reaches its checkpoint. metrics.jsonl
+        (preemption, gsam/state/preemption.py) ends it before the trainer reaches its checkpoint. metrics.jsonl
         goes on; the resumed run logs to the same wandb run id again."""
         if self.wandb is None:
             return

@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gsam.engine import loss_function, make_closures  # noqa: E402
+from gsam.run.engine import loss_function, make_closures  # noqa: E402
 from gsam.optim.factory import build_optimizer  # noqa: E402
 from gsam.models import build_model, model_data_config  # noqa: E402
 

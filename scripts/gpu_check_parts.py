@@ -3,7 +3,7 @@
 Full size (one GPU): 20 classes x 100 train + 25 val JPEGs of 500x375, betons by ``scripts/write_betons.py``,
 about 50 steps per training run at batch 256. ``--tiny``: 4 classes of 80x60 images, 32 px inputs, two-block
 transformers, a few steps at batch 8, for the CPU rehearsal. The runs go through the shipped experiments
-(Hydra composition, ``gsam.experiment.run``), changed only in size and length.
+(Hydra composition, ``gsam.run.experiment.run``), changed only in size and length.
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def _train(ctx: Ctx, experiment: str, name: str, extra: list[str], loader: str =
     from hydra import compose, initialize_config_dir
 
     from gpu_check_report import train_figures
-    from gsam.experiment import run
+    from gsam.run.experiment import run
 
     import torch
 

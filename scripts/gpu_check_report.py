@@ -45,7 +45,7 @@ def kill_resume_figures(run_dir: Path, killed: list[dict], steps: int, output: s
     """The resumed run must start at a checkpoint before the kill and end at ``steps``. ``killed``: the train
     records the killed run had logged; the steps both runs logged (replayed after the checkpoint; the resume cuts
     them from metrics.jsonl) give the loss difference, which FFCV's crops could make non-zero."""
-    from gsam.checkpoint import load
+    from gsam.state.checkpoint import load
 
     before = {r["step"]: r["loss"] for r in killed}
     after = {r["step"]: r["loss"] for r in train_records(run_dir)}

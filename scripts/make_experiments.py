@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsam.table1 import TABLE1_METHODS, table1_models  # noqa: E402
+from gsam.evaluation.table1 import TABLE1_METHODS, table1_models  # noqa: E402
 
 # model: (family, rho_max, rho_min, alpha) -- GSAM paper Table 4
 TABLE4 = {

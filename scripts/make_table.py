@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsam.table1 import is_run_dir, load_run, markdown, rows, to_csv  # noqa: E402
+from gsam.evaluation.table1 import is_run_dir, load_run, markdown, rows, to_csv  # noqa: E402
 
 
 def main(argv=None) -> int:

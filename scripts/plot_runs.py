@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from gsam.runlog import read_metrics  # noqa: E402
-from gsam.table1 import HEADERS, load_run, rows  # noqa: E402
+from gsam.evaluation.table1 import HEADERS, load_run, rows  # noqa: E402
 
 CURVES = (("loss", "train loss f"), ("perturbed_loss", "perturbed loss f_p"), ("surrogate_gap", "surrogate gap h"))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsam.table1 import load_run  # noqa: E402
+from gsam.evaluation.table1 import load_run  # noqa: E402
 
 # the keys App. B.1 searches; a column only when it differs between runs of one model and method
 SEARCHED = ("optimizer.lr", "optimizer.weight_decay", "sam.rho_max", "sam.rho_min", "sam.alpha")

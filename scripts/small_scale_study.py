@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gsam.runlog import read_metrics  # noqa: E402
-from gsam.table1 import TABLE1_METHODS as METHODS, load_run  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
+from gsam.evaluation.table1 import TABLE1_METHODS as METHODS, load_run  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
 
 
 def grid(method: str, rhos, gsam_alpha: float, gsam_rho_min: float) -> list[dict]:
@@ -84,7 +84,7 @@ def train_inprocess(args: list[str]) -> None:
     """The trainer in this process (train.py's compose): no interpreter start-up, for --jobs 1."""
     from hydra import compose, initialize_config_dir
 
-    from gsam.experiment import run
+    from gsam.run.experiment import run
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=args)

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gsam.table1 import SMALL_MODEL_PREFIXES  # noqa: E402
+from gsam.evaluation.table1 import SMALL_MODEL_PREFIXES  # noqa: E402
 
 # every experiment but the small CPU ones (the demo's and the study's, named with their models' prefixes)
 TABLE1 = f"+experiment=glob(*,exclude=[{','.join(p + '*' for p in SMALL_MODEL_PREFIXES)}])"

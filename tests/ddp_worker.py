@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gsam.engine import xsam_search_closure
+from gsam.run.engine import xsam_search_closure
 from gsam.optim.comm import all_reduce_mean_
 from support.analysis_case import measure, setup
 from support.ddp_cases import (BUCKET_BYTES, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO, STEPS, comm_inputs,

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from gsam.checkpoint import load
-from gsam.experiment import run
+from gsam.state.checkpoint import load
+from gsam.run.experiment import run
 
 
 @pytest.mark.slow

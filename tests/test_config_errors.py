@@ -66,7 +66,7 @@ def test_xsam_radii_swapped_as_in_the_official_flags_are_named(compose):
     radius is what a ported command with the names swapped gives, said in one line; the shipped runs are quiet."""
     import warnings
 
-    from gsam.config import check
+    from gsam.config.checks import check
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -5,8 +5,8 @@ import shutil
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gsam.config import ConfigError
-from gsam.config_keys import check_known_keys
+from gsam.config.checks import ConfigError
+from gsam.config.keys import check_known_keys
 from support import ROOT
 
 

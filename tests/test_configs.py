@@ -6,8 +6,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from gsam.config_keys import check_known_keys
-from gsam.table1 import TABLE1_METHODS, sam_name
+from gsam.config.keys import check_known_keys
+from gsam.evaluation.table1 import TABLE1_METHODS, sam_name
 from support import MODELS, ROOT, load_script
 
 METHODS = TABLE1_METHODS
@@ -68,7 +68,7 @@ def test_batchnorm_sees_the_same_images_in_every_resnet_row_on_1_and_8_processes
     """Every forward of every ResNet row, vanilla included, holds model.bn_images = 32 images on 1 and on 8
     processes (4096 and 512 per process), so BatchNorm normalises over the same number of images as on the
     paper's TPUs, where every row shared the per-device batch."""
-    from gsam.build import training_batches
+    from gsam.run.build import training_batches
 
     cfg = compose(f"+experiment={experiment}")
     assert cfg.model.bn_images == 32
@@ -79,8 +79,8 @@ def test_batchnorm_sees_the_same_images_in_every_resnet_row_on_1_and_8_processes
 
 
 def test_a_batchnorm_batch_the_run_cannot_hold_is_one_line_naming_the_key(compose):
-    from gsam.build import training_batches
-    from gsam.config import ConfigError
+    from gsam.run.build import training_batches
+    from gsam.config.checks import ConfigError
 
     with pytest.raises(ConfigError, match=r"model.bn_images=24: .*divides sam.m=32"):
         training_batches(compose("+experiment=resnet50_sam", "model.bn_images=24"), 1)

@@ -7,7 +7,7 @@ import signal
 import subprocess
 
 from support.cli import ROOT, command, run_cli
-from gsam.checkpoint import load
+from gsam.state.checkpoint import load
 
 RUN = ["data.batch_size=64", "train.checkpoint_every_steps=1", "train.keep_previous=0", "train.keep_top_k=0"]
 

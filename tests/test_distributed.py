@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import gsam
-from gsam.engine import xsam_search_closure
+from gsam.run.engine import xsam_search_closure
 from support.ddp_cases import (COMM_BUCKET_NUMELS, COMM_SHAPES, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO,
                                STEPS, comm_inputs, search_plan)
 from support.nets import Recorder, batch, mlp, sgd_for_d

@@ -50,7 +50,7 @@ def test_amp_and_batch_plan_choices():
     import pytest
     import torch
 
-    from gsam.config import ConfigError, amp_dtype, batch_plan
+    from gsam.config.checks import ConfigError, amp_dtype, batch_plan
 
     assert amp_dtype("auto", torch.device("cuda")) == torch.bfloat16  # bf16 by default on GPU
     assert amp_dtype("auto", torch.device("cpu")) is None  # fp32 on CPU

@@ -1,9 +1,9 @@
-"""train.divergence_factor (gsam/divergence.py): a finite but exploding loss stops the run before the exploded
+"""train.divergence_factor (gsam/state/divergence.py): a finite but exploding loss stops the run before the exploded
 step is checkpointed, and the message says where the good weights are. Off by default."""
 import pytest
 from support.cli import run_cli
 
-from gsam.checkpoint import load
+from gsam.state.checkpoint import load
 
 # lr 50 with a 500-step warm-up: lr 0.1 x step, so the loss climbs from 2.3 within a few steps, always finite
 EXPLODE = ["optimizer.lr=50", "schedule.warmup_steps=500", "optimizer.clip_grad_norm=null", "data.batch_size=64",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gsam
-from gsam.config import ConfigError, check
+from gsam.config.checks import ConfigError, check
 from gsam.optim.factory import build_optimizer
 from support.nets import Recorder, batch, flat, grad_at, mlp, reference_gsam, sgd_for_d, weights
 
@@ -111,7 +111,7 @@ def _mesa(model):
 
 
 def _steps(opt, model, batches):
-    from gsam.engine import make_closures
+    from gsam.run.engine import make_closures
 
     for x, y in batches:  # the trainer's closures (MESA's term enters there)
         opt.step(make_closures(model, opt, torch.nn.functional.cross_entropy, x, y, 1, 1, None))
@@ -175,8 +175,8 @@ def test_shipped_configs_compose_and_build(compose, name, keys, bad):
 def test_looksam_through_the_trainer_resumes_mid_cycle_bit_for_bit(tmp_path, demo_root, demo_config):
     """Stopped after step 4 of 10 (k = 3: mid-cycle), rerun to the end: every step's loss and the final weights
     are those of the run that never stopped."""
-    from gsam.checkpoint import load
-    from gsam.experiment import run
+    from gsam.state.checkpoint import load
+    from gsam.run.experiment import run
 
     common = ["sam=looksam", "sam.k=3", "model=demo_mixer", "schedule.epochs=2", "data.batch_size=256",
               "train.log_every=1"]
@@ -204,7 +204,7 @@ def _mesa_reference(model, teacher, x, y, lam, tau):
 
 
 def test_mesa_descends_on_ce_plus_the_kl_to_its_average_and_updates_the_average():
-    from gsam.engine import make_closures
+    from gsam.run.engine import make_closures
 
     model, teacher = mlp(seed=7), mlp(seed=8)  # the average set to other weights, so the KL term is not zero
     opt = gsam.MESA(model.parameters(), sgd_for_d(model), model=model, lam=0.8, tau=5.0, decay=0.9)
@@ -220,7 +220,7 @@ def test_mesa_descends_on_ce_plus_the_kl_to_its_average_and_updates_the_average(
 
 
 def test_mesa_before_its_start_step_is_vanilla_bit_for_bit():
-    from gsam.engine import make_closures
+    from gsam.run.engine import make_closures
 
     runs = []
     for cls, kw in ((gsam.Vanilla, {}), (gsam.MESA, {"lam": 0.8, "start_step": 3})):

@@ -8,9 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 from support.evalsets import CLASSES, CodeModel, ranked_logits, write_code_image
-from gsam.config import ConfigError
-from gsam.eval_sets import build_eval_sets, measure_sets, real_targets, timm_real_labels
-from gsam.eval_metrics import ALEXNET_ERROR, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, corruption_summary, table1_row
+from gsam.config.checks import ConfigError
+from gsam.evaluation.sets import build_eval_sets, measure_sets, real_targets, timm_real_labels
+from gsam.evaluation.metrics import ALEXNET_ERROR, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, corruption_summary, table1_row
 
 CPU = torch.device("cpu")
 
@@ -235,7 +235,7 @@ def test_distributed_evaluation_counts_every_image_once(tmp_path):
 def test_imagenet_r_folders_must_be_timms_200_classes(tmp_path):
     """With the real ImageNet-1k wnids, the R subset is checked against timm's list: the logit mask is then
     exactly timm's imagenet_r_indices; a partial copy is an error, not a silently different subset."""
-    from gsam.eval_sets import _timm_info, check_imagenet_r_classes
+    from gsam.evaluation.sets import _timm_info, check_imagenet_r_classes
 
     synsets = _timm_info("imagenet_synsets.txt").read_text().split()
     r_wnids = _timm_info("imagenet_r_synsets.txt").read_text().split()

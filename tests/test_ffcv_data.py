@@ -216,7 +216,7 @@ def test_train_shards_are_disjoint_and_resume_mid_epoch(raw_betons):
 
 @pytest.mark.slow
 def test_trainer_runs_on_ffcv_betons(tmp_path, compose):
-    from gsam.experiment import run
+    from gsam.run.experiment import run
 
     cfg = compose("+experiment=demo_gsam", f"output_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'demo'}",
                   f"data.betons={tmp_path / 'betons'}", "data.loader=ffcv", "data.num_workers=1", "train.max_steps=3",
@@ -229,8 +229,8 @@ def test_trainer_runs_on_ffcv_betons(tmp_path, compose):
 
 
 def test_missing_betons_is_a_config_error(tmp_path, compose):
-    from gsam.config import ConfigError
-    from gsam.experiment import run
+    from gsam.config.checks import ConfigError
+    from gsam.run.experiment import run
 
     cfg = compose("+experiment=vit_s32_vanilla", f"output_dir={tmp_path}", f"data.betons={tmp_path / 'nope'}",
                   "train.device=cpu", "logger.wandb.mode=disabled", "model.name=vit_tiny_patch16_224")

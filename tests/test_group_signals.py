@@ -6,8 +6,8 @@ import signal
 import pytest
 
 from support.cli import start_train, wait_for_step
-from gsam.checkpoint import load
-from gsam.preemption import EXIT_STOPPED
+from gsam.state.checkpoint import load
+from gsam.state.preemption import EXIT_STOPPED
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import gsam
-from gsam.config import ConfigError, batch_plan, check
-from gsam.engine import make_closures
+from gsam.config.checks import ConfigError, batch_plan, check
+from gsam.run.engine import make_closures
 from gsam.optim.xsam import DEFAULT_ALPHA_GRID
 from support import load_script
 from support.nets import IDS, METHODS, Recorder, TwoBranches, batch, flat, loss_at, mlp, sgd_for_d, weights

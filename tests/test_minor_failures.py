@@ -6,9 +6,9 @@ import signal
 import pytest
 import torch
 
-from gsam.checkpoint import CheckpointError, load, load_weights
-from gsam.config import ConfigError, check
-from gsam.preemption import Preemption
+from gsam.state.checkpoint import CheckpointError, load, load_weights
+from gsam.config.checks import ConfigError, check
+from gsam.state.preemption import Preemption
 
 
 @pytest.mark.parametrize("value", [0, -10])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from support.cli import run_cli, start_train, train_steps, wait_for_step
-from gsam.checkpoint import load
+from gsam.state.checkpoint import load
 
 
 def _one_line(done):
@@ -111,7 +111,7 @@ def test_a_ddp_run_on_a_held_folder_stops_on_every_rank(tmp_path, demo_root):
     import sys
 
     from support.cli import ROOT, command
-    from gsam.runlock import lock_output_dir
+    from gsam.state.runlock import lock_output_dir
 
     held = lock_output_dir(tmp_path)  # this test process is the live holder
     try:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # where each installed package's files are (pyproject: data/ and models/ install as gsam.data and gsam.models)
 SOURCES = {"gsam": ROOT / "gsam", "gsam.data": ROOT / "data", "gsam.models": ROOT / "models"}
 FORBIDDEN = ("hydra", "omegaconf", "timm", "matplotlib", "torchvision", "wandb", "gsam.data", "gsam.models",
-             "gsam.studies", "gsam.experiment", "gsam.engine")
+             "gsam.studies", "gsam.run.experiment", "gsam.run.engine")
 
 
 def modules() -> dict[str, Path]:

@@ -7,9 +7,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gsam.config import ConfigError
+from gsam.config.checks import ConfigError
 from gsam.data.sources import class_folders, folder_samples
-from gsam.eval_sets import _timm_info, build_eval_sets, check_measured_count
+from gsam.evaluation.sets import _timm_info, build_eval_sets, check_measured_count
 
 IMAGENET = _timm_info("imagenet_synsets.txt").read_text().split()
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import gsam
-from gsam import preemption
-from gsam.checkpoint import load
-from gsam.config import ConfigError
-from gsam.experiment import run
-from gsam.preemption import Preempted, Preemption, requeue_slurm_job
+from gsam.state import preemption
+from gsam.state.checkpoint import load
+from gsam.config.checks import ConfigError
+from gsam.run.experiment import run
+from gsam.state.preemption import Preempted, Preemption, requeue_slurm_job
 
 
 def test_flag_is_set_by_the_signal_and_previous_handlers_come_back():

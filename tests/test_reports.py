@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gsam.runlog import read_metrics
-from gsam.table1 import TABLE1_METHODS, paper_table1, sam_name, table1_method, table1_models
+from gsam.evaluation.table1 import TABLE1_METHODS, paper_table1, sam_name, table1_method, table1_models
 
 from support import load_script
 
@@ -160,7 +160,7 @@ def test_plot_runs_draws_the_logged_numbers(tmp_path, monkeypatch):
 
 def test_the_bar_chart_has_the_papers_bars_only_where_the_paper_has_numbers(tmp_path):
     plot_runs = load_script("plot_runs")
-    from gsam.table1 import load_run, rows
+    from gsam.evaluation.table1 import load_run, rows
 
     demo = rows([load_run(fake_run(tmp_path / d, "demo_vit", m, imagenet=v))
                  for d, m, v in (("v", "vanilla", 86.5), ("g", "gsam", 83.9))])

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from support.cli import assert_same_weights, run_cli, start_train, wait_for_step
-from gsam.checkpoint import load
+from gsam.state.checkpoint import load
 
 RUN = ["+model.kwargs.drop_path_rate=0.1", "schedule.epochs=2", "data.batch_size=128", "train.log_every=1",
        "train.checkpoint_every_steps=2"]  # 11 steps per epoch, 22 in all

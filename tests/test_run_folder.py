@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from gsam.config import ConfigError
-from gsam.run_folder import prepare_folder
+from gsam.config.checks import ConfigError
+from gsam.state.run_folder import prepare_folder
 from gsam.runlog import RunLogger, read_records
 from support.cli import run_cli, train_steps
 

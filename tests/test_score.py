@@ -1,4 +1,4 @@
-"""gsam.score in-process (evaluate.py's work, which the CLI tests run in subprocesses): a run's last.pt scored again
+"""gsam.run.score in-process (evaluate.py's work, which the CLI tests run in subprocesses): a run's last.pt scored again
 gives training's final val; another class count is refused before anything is built; results files are named after
 the checkpoint so that nothing overwrites the run's own."""
 import json
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gsam.config import ConfigError
-from gsam.experiment import run
-from gsam.score import results_stem, score_checkpoint
+from gsam.config.checks import ConfigError
+from gsam.run.experiment import run
+from gsam.run.score import results_stem, score_checkpoint
 
 
 @pytest.fixture(scope="module")

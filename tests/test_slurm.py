@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gsam.checkpoint import load
+from gsam.state.checkpoint import load
 
 from support import ROOT
 STEPS = 24  # long enough to be signalled mid-run, short enough for 2 cores

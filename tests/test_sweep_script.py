@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from gsam.table1 import TABLE1_METHODS, table1_models
+from gsam.evaluation.table1 import TABLE1_METHODS, table1_models
 from support import ROOT, load_script
 
 sweep = load_script("sweep")

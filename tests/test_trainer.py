@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gsam.checkpoint import CheckpointError, load
-from gsam.config import ConfigError
-from gsam.experiment import run
+from gsam.state.checkpoint import CheckpointError, load
+from gsam.config.checks import ConfigError
+from gsam.run.experiment import run
 from support.cli import torchrun_train
 
 from support import ROOT

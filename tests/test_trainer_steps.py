@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import gsam
 from gsam import models
-from gsam.checkpoint import load
-from gsam.experiment import run
+from gsam.state.checkpoint import load
+from gsam.run.experiment import run
 
 # 5 GSAM steps of the tiny ViT, each logged: 2 warm-up steps, then the start of the linear decay. One
 # perturbation group (sam.m=null) keeps it cheap; the schedule spans the epoch's 1442 // 64 = 22 steps.

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..optim.comm import all_reduce_sum_
+from gsam.optim.comm import all_reduce_sum_
 from .core import Batch, Criterion, check_batches, device_of, dot, eval_mode, norm, to_device, total_batches, \
     trainable
 

@@ -61,7 +61,7 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, 
     params = model.parameters()
     if name == "none":
         return Vanilla(params, base, **common)
-    if name == "mesa":  # vanilla's step on MESA's loss: the closure adds opt.loss_term (gsam/engine.py)
+    if name == "mesa":  # vanilla's step on MESA's loss: the closure adds opt.loss_term (gsam/run/engine.py)
         return MESA(params, base, lam=float(sam_cfg["lam"]), tau=float(sam_cfg["tau"]), decay=float(sam_cfg["decay"]),
                     start_step=int(sam_cfg["start_step"]), **common)
     common["sync_perturbation"] = bool(sam_cfg.get("sync_perturbation", False))

@@ -19,7 +19,7 @@ clamped, the weights are restored from a copy, and when sin(phi) < 1e-8 v(a) fal
 limit of the slerp, (1-a) v0 + a v1, instead of the official (v0 + v1)/2 that ignores a (so k=1,
 a=1 stays bitwise SAM).
 
-Where a* is searched: on ``search_closure`` when the loop sets one (gsam/engine.py: the first
+Where a* is searched: on ``search_closure`` when the loop sets one (gsam/run/engine.py: the first
 ``sam.search_images`` images of the global batch, gathered on every rank), with its own clean pass,
 ascent and v0, v1, phi from theta_0: the official code's search on one batch, on images that do not
 depend on the number of processes. Without it, on the step's group 0 with that group's directions.
@@ -80,10 +80,10 @@ class XSAM(SharpnessAware):
         self.search_every = search_every
         self.alpha_grid = grid
         self.searches = 0
-        # set by a training loop that schedules the search itself (gsam/engine.py: the first step of
+        # set by a training loop that schedules the search itself (gsam/run/engine.py: the first step of
         # every N-th epoch, as the official ``batch_idx == 1``); None = ``search_every``; reset by step()
         self.search_next: bool | None = None
-        # the images alpha* is chosen on, as a closure (gsam/engine.py: the first sam.search_images of the
+        # the images alpha* is chosen on, as a closure (gsam/run/engine.py: the first sam.search_images of the
         # global batch, the same on every rank); None = the step's group 0; reset by step()
         self.search_closure = None
 

@@ -8,8 +8,8 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Subset
 
-from ..checkpoint import load
-from ..engine import loss_function
+from gsam.state.checkpoint import load
+from gsam.run.engine import loss_function
 
 
 def checkpoint_task(path: str | Path, *, images: int = 512, batch_size: int = 128, data_root: str | None = None,

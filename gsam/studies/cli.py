@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..runlog import json_safe
+from gsam.runlog import json_safe
 
 
 def parser(doc: str, name: str) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..optim import SharpnessAware, Vanilla, lr_at
+from gsam.optim import SharpnessAware, Vanilla, lr_at
 from .loop import constant_rho_optimizer, train_steps
 
 

@@ -1,7 +1,7 @@
 """The one training loop of the studies (demo task, synthetic teacher, 2-D toy): the optimizer factory's
 methods at constant rho, a closure per perturbation group, the lr set before each step when scheduled.
 
-The trainer (gsam.engine) is the real loop; this one is for tasks small enough to train in seconds, where
+The trainer (gsam.run.engine) is the real loop; this one is for tasks small enough to train in seconds, where
 the numbers must come from the same optimizers the trainer uses.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..optim import SharpnessAware, StepStats
-from ..optim.factory import build_optimizer
+from gsam.optim import SharpnessAware, StepStats
+from gsam.optim.factory import build_optimizer
 
 Loss = Callable[[], torch.Tensor]
 

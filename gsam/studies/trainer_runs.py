@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..config_keys import CONFIGS
-from ..runlog import read_metrics
+from gsam.config.keys import CONFIGS
+from gsam.runlog import read_metrics
 
 
 def compose_experiment(experiment: str, overrides: Sequence[str] = (), config_dir: Path = CONFIGS) -> DictConfig:
@@ -32,7 +32,7 @@ def train_alpha_runs(experiment: str, out: str | Path, alphas: Sequence[float], 
                      overrides: Sequence[str] = (), config_dir: Path = CONFIGS) -> dict[tuple[int, float], Path]:
     """Train ``experiment`` once per (seed, alpha) into ``<out>/seed<s>_alpha<a>``; a finished run
     (its ``results.json`` exists) is reused, an interrupted one resumes from its checkpoint."""
-    from ..experiment import run
+    from gsam.run.experiment import run
 
     dirs = {}
     for seed in seeds:

@@ -23,14 +23,14 @@ GROUP_SCENARIOS = {
 }
 GROUPS = 2
 STEPS = 3
-# XSAM's alpha* search on the first SEARCH_IMAGES of the global batch (gsam.engine.xsam_search_closure), with the
+# XSAM's alpha* search on the first SEARCH_IMAGES of the global batch (gsam.run.engine.xsam_search_closure), with the
 # batch dealt out to the ranks as the training sampler deals it (rank r: global rows r, r + W, ...)
 SEARCH_SCENARIO = (gsam.XSAM, {"rho": 0.5, "steps": 1, "search_every": 1, "rho_probe": 1.0})  # an interior alpha*
 SEARCH_IMAGES = 16
 
 
 def search_plan():
-    """The fields of gsam.engine.StepPlan that xsam_search_closure reads."""
+    """The fields of gsam.run.engine.StepPlan that xsam_search_closure reads."""
     from types import SimpleNamespace
 
     return SimpleNamespace(search_images=SEARCH_IMAGES, search_micro=SEARCH_IMAGES // 2, amp_dtype=None)

@@ -79,7 +79,7 @@ def mixed_table() -> torch.Tensor:
 def evaluate_all(settings: dict, rank: int, world: int) -> dict:
     """Every evaluator on the mixed fixture (``write_mixed_fixture``'s settings), on this rank's shard."""
     from gsam.data.folder import eval_loader, eval_transform
-    from gsam.eval_sets import build_eval_sets
+    from gsam.evaluation.sets import build_eval_sets
 
     cfg = OmegaConf.create({"data": {"img_size": 8, "eval_batch_size": 2, "num_workers": 0, "crop_pct": 1.0},
                             "eval": {k: settings[k] for k in ("real_labels", "v2", "r", "c")} | {"c_corruptions": None}})

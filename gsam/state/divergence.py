@@ -10,7 +10,7 @@ import statistics
 import torch
 import torch.distributed as dist
 
-from .distributed import all_reduce_sum
+from gsam.distributed import all_reduce_sum
 
 
 class DivergenceGuard:

@@ -15,12 +15,12 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import failsafe
-from .config import BatchPlan, ConfigError, amp_dtype, batch_plan, check, is_int
-from .config_keys import check_known_keys
-from .distributed import DistInfo, barrier, init_distributed, seed_everything
-from .engine import StepPlan, loss_function
-from .optim.factory import build_optimizer
+from gsam import failsafe
+from gsam.config.checks import BatchPlan, ConfigError, amp_dtype, batch_plan, check, is_int
+from gsam.config.keys import check_known_keys
+from gsam.distributed import DistInfo, barrier, init_distributed, seed_everything
+from gsam.run.engine import StepPlan, loss_function
+from gsam.optim.factory import build_optimizer
 
 
 @dataclasses.dataclass
@@ -31,7 +31,7 @@ class Parts:
     model: nn.Module  # the weights, unwrapped: checkpoints, the optimizer and evaluate.py use this one
     data: object  # gsam.data.build.DataParts: train loader, eval loaders, classes, eval files
     loss_fn: Callable
-    eval_sets: dict  # {name: evaluator} (gsam/eval_sets.py)
+    eval_sets: dict  # {name: evaluator} (gsam/evaluation/sets.py)
     amp: torch.dtype | None
     channels_last: bool
 
@@ -87,7 +87,7 @@ def build(cfg: DictConfig, info: DistInfo, batches: BatchPlan) -> Parts:
     """Model, data, loss and evaluation sets; ``batches`` sets the training loader's per-process batch."""
     from gsam import models
 
-    from .eval_sets import build_eval_sets
+    from gsam.evaluation.sets import build_eval_sets
 
     seed_everything(int(cfg.seed), info.rank)  # the model's initial weights, dropout, stochastic depth
     amp = amp_dtype(cfg.train.amp, info.device)

@@ -54,7 +54,7 @@ def check_known_keys(cfg: Mapping, configs: Path = CONFIGS) -> None:
     """ConfigError naming the first key the schema does not declare, with the closest declared key."""
     from omegaconf import OmegaConf
 
-    from .config import ConfigError
+    from gsam.config.checks import ConfigError
 
     if not configs.is_dir():  # an installed package without the repository's configs/: nothing to compare
         return

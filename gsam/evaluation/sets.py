@@ -1,5 +1,5 @@
 """The evaluation sets of a run: built from ``eval.*`` (ImageNet val/minival with ReaL, V2, R and C), and
-measured on a model (``measure_sets``), each set's metrics from ``gsam/eval_metrics.py``.
+measured on a model (``measure_sets``), each set's metrics from ``gsam/evaluation/metrics.py``.
 
 A set whose path is not configured is skipped with a one-line notice; a configured path that does not
 exist is an error naming the key (a typo should not silently drop a column of Table 1).
@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from gsam.data.folder import eval_loader, eval_transform
 from gsam.data.sources import corruption_folders, folder_samples, real_index, subset_samples, v2_samples
 
-from .config import ConfigError
-from .eval_metrics import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, ClassificationEvaluator, CorruptionEvaluator,
+from gsam.config.checks import ConfigError
+from gsam.evaluation.metrics import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, ClassificationEvaluator, CorruptionEvaluator,
                          SubsetEvaluator)
 
 

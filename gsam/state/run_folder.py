@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from .config import ConfigError
+from gsam.config.checks import ConfigError
 
 RUN_FILES = ("metrics.jsonl", "summary.csv", "results.json", "checkpoints")
 KEPT = (".lock", ".hydra")  # the lock this run holds; Hydra's record of this run's own command

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .checkpoint import load_weights
-from .config import ConfigError
-from .distributed import rng_state
-from .engine import LoopState
-from .runlog import truncate_logs
+from gsam.state.checkpoint import load_weights
+from gsam.config.checks import ConfigError
+from gsam.distributed import rng_state
+from gsam.run.engine import LoopState
+from gsam.runlog import truncate_logs
 
 DEFINING = ("seed", "model", "sam", "optimizer", "schedule", "data")
 OPERATIONAL = ("data.num_workers", "data.root", "data.betons", "data.os_cache", "data.eval_batch_size",
@@ -67,7 +67,7 @@ def load_optimizer(opt, saved: dict, changes: Mapping) -> None:
 def restore(resumed: dict, model, opt, scaler, info, changes: Mapping, path=None):
     """Put the checkpoint back; returns its loop state. The RNG streams only when the number of processes is
     the same (each rank has its own)."""
-    from .distributed import set_rng_state
+    from gsam.distributed import set_rng_state
 
     load_weights(model, resumed["model"], path)
     load_optimizer(opt, resumed["optimizer"], changes)

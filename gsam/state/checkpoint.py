@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .distributed import raise_on_every_rank
+from gsam.distributed import raise_on_every_rank
 
 
 class CheckpointError(RuntimeError):

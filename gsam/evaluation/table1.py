@@ -11,7 +11,7 @@ import io
 import json
 from pathlib import Path
 
-from .config_keys import CONFIGS
+from gsam.config.keys import CONFIGS
 
 PAPER_COLUMNS = ("imagenet", "real", "v2", "r", "c")
 # r: ImageNet-R with the argmax over all 1000 classes, the protocol Table 1's R most likely used (docs/data.md);

@@ -1,5 +1,5 @@
 """The training loop: one epoch of steps (schedule, SAM closures, bad-step and divergence checks, logging and
-checkpoint calls). The epochs around it are gsam/experiment.py's, the evaluation passes gsam/eval_metrics.py's."""
+checkpoint calls). The epochs around it are gsam/run/experiment.py's, the evaluation passes gsam/evaluation/metrics.py's."""
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from .optim import XSAM, SharpnessAware, Vanilla, lr_at, rho_from_lr
-from .optim.comm import global_batch_head
+from gsam.optim import XSAM, SharpnessAware, Vanilla, lr_at, rho_from_lr
+from gsam.optim.comm import global_batch_head
 
 
 @dataclasses.dataclass
@@ -144,7 +144,7 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
                     should_stop: Callable[[], bool] | None = None, divergence=None) -> None:
     """Run the rest of ``state.epoch``, or up to ``plan.stop_step``; ``state`` is advanced after every step.
     ``should_stop`` is asked after every step (on every rank: it may be collective) and ends the epoch early
-    when it says so. ``divergence`` (gsam/divergence.py) may stop the run on a finite but exploding loss,
+    when it says so. ``divergence`` (gsam/state/divergence.py) may stop the run on a finite but exploding loss,
     before that step is checkpointed."""
     model.train()
     epoch_len = state.batch_in_epoch + len(loader)  # the loader yields the rest of the epoch

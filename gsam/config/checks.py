@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .optim.factory import BASES, METHODS
+from gsam.optim.factory import BASES, METHODS
 
 
 class ConfigError(ValueError):
@@ -59,7 +59,7 @@ def check(cfg: Mapping) -> None:
             section, name = key.split(".")
             raise ConfigError(f"{key}={cfg[section].get(name)!r}: {expected}")
 
-    from .config_numbers import check_numbers
+    from gsam.config.numbers import check_numbers
 
     check_numbers(cfg)
 

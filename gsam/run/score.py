@@ -1,5 +1,5 @@
 """evaluate.py's work: a saved checkpoint scored on every configured evaluation set, with the parts built as
-training builds them (gsam/build.py), and its results written next to the run's own.
+training builds them (gsam/run/build.py), and its results written next to the run's own.
 """
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import failsafe
-from .build import build, start
-from .checkpoint import load, load_weights
-from .config import ConfigError, batch_plan
-from .eval_metrics import results_markdown
-from .eval_sets import measure_sets
-from .finish import table1_summary, write_results
-from .resume import config_changes
-from .runlock import lock_for_run
-from .runlog import RunLogger
+from gsam import failsafe
+from gsam.run.build import build, start
+from gsam.state.checkpoint import load, load_weights
+from gsam.config.checks import ConfigError, batch_plan
+from gsam.evaluation.metrics import results_markdown
+from gsam.evaluation.sets import measure_sets
+from gsam.run.finish import table1_summary, write_results
+from gsam.run.resume import config_changes
+from gsam.state.runlock import lock_for_run
+from gsam.runlog import RunLogger
 
 
 def check_same_experiment(saved: dict, current: dict, path: Path) -> None:

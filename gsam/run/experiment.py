@@ -1,4 +1,4 @@
-"""One training run from a composed config, top to bottom in ``run``: build the parts (gsam/build.py, shared
+"""One training run from a composed config, top to bottom in ``run``: build the parts (gsam/run/build.py, shared
 with evaluate.py), open the output folder and resume from its ``last.pt``, loop over the epochs, evaluate,
 finish with ``results.json``.
 
@@ -11,22 +11,22 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import failsafe
-from .analysis.monitor import sharpness_monitor
-from .build import Parts, Training, build, build_training, start, training_batches
-from .checkpoint import CheckpointManager, write_on_rank0
-from .config import BatchPlan, ConfigError
-from .distributed import raise_on_every_rank
-from .divergence import DivergenceGuard
-from .engine import LoopState, train_one_epoch
-from .eval_metrics import results_markdown
-from .eval_sets import measure_sets
-from .finish import per_set, scalars, table1_summary, write_results
-from .preemption import Preemption
-from .resume import resume_from_last, snapshot
-from .run_folder import prepare_folder
-from .runlock import lock_for_run
-from .runlog import RunLogger
+from gsam import failsafe
+from gsam.analysis.monitor import sharpness_monitor
+from gsam.run.build import Parts, Training, build, build_training, start, training_batches
+from gsam.state.checkpoint import CheckpointManager, write_on_rank0
+from gsam.config.checks import BatchPlan, ConfigError
+from gsam.distributed import raise_on_every_rank
+from gsam.state.divergence import DivergenceGuard
+from gsam.run.engine import LoopState, train_one_epoch
+from gsam.evaluation.metrics import results_markdown
+from gsam.evaluation.sets import measure_sets
+from gsam.run.finish import per_set, scalars, table1_summary, write_results
+from gsam.state.preemption import Preemption
+from gsam.run.resume import resume_from_last, snapshot
+from gsam.state.run_folder import prepare_folder
+from gsam.state.runlock import lock_for_run
+from gsam.runlog import RunLogger
 
 
 def run(cfg: DictConfig) -> dict:

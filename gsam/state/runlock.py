@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
-from .distributed import raise_on_every_rank
+from gsam.config.checks import ConfigError
+from gsam.distributed import raise_on_every_rank
 
 
 class FolderInUse(ConfigError):

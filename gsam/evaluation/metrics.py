@@ -1,5 +1,5 @@
 """The metrics of Table 1's evaluation sets behind one interface: ``evaluator(model) -> {metric: value}``;
-``gsam/eval_sets.py`` builds them from ``eval.*``.
+``gsam/evaluation/sets.py`` builds them from ``eval.*``.
 
 - ImageNet val (and the 1% minival): top-1/top-5/loss; ReaL in the same pass when its labels apply.
 - ReaL (Beyer et al. 2020): over the val images whose label list is non-empty, a hit when the top-1
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from .distributed import all_reduce_sum
+from gsam.distributed import all_reduce_sum
 
 # The 15 benchmark corruptions and the 4 held-out ones, with AlexNet's top-1 error averaged over the 5
 # severities: the normalisers of mCE (Hendrycks & Dietterich, ICLR 2019; hendrycks/robustness ImageNet-C).

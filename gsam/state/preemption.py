@@ -30,8 +30,8 @@ import warnings
 
 import torch
 
-from .config import ConfigError
-from .distributed import all_reduce_sum
+from gsam.config.checks import ConfigError
+from gsam.distributed import all_reduce_sum
 
 EXIT_REQUEUED = 0  # the work goes on in the requeued job; nothing failed
 EXIT_STOPPED = 3  # stopped early and not requeued: rerun the same command to resume

@@ -12,7 +12,7 @@ NUMERIC = ("seed", "optimizer.lr", "optimizer.lr_min", "optimizer.weight_decay",
 
 
 def check_numbers(cfg: Mapping) -> None:
-    from .config import ConfigError
+    from gsam.config.checks import ConfigError
 
     for key in NUMERIC:
         *sections, name = key.split(".")
