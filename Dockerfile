@@ -34,7 +34,11 @@ WORKDIR /workspace/gsam
 COPY pyproject.toml README.md ./
 COPY gsam/__init__.py gsam/
 COPY gsam/analysis/__init__.py gsam/analysis/
+COPY gsam/config/__init__.py gsam/config/
+COPY gsam/evaluation/__init__.py gsam/evaluation/
 COPY gsam/optim/__init__.py gsam/optim/
+COPY gsam/run/__init__.py gsam/run/
+COPY gsam/state/__init__.py gsam/state/
 COPY gsam/studies/__init__.py gsam/studies/
 COPY data/__init__.py data/
 COPY models/__init__.py models/

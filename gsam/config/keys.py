@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FREE = ("model.kwargs",)  # passed to timm as they are: timm says which it does not accept
 VALUE_GROUPS = ("experiment", "method", "recipe")  # they set the schema's keys; they declare none
 
