@@ -68,6 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data-steps", type=int, default=40, help="steps per method of the data-wait measurement")
     ap.add_argument("--workers", type=int, default=12, help="FFCV loader threads for the data-wait measurement")
     ap.add_argument("--tiny-depth", action="store_true", help="two-block ViTs and Mixers (CPU rehearsals)")
+    ap.add_argument("--classes", type=int, default=1000, help="classes of the model's head (ImageNet: 1000)")
+    ap.add_argument("--extra", action="append", default=[], metavar="LABEL=JSON",
+                    help='one more method to time, e.g. every-2=\'{"name": "every_k", "rho_max": 0.1, "k": 2}\' '
+                         "(its step time over vanilla's is reported as LABEL/vanilla); repeatable")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     ap.add_argument("--profile", type=Path, help="write torch.profiler's top operators of each method's step here")
     ap.add_argument("--profile-steps", type=int, default=3, help="steps per method under the profiler")
@@ -75,7 +79,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.m is not None and (args.m <= 0 or args.batch % args.m):
         ap.error(f"--m {args.m} must divide --batch {args.batch}")
     args.groups = args.batch // args.m if args.m else 1
+    args.extra = dict(_extra(ap, e) for e in args.extra)
     return args
+
+
+def _extra(ap: argparse.ArgumentParser, text: str) -> tuple[str, dict]:
+    """``LABEL=JSON`` of --extra as (label, the sam config of the method)."""
+    label, _, spec = text.partition("=")
+    try:
+        method = json.loads(spec)
+    except json.JSONDecodeError as e:
+        ap.error(f"--extra {text!r}: not LABEL=JSON ({e})")
+    if not label or not isinstance(method, dict) or "name" not in method:
+        ap.error(f"--extra {text!r}: LABEL=JSON with a JSON object that has a 'name' (a sam.name)")
+    return label, method
 
 
 def _sync(device) -> None:
@@ -103,11 +120,11 @@ def _setup(short: str, args, device):
         elif args.tiny_depth:  # timm's mixer_*_224 fix num_blocks: the generic MlpMixer (models/build.py)
             mcfg.name, mcfg.kwargs = "mlp_mixer", {"img_size": args.img_size, "num_blocks": 2, "embed_dim": 64}
     torch.manual_seed(0)
-    model = build_model(mcfg, num_classes=1000).to(device)
+    model = build_model(mcfg, num_classes=args.classes).to(device)
     cl = mcfg.family == "resnet"
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    return mcfg, model, ocfg, loss_function(mcfg.loss, 1000), cl
+    return mcfg, model, ocfg, loss_function(mcfg.loss, args.classes), cl
 
 
 def _step_fn(model, opt, loss_fn, amp, groups: int = 1):
@@ -117,8 +134,8 @@ def _step_fn(model, opt, loss_fn, amp, groups: int = 1):
 
 def time_methods(model, ocfg, loss_fn, x, y, amp, args, device) -> dict:
     """Median step time (s) of each method, XSAM's with its amortised search."""
-    steps = {}
-    for name, scfg in METHODS.items():
+    steps, methods = {}, {**METHODS, **args.extra}
+    for name, scfg in methods.items():
         fn = _step_fn(model, build_optimizer(model, ocfg, scfg), loss_fn, amp, args.groups)
         steps[name] = lambda fn=fn: fn(x, y)
     if args.groups > 1:
@@ -131,7 +148,7 @@ def time_methods(model, ocfg, loss_fn, x, y, amp, args, device) -> dict:
         for _ in range(1 if k == "XSAM search step" else args.warmup):
             fn()
     times = {k: [] for k in steps}
-    cycle = {k: int(METHODS[k].get("k", 1)) for k in steps if k in METHODS}
+    cycle = {k: int(methods[k].get("k", 1)) for k in steps if k in methods}
     n_of = {k: 1 if k == "XSAM search step" else -(-args.steps // cycle.get(k, 1)) * cycle.get(k, 1) for k in steps}
     for _ in range(args.rounds):
         for k, fn in steps.items():
@@ -239,11 +256,12 @@ def bench(args: argparse.Namespace) -> dict:
         mcfg, model, ocfg, loss_fn, cl = _setup(short, args, device)
         x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
         x = x.contiguous(memory_format=torch.channels_last) if cl else x
-        y = torch.randint(0, 1000, (args.batch,), device=device)
+        y = torch.randint(0, args.classes, (args.batch,), device=device)
         t = time_methods(model, ocfg, loss_fn, x, y, amp, args, device)
         figs = {"model": mcfg.name, "batch": args.batch, "img_size": args.img_size, "m": args.m or args.batch,
                 **{f"img_s_{k}": round(args.batch / v, 1) for k, v in t.items()},
-                **{f"{a}/{b}": round(t[a] / t[b], 3) for a, b, _ in RATIOS}}
+                **{f"{a}/{b}": round(t[a] / t[b], 3) for a, b, _ in RATIOS},
+                **{f"{a}/vanilla": round(t[a] / t["vanilla"], 3) for a in args.extra}}
         figs.update({f"{a}/{b} met": t[a] / t[b] <= target for a, b, target in RATIOS})
         if "SAM one group" in t:
             figs["SAM/SAM one group"] = round(t["SAM"] / t["SAM one group"], 3)

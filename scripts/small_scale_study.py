@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gsam.runlog import read_metrics  # noqa: E402
-from gsam.evaluation.table1 import TABLE1_METHODS as METHODS, load_run  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
+from gsam.evaluation.table1 import TABLE1_METHODS as METHODS  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
+from gsam.studies.study_runs import (ci95, choose, mean_std, overrides as run_overrides, paired_difference,  # noqa: E402
+                                     read_run, tag, train_all)
 
 
 def grid(method: str, rhos, gsam_alpha: float, gsam_rho_min: float) -> list[dict]:
@@ -66,80 +63,13 @@ def ablation(chosen: dict) -> dict:
     return {"sam.rho_max": rho, "sam.rho_min": rho, "sam.alpha": chosen["gsam"]["setting"]["sam.alpha"]}
 
 
-def tag(setting: dict) -> str:
-    return "_".join(f"{k.split('.')[-1]}{v:g}" for k, v in setting.items()) or "default"
-
-
 ABLATION = "gsam_const_rho_at_sam_rho"  # reported under this name, trained with study_gsam
 REPORTED = (*METHODS, ABLATION)
 
 
 def overrides(method: str, setting: dict, seed: int, val_split: str, out: Path, extra) -> list[str]:
-    experiment = "gsam" if method == ABLATION else method
-    return [f"+experiment=study_{experiment}", *(f"{k}={v}" for k, v in setting.items()), f"seed={seed}",
-            f"data.val_split={val_split}", f"output_dir={out}", *extra]
-
-
-def train_inprocess(args: list[str]) -> None:
-    """The trainer in this process (train.py's compose): no interpreter start-up, for --jobs 1."""
-    from hydra import compose, initialize_config_dir
-
-    from gsam.run.experiment import run
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=args)
-    run(cfg)
-
-
-def train_subprocess(args: list[str], log: Path, threads: int) -> None:
-    """train.py as its own process, ``threads`` torch threads, its output in ``log``."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with open(log, "w") as f:
-        done = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=f,
-                              stderr=subprocess.STDOUT)
-    if done.returncode:
-        raise RuntimeError(f"train.py {' '.join(args)} failed ({done.returncode}); see {log}")
-
-
-def train_all(jobs: list[tuple[list[str], Path]], n_jobs: int, threads: int) -> list[float]:
-    """Train every (overrides, run folder) without results.json yet; the wall seconds of each (0 = reused)."""
-    def one(job):
-        args, out = job
-        if (out / "results.json").exists():
-            return 0.0
-        out.parent.mkdir(parents=True, exist_ok=True)
-        t0, log = time.time(), out.parent / f"{out.name}.log"
-        if n_jobs == 1:
-            train_inprocess(args)
-        else:
-            train_subprocess(args, log, threads)
-        print(f"[study] {out.name}: {time.time() - t0:.0f} s", flush=True)
-        return time.time() - t0
-
-    if n_jobs == 1:
-        import torch
-
-        torch.set_num_threads(threads)
-        return [one(j) for j in jobs]
-    with ThreadPoolExecutor(n_jobs) as pool:
-        return list(pool.map(one, jobs))
-
-
-def read_run(out: Path) -> dict:
-    """Top-1 of the run's final evaluation (set "val", whatever split it read), and the last sharpness record."""
-    res = load_run(out)["results"]["val"]
-    logged = read_metrics(out)
-    train, analysis = logged.get("train", []), logged.get("analysis", [])
-    last = analysis[-1] if analysis else {}
-    return {"top1": res["top1"], "images": res["images"], "train_loss": train[-1]["loss"] if train else math.nan,
-            "sigma_max": last.get("sigma_max", math.nan), "surrogate_gap": last.get("surrogate_gap", math.nan),
-            "power_iteration_converged": last.get("converged"), "clean_loss": last.get("loss", math.nan)}
-
-
-def _choose(tried: list[dict]) -> dict:
-    """The best of the tried settings by minival top-1 (ties: the first in grid order)."""
-    best = max(range(len(tried)), key=lambda i: (tried[i]["top1"], -i))
-    return {"setting": tried[best]["setting"], "minival_top1": tried[best]["top1"], "tried": tried}
+    """The ablation trains with study_gsam; every other method with its own study experiment."""
+    return run_overrides(f"study_{'gsam' if method == ABLATION else method}", setting, seed, val_split, out, extra)
 
 
 def _run_stage(out: Path, plan: dict, args) -> float:
@@ -154,10 +84,10 @@ def select(out: Path, args) -> dict:
     plan = {m: [where(m, s) for s in grid(m, args.rhos, args.gsam_rho_alpha, args.gsam_rho_min)] for m in METHODS}
     seconds = _run_stage(out, plan, args)
     tried = {m: [{"setting": s, "run": str(d), **read_run(d)} for s, d in plan[m]] for m in METHODS}
-    alphas = [where("gsam", s) for s in alpha_grid(_choose(tried["gsam"])["setting"], args.alphas)]
+    alphas = [where("gsam", s) for s in alpha_grid(choose(tried["gsam"])["setting"], args.alphas)]
     seconds += _run_stage(out, {"gsam": alphas}, args)
     tried["gsam"] += [{"setting": s, "run": str(d), **read_run(d)} for s, d in alphas]
-    return {"chosen": {m: _choose(tried[m]) for m in METHODS}, "seconds": seconds}
+    return {"chosen": {m: choose(tried[m]) for m in METHODS}, "seconds": seconds}
 
 
 def report_runs(out: Path, chosen: dict, args) -> dict:
@@ -170,21 +100,6 @@ def report_runs(out: Path, chosen: dict, args) -> dict:
     return {"settings": settings,
             "runs": {m: [{"seed": s, "run": str(dirs[m, s]), **read_run(dirs[m, s])} for s in args.seeds]
                      for m in REPORTED}, "seconds": sum(seconds)}
-
-
-def mean_std(xs) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); std nan for a single value."""
-    xs = [float(x) for x in xs]
-    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else math.nan
-
-
-def ci95(xs) -> float:
-    """Half-width of the 95% confidence interval of the mean: t_{0.975, n-1} s / sqrt(n) (Student's t, as the
-    seeds are few); nan for a single value."""
-    from scipy.stats import t
-
-    xs = [float(x) for x in xs]
-    return float(t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))) if len(xs) > 1 else math.nan
 
 
 def summary(runs: dict) -> dict:
@@ -201,12 +116,7 @@ PAIRS = (("gsam", "sam"), ("gsam", ABLATION), (ABLATION, "sam"), ("xsam", "sam")
 def differences(runs: dict) -> dict:
     """Test top-1 of a minus b, seed by seed (the same seed is the same init and data order for every method):
     the mean difference, its 95% interval, and how many seeds a wins."""
-    out = {}
-    for a, b in PAIRS:
-        by_seed = {r["seed"]: r["top1"] for r in runs[b]}
-        d = [r["top1"] - by_seed[r["seed"]] for r in runs[a] if r["seed"] in by_seed]
-        out[f"{a} - {b}"] = {"mean": statistics.fmean(d), "ci95": ci95(d), "wins": sum(x > 0 for x in d), "n": len(d)}
-    return out
+    return {f"{a} - {b}": paired_difference(runs[a], runs[b]) for a, b in PAIRS}
 
 
 def _setting(setting: dict) -> str:
