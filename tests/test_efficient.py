@@ -9,18 +9,13 @@ import torch
 import gsam
 from gsam.config.checks import ConfigError, check
 from gsam.optim.factory import build_optimizer
-from support.nets import Recorder, batch, flat, grad_at, mlp, reference_gsam, sgd_for_d, weights
+from support.nets import Recorder, batch, flat, grad_at, looksam_g_v, mlp, reference_gsam, sgd_for_d, weights
 
 RHO, ALPHA, GSAM_ALPHA = 0.05, 0.7, 0.4
 
 
 def _d(model) -> torch.Tensor:
     return flat([p.grad for p in model.parameters()])
-
-
-def _orthogonal(d, g):
-    """g_v = d - (<g, d>/||g||^2) g (LookSAM, Algorithm 1, with d = g_s)."""
-    return d - (g @ d) / (g @ g) * g
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -51,7 +46,7 @@ def test_looksam_refreshes_g_v_every_k_steps_and_reuses_it_between(gsam_alpha):
         opt.step(closure)
         if t % k == 0:
             _, d_ref, g, _ = reference_gsam(model, x, y, RHO, alpha=gsam_alpha)  # alpha 0: d = g_s
-            g_v = _orthogonal(d_ref, g)
+            g_v = looksam_g_v(d_ref, g)
             assert len(closure.calls) == 2
         else:
             g = flat(grad_at(model, x, y, weights(model)))
@@ -68,7 +63,7 @@ def test_looksam_with_groups_stores_the_mean_g_v_and_rescales_it_per_group():
     halves = list(zip(x.split(16), y.split(16)))
     opt.step([Recorder(model, xg, yg) for xg, yg in halves])
     per_group = [reference_gsam(model, xg, yg, RHO, alpha=0.0) for xg, yg in halves]
-    g_v = torch.stack([_orthogonal(d, g) for _, d, g, _ in per_group]).mean(0)
+    g_v = torch.stack([looksam_g_v(d, g) for _, d, g, _ in per_group]).mean(0)
     torch.testing.assert_close(_d(model), torch.stack([d for _, d, _, _ in per_group]).mean(0), rtol=1e-12, atol=1e-15)
     x, y = batch(seed=31, n=32)
     halves = list(zip(x.split(16), y.split(16)))
