@@ -1,5 +1,6 @@
 """Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by the ``ddp_ranks`` fixture (tests/conftest.py), for
-test_distributed.py, test_efficient_ddp.py and test_analysis_ddp.py: one launch for all of them, torchrun's start-up being most of the cost.
+test_distributed.py, test_efficient_ddp.py and test_analysis_ddp.py: one launch for all of them, torchrun's
+start-up being most of the cost.
 
 Each rank runs the bucketed all-reduce on its own tensors, the analysis on its half of the batches, and every
 optimizer scenario on its half of a fixed batch, and saves what the tests compare into OUT/rank{r}.pt.
