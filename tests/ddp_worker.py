@@ -1,9 +1,11 @@
 """Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by the ``ddp_ranks`` fixture (tests/conftest.py), for
-test_distributed.py and test_analysis_ddp.py: one launch for all of them, torchrun's start-up being most of the cost.
+test_distributed.py, test_efficient_ddp.py and test_analysis_ddp.py: one launch for all of them, torchrun's
+start-up being most of the cost.
 
 Each rank runs the bucketed all-reduce on its own tensors, the analysis on its half of the batches, and every
 optimizer scenario on its half of a fixed batch, and saves what the tests compare into OUT/rank{r}.pt.
 """
+import copy
 import sys
 from pathlib import Path
 
@@ -12,11 +14,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gsam.run.engine import xsam_search_closure
+from gsam.run.engine import make_closures, xsam_search_closure
 from gsam.optim.comm import all_reduce_mean_
 from support.analysis_case import measure, setup
-from support.ddp_cases import (BUCKET_BYTES, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO, STEPS, comm_inputs,
-                               search_plan)
+from support.ddp_cases import (BUCKET_BYTES, EFFICIENT_SCENARIOS, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO,
+                               STEPS, comm_inputs, efficient_optimizer, search_plan)
 from support.nets import batch, mlp
 
 
@@ -105,25 +107,39 @@ def main(out: Path) -> None:
     dist.all_reduce, dist.broadcast = counting_all_reduce, counting_broadcast
     scenarios = {**{name: (cls, kw, sync, wrap, 1, False) for name, (cls, kw, sync, wrap) in SCENARIOS.items()},
                  **{name: (cls, kw, False, True, GROUPS, True) for name, (cls, kw) in GROUP_SCENARIOS.items()}}
-    for name, (cls, kw, sync, wrap, groups, bn) in scenarios.items():
-        net = mlp(seed=0, bn=bn)
-        model = DDP(net, gradient_as_bucket_view=name.endswith("_bv")) if wrap else net
-        if wrap:
-            model.register_comm_hook(None, counting_hook)
-        base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-        opt = cls(net.parameters(), base, rho=0.1, model=model, sync_perturbation=sync, **kw)
-        closures = [closure_on(model, xg, yg) for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
-        per_step = []
-        alphas = []
+    def run(net, opt, closures) -> dict:
+        """STEPS steps, the collectives of each counted; the weights before each step, each step's h (NaN on a
+        one-pass step) and the end state."""
+        per_step, alphas, gaps, trajectory = [], [], [], []
         for _ in range(STEPS):
             for k in counts:
                 counts[k] = 0
-            stats = opt.step(closures if groups > 1 else closures[0])
+            trajectory.append([p.detach().clone() for p in net.parameters()])
+            stats = opt.step(closures if len(closures) > 1 else closures[0])
             per_step.append(dict(counts))
             alphas.append(stats.alpha)
-        results[name] = {"weights": [p.detach().clone() for p in net.parameters()],
-                         "buffers": [b.clone() for b in net.buffers()], "counts": per_step, "alphas": alphas,
-                         "probe_losses": getattr(opt, "last_probe_losses", None)}
+            gaps.append(stats.surrogate_gap)
+        return {"weights": [p.detach().clone() for p in net.parameters()],
+                "buffers": [b.clone() for b in net.buffers()], "counts": per_step, "alphas": alphas,
+                "probe_losses": getattr(opt, "last_probe_losses", None), "gaps": gaps, "trajectory": trajectory,
+                "state": copy.deepcopy(opt.state_dict())}
+
+    def wrapped(net, bucket_view=False):
+        model = DDP(net, gradient_as_bucket_view=bucket_view)
+        model.register_comm_hook(None, counting_hook)
+        return model
+
+    for name, (cls, kw, sync, wrap, groups, bn) in scenarios.items():
+        net = mlp(seed=0, bn=bn)
+        model = wrapped(net, name.endswith("_bv")) if wrap else net
+        base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+        opt = cls(net.parameters(), base, rho=0.1, model=model, sync_perturbation=sync, **kw)
+        results[name] = run(net, opt, [closure_on(model, xg, yg) for xg, yg in zip(x.chunk(groups), y.chunk(groups))])
+    for name, (_, _, bn) in EFFICIENT_SCENARIOS.items():
+        net = mlp(seed=0, bn=bn)
+        model = wrapped(net)
+        opt = efficient_optimizer(name, net, model)
+        results[name] = run(net, opt, make_closures(model, opt, F.cross_entropy, x, y, GROUPS, 1, None))
     torch.save(results, out / f"rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -1,4 +1,4 @@
-"""The efficient variants (every-k, LookSAM, LookGSAM) against their update rules written out in float64, k = 1
+"""The efficient variants (every-k, LookSAM, LookGSAM, MESA) against their update rules written out in float64, k = 1
 against the full methods bit for bit, the reuse buffer through the optimizer's state and through the trainer."""
 import io
 import json
@@ -9,18 +9,14 @@ import torch
 import gsam
 from gsam.config.checks import ConfigError, check
 from gsam.optim.factory import build_optimizer
-from support.nets import Recorder, batch, flat, grad_at, mlp, reference_gsam, sgd_for_d, weights
+from support.ddp_cases import EFFICIENT_RHO, EFFICIENT_SCENARIOS
+from support.nets import Recorder, batch, flat, grad_at, looksam_g_v, mlp, reference_gsam, sgd_for_d, weights
 
 RHO, ALPHA, GSAM_ALPHA = 0.05, 0.7, 0.4
 
 
 def _d(model) -> torch.Tensor:
     return flat([p.grad for p in model.parameters()])
-
-
-def _orthogonal(d, g):
-    """g_v = d - (<g, d>/||g||^2) g (LookSAM, Algorithm 1, with d = g_s)."""
-    return d - (g @ d) / (g @ g) * g
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -51,7 +47,7 @@ def test_looksam_refreshes_g_v_every_k_steps_and_reuses_it_between(gsam_alpha):
         opt.step(closure)
         if t % k == 0:
             _, d_ref, g, _ = reference_gsam(model, x, y, RHO, alpha=gsam_alpha)  # alpha 0: d = g_s
-            g_v = _orthogonal(d_ref, g)
+            g_v = looksam_g_v(d_ref, g)
             assert len(closure.calls) == 2
         else:
             g = flat(grad_at(model, x, y, weights(model)))
@@ -68,7 +64,7 @@ def test_looksam_with_groups_stores_the_mean_g_v_and_rescales_it_per_group():
     halves = list(zip(x.split(16), y.split(16)))
     opt.step([Recorder(model, xg, yg) for xg, yg in halves])
     per_group = [reference_gsam(model, xg, yg, RHO, alpha=0.0) for xg, yg in halves]
-    g_v = torch.stack([_orthogonal(d, g) for _, d, g, _ in per_group]).mean(0)
+    g_v = torch.stack([looksam_g_v(d, g) for _, d, g, _ in per_group]).mean(0)
     torch.testing.assert_close(_d(model), torch.stack([d for _, d, _, _ in per_group]).mean(0), rtol=1e-12, atol=1e-15)
     x, y = batch(seed=31, n=32)
     halves = list(zip(x.split(16), y.split(16)))
@@ -233,3 +229,31 @@ def test_mesa_before_its_start_step_is_vanilla_bit_for_bit():
         runs.append(weights(model) + [b.clone() for b in model.buffers()])
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(EFFICIENT_SCENARIOS))
+def test_bf16_autocast_accumulation_and_clipping_over_a_cycle(name):
+    """The trainer's closures, 2 perturbation groups, k = 2 over 3 steps (full, one-pass, full). In float32, 2
+    micro-batches per group take the steps of 1; under bf16 autocast every step is taken and close to float32's
+    but not equal to it (autocast ran); ||d|| is clipped to max_grad_norm on every step, one-pass steps included."""
+    from gsam.run.engine import make_closures
+
+    cls, kw, _ = EFFICIENT_SCENARIOS[name]
+    lr, clip = 0.1, 0.05
+    runs = {}
+    for amp, accum in ((None, 1), (None, 2), (torch.bfloat16, 2)):
+        model = mlp(seed=0, dtype=torch.float32)
+        opt = cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=lr), rho=EFFICIENT_RHO, model=model,
+                  max_grad_norm=clip, **kw)
+        steps = []
+        for t in range(3):
+            x, y = batch(seed=90 + t, dtype=torch.float32)
+            before = flat(weights(model)).double()
+            stats = opt.step(make_closures(model, opt, torch.nn.functional.cross_entropy, x, y, 2, accum, amp))
+            assert not stats.skipped and stats.update_norm.item() > clip  # finite, and the clipping acted
+            steps.append(flat(weights(model)).double() - before)
+            assert steps[-1].norm().item() == pytest.approx(lr * clip, rel=1e-3)
+        runs[amp, accum] = steps
+    for fp32, micro, bf16 in zip(runs[None, 1], runs[None, 2], runs[torch.bfloat16, 2]):
+        torch.testing.assert_close(micro, fp32, rtol=1e-4, atol=1e-7)
+        assert (bf16 @ fp32 / (bf16.norm() * fp32.norm())).item() > 0.99 and not torch.equal(bf16, fp32)

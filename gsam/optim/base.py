@@ -315,6 +315,11 @@ class SharpnessAware(torch.optim.Optimizer):
     def _on_skip(self) -> None:
         """Undo a subclass's bookkeeping of a step that turned out non-finite."""
 
+    def _reduced_with_d(self) -> list[torch.Tensor]:
+        """State this step built from the process's own groups, averaged over the ranks by the same all-reduce
+        as d (per-worker perturbation), so that it is the same on every rank: LookSAM's g_v."""
+        return []
+
     @staticmethod
     def _closures(closure) -> list[Closure]:
         """``closure`` or ``[closure_1, ..., closure_G]`` -> the list of per-group closures."""
@@ -364,7 +369,7 @@ class SharpnessAware(torch.optim.Optimizer):
                 p.grad = None  # so the base optimizer (weight decay, momentum) leaves it alone
         grads = [p.grad for p in active]
         if not self.sync_perturbation:
-            all_reduce_mean_(grads, self.bucket_bytes)
+            all_reduce_mean_(grads + self._reduced_with_d(), self.bucket_bytes)
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.base_optimizer)
         update_norm = self._norm(grads) if grads else torch.zeros(())

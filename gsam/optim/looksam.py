@@ -18,8 +18,11 @@ Leminhbinh0209/LookSAM). Mean passes per step: 1 + 1/k.
 
 With perturbation groups every group of a refresh step forms its own g_s and g_v; the stored g_v is their mean
 (one parameter-sized buffer, not one per group), and on a reuse step each group rescales it by its own ||g||.
-Under data parallelism each process keeps its own g_v (no extra communication: d is all-reduced once per step,
-as for every method). A refresh whose step turns out non-finite leaves no usable g_v: the next step refreshes.
+Under data parallelism with per-worker perturbation each process forms the mean over its own groups, and the
+refresh step's one all-reduce carries it with d: every rank stores the mean over all the global batch's groups,
+the g_v of one process holding them all (twice d's volume on one step in k; no extra collective). Kept per
+process, g_v would differ between ranks and the run would depend on the number of processes. A refresh whose
+step turns out non-finite leaves no usable g_v: the next step refreshes.
 Memory: SAM's (the copy of the weights) plus g_v, both held between steps and g_v in the checkpoint.
 """
 from __future__ import annotations
@@ -53,7 +56,10 @@ class LookSAM(Periodic, SAM):
         """As every method's; decides once per step whether it refreshes g_v (all groups alike)."""
         self._groups = len(self._closures(closure))
         self._refresh_now = self._full_due() or self._gv_norm is None
-        return super().step(closure)
+        stats = super().step(closure)
+        if self._refresh_now and not stats.skipped:
+            self._gv_norm = self._norm(list(self._gv.values()))  # of g_v as averaged over the ranks
+        return stats
 
     def _sharpness_step(self, closure: Closure):
         return self._refresh(closure) if self._refresh_now else self._reuse(closure)
@@ -81,10 +87,11 @@ class LookSAM(Periodic, SAM):
         if self._group > 0 or self._groups > 1:
             torch._foreach_add_(gv, d)
         self._add_scaled_(gv, g, coef)
-        if self._group == self._groups - 1:
-            if self._groups > 1:
-                torch._foreach_div_(list(self._gv.values()), self._groups)
-            self._gv_norm = self._norm(list(self._gv.values()))
+        if self._group == self._groups - 1 and self._groups > 1:
+            torch._foreach_div_(list(self._gv.values()), self._groups)
+
+    def _reduced_with_d(self) -> list[torch.Tensor]:
+        return [self._gv[p] for p in self._params() if p in self._gv] if self._refresh_now else []
 
     def _reuse(self, closure: Closure):
         ps, loss, g, grad_norm = self._clean_pass(closure)

@@ -17,6 +17,11 @@ vanilla's: no perturbation, so h and 2h/rho^2 are not measured (0, as vanilla's)
 the objective above. The term enters through the closure: the trainer's closure adds ``opt.loss_term(logits,
 x)`` to each micro-batch's loss before dividing by the accumulation count and before the GradScaler, so
 accumulation, fp16 and DDP see it as part of the loss. Memory: the average (one model copy, in the checkpoint).
+
+Under DDP the average needs no collective: the weights it follows are the same on every rank after the
+synchronised step. BatchNorm running statistics are not (without SyncBatchNorm each rank's forward updates them
+from its own images; DDP broadcasts rank 0's at the next synchronised forward), so with BatchNorm the average's
+statistics are each rank's own, and a checkpoint keeps rank 0's.
 """
 from __future__ import annotations
 

@@ -23,6 +23,26 @@ GROUP_SCENARIOS = {
 }
 GROUPS = 2
 STEPS = 3
+# the efficient variants, through the trainer's closures (gsam.run.engine.make_closures, where MESA's loss term
+# enters): k = 2 over STEPS steps is a full step, a one-pass step and the next cycle's full step. Per-worker
+# perturbation in GROUPS groups per rank on the BatchNorm model; MESA has no groups (its closure is vanilla's, the
+# whole batch, DDP synchronising its one backward) and runs on the LayerNorm model, because without SyncBatchNorm
+# two ranks normalise over their own halves and no BatchNorm model on two ranks equals one process
+EFFICIENT_SCENARIOS = {
+    # name: (class, kwargs, BatchNorm)
+    "every_k": (gsam.EveryK, {"k": 2}, True),
+    "looksam": (gsam.LookSAM, {"k": 2, "alpha": 0.7}, True),
+    "lookgsam": (gsam.LookSAM, {"k": 2, "alpha": 0.7, "gsam_alpha": 0.4}, True),
+    "mesa": (gsam.MESA, {"lam": 0.8, "tau": 5.0, "decay": 0.5}, False),
+}
+EFFICIENT_RHO = 0.1
+
+
+def efficient_optimizer(name: str, net: torch.nn.Module, model: torch.nn.Module | None = None):
+    """The scenario's optimizer over ``net`` (``model``: its DDP wrapper, or ``net`` itself on one process)."""
+    cls, kw, _ = EFFICIENT_SCENARIOS[name]
+    base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    return cls(net.parameters(), base, rho=EFFICIENT_RHO, model=net if model is None else model, **kw)
 # XSAM's alpha* search on the first SEARCH_IMAGES of the global batch (gsam.run.engine.xsam_search_closure), with the
 # batch dealt out to the ranks as the training sampler deals it (rank r: global rows r, r + W, ...)
 SEARCH_SCENARIO = (gsam.XSAM, {"rho": 0.5, "steps": 1, "search_every": 1, "rho_probe": 1.0})  # an interior alpha*

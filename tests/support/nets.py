@@ -95,6 +95,11 @@ def reference_gsam(model, x, y, rho, alpha, adaptive=False):
     return w_adv, g_p - alpha * g_perp, g, g_p
 
 
+def looksam_g_v(d, g):
+    """g_v = d - (<g, d>/||g||^2) g (LookSAM, Algorithm 1, with d = g_s)."""
+    return d - (g @ d) / (g @ g) * g
+
+
 # the sharpness-aware methods every mechanics test runs (XSAM: k=2, alpha* searched every 2 steps)
 METHODS = [
     (gsam.SAM, {}),
