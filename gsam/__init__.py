@@ -13,9 +13,9 @@ if _os.path.isfile(_os.path.join(_checkout, "pyproject.toml")) and _os.path.isfi
     __path__.append(_checkout)  # noqa: F821 (a package's __path__)
 
 from gsam.analysis import hessian_max_eigenvalue
-from gsam.optim import (GSAM, MESA, SAM, XSAM, EveryK, GSAMMinF, LookSAM, SharpnessAware, StepStats, Vanilla, WeightedGap,
-                    lr_at, rho_from_lr)
+from gsam.optim import (GSAM, MESA, SAM, XSAM, EveryK, GSAMMinF, LookSAM, SharpnessAware, StepClock, StepStats, Vanilla,
+                    WeightedGap, lr_at, rho_from_lr)
 
 __version__ = "0.1.0"
 __all__ = ["Vanilla", "SAM", "GSAM", "XSAM", "WeightedGap", "GSAMMinF", "EveryK", "LookSAM", "MESA", "SharpnessAware",
-           "StepStats", "rho_from_lr", "lr_at", "hessian_max_eigenvalue"]
+           "StepClock", "StepStats", "rho_from_lr", "lr_at", "hessian_max_eigenvalue"]

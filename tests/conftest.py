@@ -38,15 +38,16 @@ def ddp_ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-def _compose(*overrides: str, return_hydra_config: bool = False):
-    """configs/config.yaml with ``overrides``, composed by Hydra as train.py does (without running anything)."""
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+def _compose(*overrides: str, return_hydra_config: bool = False, configs=None):
+    """configs/config.yaml with ``overrides``, composed by Hydra as train.py does (without running anything);
+    ``configs``: another folder of configs (a test's copy) instead of the shipped one."""
+    with initialize_config_dir(config_dir=str(configs or ROOT / "configs"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 @pytest.fixture(scope="session")
 def compose():
-    """``compose(*overrides, return_hydra_config=False)``: the shipped configs, composed."""
+    """``compose(*overrides, return_hydra_config=False, configs=None)``: the shipped configs, composed."""
     return _compose
 
 

@@ -14,11 +14,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gsam.run.engine import make_closures, xsam_search_closure
+from gsam.run.engine import head_closure, make_closures
 from gsam.optim.comm import all_reduce_mean_
 from support.analysis_case import measure, setup
-from support.ddp_cases import (BUCKET_BYTES, EFFICIENT_SCENARIOS, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO,
-                               STEPS, comm_inputs, efficient_optimizer, search_plan)
+from support.ddp_cases import (BUCKET_BYTES, EFFICIENT_SCENARIOS, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_IMAGES,
+                               SEARCH_SCENARIO, STEPS, comm_inputs, efficient_optimizer, search_plan)
 from support.nets import batch, mlp
 
 
@@ -73,7 +73,7 @@ def xsam_search(rank: int, world: int) -> dict:
     closures = [closure_on(model, xg, yg) for xg, yg in zip(x.chunk(GROUPS), y.chunk(GROUPS))]
     alphas, probes = [], []
     for _ in range(STEPS):
-        opt.search_closure = xsam_search_closure(model, opt, F.cross_entropy, x, y, search_plan())
+        opt.search_closure = head_closure(model, opt, F.cross_entropy, x, y, SEARCH_IMAGES, search_plan())
         alphas.append(opt.step(closures).alpha)
         probes.append(opt.last_probe_losses.clone())
     return {"alphas": alphas, "probe_losses": probes, "weights": [p.detach().clone() for p in net.parameters()]}

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import gsam
-from gsam.run.engine import xsam_search_closure
+from gsam.run.engine import head_closure
 from support.ddp_cases import (COMM_BUCKET_NUMELS, COMM_SHAPES, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO,
-                               STEPS, comm_inputs, search_plan)
+                               SEARCH_IMAGES, STEPS, comm_inputs, search_plan)
 from support.nets import Recorder, batch, mlp, sgd_for_d
 
 
@@ -145,7 +145,7 @@ def test_xsam_chooses_alpha_on_the_same_images_on_one_process_and_on_two(ranks):
     closures = [closure_for(model, xg, yg) for xs, ys in shards for xg, yg in zip(xs.chunk(GROUPS), ys.chunk(GROUPS))]
     alphas, probes = [], []
     for _ in range(STEPS):
-        opt.search_closure = xsam_search_closure(model, opt, F.cross_entropy, x, y, search_plan())
+        opt.search_closure = head_closure(model, opt, F.cross_entropy, x, y, SEARCH_IMAGES, search_plan())
         alphas.append(opt.step(closures).alpha)
         probes.append(opt.last_probe_losses.clone())
     for rank in ranks:

@@ -1,6 +1,7 @@
-"""The package layout of issue 14 §2: the analysis library and the optimizers import torch and nothing of the
+"""The package layout: the analysis library and the optimizers import torch and nothing of the
 trainer, data, models, Hydra or plotting; the scripts' harness (gsam.studies) is imported by nobody in gsam;
-and no two packages import each other, directly or around a loop (imports inside functions count too)."""
+no two packages import each other, directly or around a loop (imports inside functions count too), nor two
+modules of gsam/; gsam/'s top level holds at most 10 modules, and no function of the library is over 60 lines."""
 import ast
 import json
 import subprocess
@@ -101,3 +102,30 @@ def test_the_analysis_library_and_the_optimizers_import_torch_only():
     assert "gsam.analysis.monitor" in loaded and "gsam.optim.factory" in loaded and "torch" in loaded
     assert [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)] == []
     assert sorted({m for m in loaded if m.startswith("gsam.")} - set(names)) == []  # no other module of ours
+
+
+def test_no_module_of_the_library_imports_itself_around_a_loop():
+    """The module graph of gsam/ (imports inside functions count): two modules that import each other, even within
+    one package (the package graph above cannot see those), have no order in which they read."""
+    known = modules()
+    library = {n for n in known if not n.startswith(("gsam.data", "gsam.models"))}
+    graph = {n: (imported(n, known[n], known) & library) - {n} for n in library}
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_gsam_has_at_most_ten_modules_at_its_top_level():
+    """The layers are folders (run, state, config, evaluation, optim, analysis, studies): the top level keeps
+    what every layer shares."""
+    top = sorted(p.name for p in (ROOT / "gsam").glob("*.py"))
+    assert len(top) <= 10, top
+
+
+def test_no_function_of_the_library_is_over_60_lines():
+    """Small functions (the project's guide): every def in gsam/, data/ and models/, nested ones included, is at
+    most 60 lines from its def line to its last line."""
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert long == []

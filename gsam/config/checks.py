@@ -1,4 +1,6 @@
-"""Checks of the composed config and the numbers derived from it, each error one line naming the key."""
+"""Checks of the composed config and the numbers derived from it, each error one line naming the key. A method's
+keys and checks are its registration's (gsam/optim/methods.py): the numeric keys and the per-method checks here
+derive from the registry."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +8,8 @@ from collections.abc import Mapping
 
 import torch
 
-from gsam.optim.factory import BASES, METHODS
+from gsam.optim.factory import BASES
+from gsam.optim.registry import METHODS, is_int, is_number
 
 
 class ConfigError(ValueError):
@@ -52,82 +55,86 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return choices[setting]
 
 
-def check(cfg: Mapping) -> None:
-    """Fail early, in one line, on values that would otherwise fail late or silently."""
-    def need(key: str, ok: bool, expected: str):
+# the numeric keys outside the methods' sections; every method's numeric keys join them (``numeric_keys``)
+NUMERIC = ("seed", "optimizer.lr", "optimizer.lr_min", "optimizer.weight_decay", "schedule.epochs",
+           "schedule.warmup_steps", "data.batch_size", "data.num_classes", "train.divergence_factor")
+
+
+def numeric_keys() -> tuple[str, ...]:
+    """NUMERIC and the numeric keys of every registered method: a key another method reads stays in the config
+    of an experiment run with this one (``+experiment=demo_gsam sam=sam``), and must still be a number."""
+    sam = {f"sam.{k}": None for m in METHODS.values() for k, key in m.keys.items() if key.numeric}
+    return NUMERIC + tuple(sam)
+
+
+def check_numbers(cfg: Mapping) -> None:
+    """The numeric keys are finite numbers: ``sam.alpha=abc`` or ``optimizer.lr=inf`` is named here, before a
+    range check or a later computation meets it without its key."""
+    for key in numeric_keys():
+        *sections, name = key.split(".")
+        node = cfg
+        for s in sections:
+            node = node.get(s) or {}
+        value = node.get(name)
+        if value is not None and not is_number(value):
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
+
+
+def _needing(cfg: Mapping):
+    """``need(key, ok, expected)``: a ConfigError naming ``key`` and its value when not ``ok``."""
+    def need(key: str, ok: bool, expected: str) -> None:
         if not ok:
             section, name = key.split(".")
             raise ConfigError(f"{key}={cfg[section].get(name)!r}: {expected}")
+    return need
 
-    from gsam.config.numbers import check_numbers
 
+def check(cfg: Mapping) -> None:
+    """Fail early, in one line, on values that would otherwise fail late or silently."""
+    need = _needing(cfg)
     check_numbers(cfg)
-
-    need("sam.name", cfg["sam"]["name"] in METHODS, f"expected one of {METHODS}")
+    need("sam.name", cfg["sam"]["name"] in METHODS, f"expected one of {tuple(METHODS)}")
     need("optimizer.name", cfg["optimizer"]["name"] in BASES, f"expected one of {BASES}")
-    need("optimizer.lr", float(cfg["optimizer"]["lr"]) > 0, "expected > 0")
-    need("optimizer.lr_min", 0 <= float(cfg["optimizer"]["lr_min"]) <= float(cfg["optimizer"]["lr"]),
-         "expected 0 <= lr_min <= optimizer.lr")
-    need("optimizer.weight_decay", float(cfg["optimizer"]["weight_decay"]) >= 0, "expected >= 0")
-    if cfg["optimizer"]["name"] == "adamw" and cfg["optimizer"].get("betas") is not None:
-        betas = list(cfg["optimizer"]["betas"]) if not isinstance(cfg["optimizer"]["betas"], (str, int, float)) else []
-        need("optimizer.betas", len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool)
-                                                           and 0 <= b < 1 for b in betas),
+    _check_optimizer(cfg["optimizer"], need)
+    _check_schedule_and_model(cfg, need)
+    _check_train(cfg.get("train") or {}, need)
+    METHODS[cfg["sam"]["name"]].validate(cfg, need)
+
+
+def _check_optimizer(opt: Mapping, need) -> None:
+    need("optimizer.lr", float(opt["lr"]) > 0, "expected > 0")
+    need("optimizer.lr_min", 0 <= float(opt["lr_min"]) <= float(opt["lr"]), "expected 0 <= lr_min <= optimizer.lr")
+    need("optimizer.weight_decay", float(opt["weight_decay"]) >= 0, "expected >= 0")
+    if opt["name"] == "adamw" and opt.get("betas") is not None:
+        betas = list(opt["betas"]) if not isinstance(opt["betas"], (str, int, float)) else []
+        need("optimizer.betas", len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas),
              "expected two numbers in [0, 1), e.g. [0.9, 0.999]")
+
+
+def _check_schedule_and_model(cfg: Mapping, need) -> None:
     need("schedule.epochs", int(cfg["schedule"]["epochs"]) > 0, "expected > 0")
     need("schedule.warmup_steps", int(cfg["schedule"]["warmup_steps"]) >= 0, "expected >= 0")
     need("schedule.decay", cfg["schedule"]["decay"] in ("linear", "cosine", "constant"),
          "expected linear, cosine or constant")
     need("model.loss", cfg["model"]["loss"] in ("softmax", "sigmoid"), "expected softmax or sigmoid")
-    _check_train_counts(cfg.get("train") or {})
-    need("train.resume", (cfg.get("train") or {}).get("resume", True) in (True, False, "allow_changes", "restart"),
+
+
+def _check_train(train: Mapping, need) -> None:
+    _check_train_counts(train)
+    need("train.resume", train.get("resume", True) in (True, False, "allow_changes", "restart"),
          "expected true (continue the run in output_dir), false (a fresh run: an empty folder), allow_changes or "
          "restart (move the folder's run into previous-<time>/ and start afresh)")
-    compile_ = (cfg.get("train") or {}).get("compile", False)
+    compile_ = train.get("compile", False)
     if not isinstance(compile_, bool):
         import torch._dynamo
 
         need("train.compile", compile_ in torch._dynamo.list_backends(exclude_tags=()),
              "expected true, false or a torch.compile backend (e.g. inductor, aot_eager)")
-    if cfg["sam"]["name"] not in ("none", "mesa"):  # MESA perturbs nothing: no rho, no groups
-        rmax, rmin = float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_min"])
-        need("sam.rho_min", 0 <= rmin <= rmax, "expected 0 <= sam.rho_min <= sam.rho_max")
-        m = cfg["sam"].get("m")
-        need("sam.m", m is None or (is_int(m) and m > 0),
-             "expected null (the whole per-process batch) or an integer > 0 (images per perturbation group)")
-    if cfg["sam"]["name"] in ("gsam", "gsam_min_f"):
-        need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
-        _warn_large_alpha(float(cfg["sam"]["alpha"]))
-    if cfg["sam"]["name"] in ("weighted_gap", "mesa"):
-        need("sam.lam", float(cfg["sam"]["lam"]) >= 0, "expected >= 0")
-    if cfg["sam"]["name"] == "mesa":
-        need("sam.tau", float(cfg["sam"]["tau"]) > 0, "expected > 0 (the temperature of the KL term)")
-        need("sam.decay", 0 <= float(cfg["sam"]["decay"]) <= 1, "expected 0 <= decay <= 1")
-        start = cfg["sam"]["start_step"]
-        need("sam.start_step", is_int(start) and start >= 0, "expected an integer >= 0")
-    if cfg["sam"]["name"] in ("every_k", "looksam", "lookgsam"):
-        k = cfg["sam"]["k"]
-        need("sam.k", is_int(k) and k >= 1,
-             "expected an integer >= 1 (the full sharpness-aware step every k steps)")
-    if cfg["sam"]["name"] in ("looksam", "lookgsam"):
-        need("sam.alpha", float(cfg["sam"]["alpha"]) >= 0, "expected >= 0")
-    if cfg["sam"]["name"] == "lookgsam":
-        need("sam.gsam_alpha", float(cfg["sam"]["gsam_alpha"]) >= 0, "expected >= 0")
-    if cfg["sam"]["name"] == "xsam":
-        need("sam.steps", int(cfg["sam"]["steps"]) >= 1, "expected an integer >= 1")
-        need("sam.search_every_epochs", int(cfg["sam"]["search_every_epochs"]) >= 0, "expected >= 0 (0 = never)")
-        need("sam.rho_probe", float(cfg["sam"]["rho_probe"]) >= 0, "expected >= 0")
-        _warn_xsam_radii(float(cfg["sam"]["rho_max"]), float(cfg["sam"]["rho_probe"]))
-
-
-def is_int(value) -> bool:
-    """An integer as YAML or the command line gives it (True/False are bools, not counts)."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_train_counts(train: Mapping) -> None:
-    """The loop divides by these (``step % log_every``): 0 ended the run after its first step or epoch, and a
-    negative period silently acted as its absolute value."""
+    """The loop divides by these (``step % log_every``): 0 would end the run after its first step or epoch, and a
+    negative period would silently act as its absolute value."""
     periods = {"log_every": "steps between logged records", "eval_every_epochs": "epochs between evaluations; a "
                "value above schedule.epochs evaluates at the end only", "checkpoint_every_steps": "steps between "
                "checkpoints of last.pt"}
@@ -139,26 +146,3 @@ def _check_train_counts(train: Mapping) -> None:
         value = train.get(name)
         if name in train and not (is_int(value) and value >= least):
             raise ConfigError(f"train.{name}={value!r}: expected an integer >= {least}")
-
-
-def _warn_large_alpha(alpha: float) -> None:
-    """GSAM's alpha scales the ascent on the orthogonal gradient (Eq. 6: g_p - alpha g_perp). The paper allows any
-    real value but searched {0.01, 0.02, 0.03} (ResNets) and {0.1, 0.2, 0.3} (ViTs); alpha >= 1 ascends along
-    g_perp at least as fast as it descends, most likely a value meant as a percentage, so it is said once."""
-    if alpha >= 1:
-        import warnings
-
-        warnings.warn(f"sam.alpha={alpha} >= 1: GSAM's ascent on g_perp at least as long as its descent step; the "
-                      "paper's values are 0.01-0.3 (docs/optimizers.md)", stacklevel=2)
-
-
-def _warn_xsam_radii(rho_max: float, rho_probe: float) -> None:
-    """The official XSAM flags are named the other way round (its --rho is our sam.rho_max, its --rho_max our
-    sam.rho_probe), and its recipe probes at twice the ascent length. A probe inside the ascent radius is allowed
-    but is what a ported command with the two names swapped looks like, so it is said once, in one line."""
-    if rho_probe < rho_max:
-        import warnings
-
-        warnings.warn(f"sam.rho_probe={rho_probe} < sam.rho_max={rho_max}: XSAM probes inside its ascent radius. "
-                      "The official --rho is our sam.rho_max and the official --rho_max is our sam.rho_probe "
-                      "(docs/optimizers.md)", stacklevel=2)

@@ -50,12 +50,14 @@ def known_keys(configs: Path = CONFIGS) -> set[str]:
     return known
 
 
-def check_known_keys(cfg: Mapping, configs: Path = CONFIGS) -> None:
-    """ConfigError naming the first key the schema does not declare, with the closest declared key."""
+def check_known_keys(cfg: Mapping, configs: Path | None = None) -> None:
+    """ConfigError naming the first key the schema of ``configs`` (None: CONFIGS, read at the call) does not
+    declare, with the closest declared key."""
     from omegaconf import OmegaConf
 
     from gsam.config.checks import ConfigError
 
+    configs = CONFIGS if configs is None else configs
     if not configs.is_dir():  # an installed package without the repository's configs/: nothing to compare
         return
     container = OmegaConf.to_container(cfg, resolve=False) if not isinstance(cfg, dict) else cfg

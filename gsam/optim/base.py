@@ -31,6 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from .comm import all_reduce_mean_, world_size
+from .schedule import rho_from_lr
 
 Closure = Callable[[], torch.Tensor]
 TENSOR_STATS = ("loss", "perturbed_loss", "grad_norm", "perturbed_grad_norm", "cos")  # averaged over groups
@@ -62,6 +63,21 @@ class StepStats:
     def as_dict(self) -> dict[str, float]:
         return {k: (v.item() if isinstance(v, torch.Tensor) else float(v))
                 for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepClock:
+    """What a training loop tells the method before each step (``before_step``): the lr of the step, the
+    schedule's range and the loop's counters. ``head(n)``, when the loop offers it, is a closure over the first
+    ``n`` images of the step's global batch (None: all of it), the same images on every rank."""
+
+    lr: float
+    lr_max: float
+    lr_min: float
+    step: int = 0  # optimisation steps done before this one (taken and skipped)
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    head: Callable[[int | None], Callable] | None = None
 
 
 def _flat(t: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,7 +128,9 @@ class SharpnessAware(torch.optim.Optimizer):
         base_optimizer: any ``torch.optim.Optimizer`` (SGD, AdamW, ...). It receives the final
             update ``d`` as the gradient and adds weight decay, momentum etc. itself, so those never
             enter ``g``, ``g_p`` or the decomposition.
-        rho: perturbation radius (settable between steps, e.g. from ``rho_from_lr``).
+        rho: perturbation radius rho_max; the radius of the steps until ``before_step`` sets rho_t.
+        rho_min: the radius at the schedule's lr_min (None: rho, a constant radius). ``before_step`` ties
+            rho_t to the lr between the two (Algorithm 1, step 0; big_vision's gsam_gradient).
         model: optional; how BatchNorm layers (their running statistics are updated by the clean
             pass only) and a ``DistributedDataParallel`` wrapper are found.
         sync_perturbation: False (default) perturbs each worker with its own gradient (m-sharpness,
@@ -124,7 +142,7 @@ class SharpnessAware(torch.optim.Optimizer):
         eps: the epsilon of every normalisation (1e-12 as in the reference codes).
     """
 
-    def __init__(self, params, base_optimizer: torch.optim.Optimizer, *, rho: float,
+    def __init__(self, params, base_optimizer: torch.optim.Optimizer, *, rho: float, rho_min: float | None = None,
                  model: torch.nn.Module | None = None, sync_perturbation: bool = False,
                  max_grad_norm: float | None = None, grad_scaler=None, eps: float = 1e-12,
                  bucket_cap_mb: float = 25.0):
@@ -141,7 +159,10 @@ class SharpnessAware(torch.optim.Optimizer):
         # One set of groups: lr schedulers may act on this optimizer or on the base one.
         self.base_optimizer = base_optimizer
         self.param_groups = base_optimizer.param_groups
-        self.rho = rho
+        self.rho = self.rho_max = rho
+        self.rho_min = rho if rho_min is None else rho_min
+        if self.rho_min > self.rho_max:
+            raise ValueError(f"need rho_min <= rho, got rho_min={rho_min}, rho={rho}")
         self.model = model
         self.sync_perturbation = bool(sync_perturbation)
         self.max_grad_norm = max_grad_norm
@@ -160,6 +181,15 @@ class SharpnessAware(torch.optim.Optimizer):
 
     # ----------------------------------------------------------------- settable hyper-parameters
     rho = NonNegative()
+    rho_max = NonNegative()
+    rho_min = NonNegative()
+    perturbs = True  # False: one pass at w, nothing to perturb (perturbation groups would change nothing)
+
+    def before_step(self, clock: StepClock) -> None:
+        """The loop's one call before each step: rho_t from the lr of the same step, between rho_min and
+        rho_max (Algorithm 1, step 0; Eq. 6's radius). A method with a schedule of its own extends it."""
+        self.rho = rho_from_lr(clock.lr, lr_max=clock.lr_max, lr_min=clock.lr_min, rho_max=self.rho_max,
+                               rho_min=self.rho_min)
 
     @property
     def alpha(self) -> float:
@@ -200,7 +230,7 @@ class SharpnessAware(torch.optim.Optimizer):
     def _grad_pass(self, closure: Closure, *, clean: bool) -> torch.Tensor:
         """Zero the grads, run forward+backward. BN statistics are updated once per step, by the clean
         pass of group 0: every clean pass runs at the same w, so one group's m images are as good a
-        sample as another's, and group 0 is the one a single-closure step has (unchanged behaviour)."""
+        sample as another's, and group 0 is the one a single-closure step has: one group is the ungrouped step."""
         self.base_optimizer.zero_grad(set_to_none=True)
         updates_bn = clean and self._group == 0
         with torch.enable_grad(), self._comm_context(), (contextlib.nullcontext() if updates_bn else self._bn_frozen()):

@@ -6,17 +6,8 @@ from collections.abc import Mapping
 import torch
 
 from .base import SharpnessAware
-from .baselines import GSAMMinF, WeightedGap
-from .every_k import EveryK
-from .gsam import GSAM
-from .looksam import LookSAM
-from .mesa import MESA
-from .sam import SAM
-from .vanilla import Vanilla
-from .xsam import XSAM
+from .registry import method
 
-METHODS = ("none", "sam", "asam", "gsam", "xsam", "weighted_gap", "gsam_min_f", "every_k", "looksam", "lookgsam",
-           "mesa")
 BASES = ("sgd", "adamw")
 
 
@@ -53,35 +44,9 @@ def build_base_optimizer(model: torch.nn.Module, cfg: Mapping) -> torch.optim.Op
 
 def build_optimizer(model: torch.nn.Module, opt_cfg: Mapping, sam_cfg: Mapping, *, wrapper=None,
                     grad_scaler=None) -> SharpnessAware:
-    """``wrapper``: the DDP-wrapped model if any (how the method finds ``no_sync``)."""
+    """The method of ``sam_cfg["name"]`` (gsam/optim/methods.py) over the base optimizer of ``opt_cfg``.
+    ``wrapper``: the DDP-wrapped model if any (how the method finds ``no_sync``)."""
+    spec = method(sam_cfg["name"])
     base = build_base_optimizer(model, opt_cfg)
-    common = dict(model=wrapper if wrapper is not None else model, grad_scaler=grad_scaler,
-                  max_grad_norm=opt_cfg.get("clip_grad_norm"))
-    name = sam_cfg["name"]
-    params = model.parameters()
-    if name == "none":
-        return Vanilla(params, base, **common)
-    if name == "mesa":  # vanilla's step on MESA's loss: the closure adds opt.loss_term (gsam/run/engine.py)
-        return MESA(params, base, lam=float(sam_cfg["lam"]), tau=float(sam_cfg["tau"]), decay=float(sam_cfg["decay"]),
-                    start_step=int(sam_cfg["start_step"]), **common)
-    common["sync_perturbation"] = bool(sam_cfg.get("sync_perturbation", False))
-    rho = float(sam_cfg["rho_max"])
-    adaptive = bool(sam_cfg.get("adaptive", False))  # ASAM's scale-invariant radius (asam = sam + adaptive)
-    if name in ("sam", "asam"):
-        return SAM(params, base, rho=rho, adaptive=name == "asam" or adaptive, **common)
-    if name == "gsam":
-        return GSAM(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=adaptive, **common)
-    if name == "weighted_gap":
-        return WeightedGap(params, base, rho=rho, lam=float(sam_cfg["lam"]), adaptive=adaptive, **common)
-    if name == "gsam_min_f":
-        return GSAMMinF(params, base, rho=rho, alpha=float(sam_cfg["alpha"]), adaptive=adaptive, **common)
-    if name == "every_k":
-        return EveryK(params, base, rho=rho, k=int(sam_cfg["k"]), adaptive=adaptive, **common)
-    if name in ("looksam", "lookgsam"):  # lookgsam: LookSAM's reuse of GSAM's update (ours)
-        return LookSAM(params, base, rho=rho, k=int(sam_cfg["k"]), alpha=float(sam_cfg["alpha"]),
-                       gsam_alpha=float(sam_cfg["gsam_alpha"]) if name == "lookgsam" else 0.0, adaptive=adaptive,
-                       **common)
-    if name == "xsam":  # the trainer schedules the search itself (opt.search_next, sam.search_every_epochs)
-        return XSAM(params, base, rho=rho, rho_probe=float(sam_cfg["rho_probe"]), steps=int(sam_cfg.get("steps", 1)),
-                    alpha=float(sam_cfg.get("alpha", 1.0)), search_every=int(sam_cfg.get("search_every", 0)), **common)
-    raise ValueError(f"sam.name must be one of {METHODS}, got {name!r}")
+    return spec.cls(model.parameters(), base, model=wrapper if wrapper is not None else model,
+                    grad_scaler=grad_scaler, max_grad_norm=opt_cfg.get("clip_grad_norm"), **spec.arguments(sam_cfg))

@@ -11,8 +11,11 @@ class Vanilla(SharpnessAware):
     """Plain training through ``step(closure)``. Under DDP the single backward synchronises as
     usual (overlapped with compute); there is no perturbation, so rho is 0 and the gap is 0."""
 
+    perturbs = False
+
     def __init__(self, params, base_optimizer, **kwargs):
         kwargs.pop("rho", None)
+        kwargs.pop("rho_min", None)
         super().__init__(params, base_optimizer, rho=0.0, sync_perturbation=True, **kwargs)
 
     def _sharpness_step(self, closure: Closure):

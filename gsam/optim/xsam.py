@@ -19,8 +19,10 @@ clamped, the weights are restored from a copy, and when sin(phi) < 1e-8 v(a) fal
 limit of the slerp, (1-a) v0 + a v1, instead of the official (v0 + v1)/2 that ignores a (so k=1,
 a=1 stays bitwise SAM).
 
-Where a* is searched: on ``search_closure`` when the loop sets one (gsam/run/engine.py: the first
-``sam.search_images`` images of the global batch, gathered on every rank), with its own clean pass,
+When a* is searched: at the first step of every ``search_every_epochs``-th epoch, on the loop's counters
+that ``before_step`` receives (the official ``batch_idx == 1``), and every ``search_every`` calls of ``step``.
+Where: on ``search_closure``, which ``before_step`` takes from the loop when it offers the head of the global
+batch (``StepClock.head``: the first ``search_images`` images, gathered on every rank), with its own clean pass,
 ascent and v0, v1, phi from theta_0: the official code's search on one batch, on images that do not
 depend on the number of processes. Without it, on the step's group 0 with that group's directions.
 Rank 0's probe losses are broadcast (averaged under sync_perturbation, where every pass is the global
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Closure, NonNegative, SharpnessAware, _check_nonneg
+from .base import Closure, NonNegative, SharpnessAware, StepClock, _check_nonneg
 from .comm import all_reduce_mean, broadcast_from_first
 
 DEFAULT_ALPHA_GRID = tuple(round(0.1 * i, 10) for i in range(21))  # 0, 0.1, ..., 2.0 (official)
@@ -57,6 +59,10 @@ class XSAM(SharpnessAware):
         alpha: alpha* used until the first search (1.0 = SAM); after a search, the one found.
         search_every: search alpha* every that many calls of ``step``, starting with the first, skipped
             steps counted (a loop step is a call); 0 = never. ``search_next`` overrides it for one step.
+        search_every_epochs: search alpha* at the first step of every that many epochs, on the counters of
+            ``before_step`` (epoch 0 included); 0 = never.
+        search_images: alpha* on the first that many images of the global batch when the loop offers them
+            (``StepClock.head``; None: the whole global batch); without the loop, on the step's group 0.
         alpha_grid: candidate alphas (default 0, 0.1, ..., 2.0: 21 forward passes per search).
     """
 
@@ -64,13 +70,17 @@ class XSAM(SharpnessAware):
     rho_probe = NonNegative()
 
     def __init__(self, params, base_optimizer, rho: float = 0.05, rho_probe: float = 0.1,
-                 steps: int = 1, alpha: float = 1.0, search_every: int = 0,
-                 alpha_grid=DEFAULT_ALPHA_GRID, **kwargs):
+                 steps: int = 1, alpha: float = 1.0, search_every: int = 0, search_every_epochs: int = 0,
+                 search_images: int | None = None, alpha_grid=DEFAULT_ALPHA_GRID, **kwargs):
         super().__init__(params, base_optimizer, rho=rho, **kwargs)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if not isinstance(search_every, int) or isinstance(search_every, bool) or search_every < 0:
-            raise ValueError(f"search_every must be an integer >= 0 (0 = never search), got {search_every!r}")
+        for name, every in (("search_every", search_every), ("search_every_epochs", search_every_epochs)):
+            if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 = never search), got {every!r}")
+        if search_images is not None and (isinstance(search_images, bool) or not isinstance(search_images, int)
+                                          or search_images < 1):
+            raise ValueError(f"search_images must be None or an integer >= 1, got {search_images!r}")
         grid = tuple(_check_nonneg("alpha_grid", float(a)) for a in alpha_grid)
         if not grid:
             raise ValueError("alpha_grid must contain at least one value")
@@ -78,14 +88,25 @@ class XSAM(SharpnessAware):
         self.steps = steps
         self.alpha = alpha
         self.search_every = search_every
+        self.search_every_epochs = search_every_epochs
+        self.search_images = search_images
         self.alpha_grid = grid
         self.searches = 0
-        # set by a training loop that schedules the search itself (gsam/run/engine.py: the first step of
-        # every N-th epoch, as the official ``batch_idx == 1``); None = ``search_every``; reset by step()
+        # True: search in the next step whatever ``search_every`` says (``before_step`` sets it on the epoch
+        # cadence), False: do not; None = ``search_every``; reset by step()
         self.search_next: bool | None = None
-        # the images alpha* is chosen on, as a closure (gsam/run/engine.py: the first sam.search_images of the
-        # global batch, the same on every rank); None = the step's group 0; reset by step()
+        # the images alpha* is chosen on, as a closure (the head of the global batch that ``before_step`` gets,
+        # the same on every rank); None = the step's group 0; reset by step()
         self.search_closure = None
+
+    def before_step(self, clock: StepClock) -> None:
+        """rho_t as every method; then the epoch cadence of the search, and its images when the loop offers them."""
+        super().before_step(clock)
+        every = self.search_every_epochs
+        if every and clock.batch_in_epoch == 0 and clock.epoch % every == 0:
+            self.search_next = True
+        if clock.head is not None and self._search_due():
+            self.search_closure = clock.head(self.search_images)
 
     def _search_due(self) -> bool:
         """Only group 0 searches; the schedule counts loop steps (taken and skipped)."""

@@ -21,6 +21,7 @@ from gsam.config.keys import check_known_keys
 from gsam.distributed import DistInfo, barrier, init_distributed, seed_everything
 from gsam.run.engine import StepPlan, loss_function
 from gsam.optim.factory import build_optimizer
+from gsam.optim.registry import method
 
 
 @dataclasses.dataclass
@@ -119,7 +120,7 @@ def training_batches(cfg: DictConfig, world: int) -> BatchPlan:
     """The run's batches on ``world`` processes: sam.m's perturbation groups (vanilla: none), forward passes of
     at most data.max_device_batch images, and exactly model.bn_images when set, so that BatchNorm normalises
     over that many images whatever the number of processes and whatever the method."""
-    m = None if cfg.sam.name == "none" else cfg.sam.get("m")  # vanilla: nothing to perturb
+    m = cfg.sam.get("m") if method(cfg.sam.name).perturbs else None  # vanilla, MESA: nothing to perturb
     cap, bn = cfg.data.max_device_batch, cfg.model.get("bn_images")
     if bn is not None:
         if not is_int(bn) or bn <= 0 or (m and m % bn):
@@ -132,31 +133,16 @@ def training_batches(cfg: DictConfig, world: int) -> BatchPlan:
     return plan
 
 
-def search_images(cfg: DictConfig, global_batch: int) -> tuple[int, int]:
-    """XSAM's search: (images, images per forward). ``sam.search_images`` of the global batch (null: all of
-    it), in forward passes of ``data.max_device_batch``: both independent of the number of processes."""
-    n = cfg.sam.get("search_images")
-    n = global_batch if n is None else n
-    if not is_int(n) or not 1 <= n <= global_batch:
-        raise ConfigError(f"sam.search_images={n}: expected 1 to the global batch (data.batch_size={global_batch})")
-    micro = min(n, int(cfg.data.get("max_device_batch") or n))
-    if n % micro:
-        raise ConfigError(f"sam.search_images={n}: not a multiple of data.max_device_batch={micro}, the forward size")
-    return n, micro
-
-
 def step_plan(cfg: DictConfig, batches: BatchPlan, parts: Parts) -> StepPlan:
     """The schedule over ``schedule.epochs`` of the training loader, and where ``train.max_steps`` stops it."""
     total = int(cfg.schedule.epochs) * len(parts.data.train)
-    rho_max = float(cfg.sam.get("rho_max", 0.0) or 0.0)
+    cap = cfg.data.get("max_device_batch")
     return StepPlan(total_steps=total, stop_step=min(int(cfg.train.max_steps or total), total),
                     warmup_steps=min(int(cfg.schedule.warmup_steps), total), lr_max=float(cfg.optimizer.lr),
-                    lr_min=float(cfg.optimizer.lr_min), decay=cfg.schedule.decay, rho_max=rho_max,
-                    rho_min=float(cfg.sam.get("rho_min", rho_max) or 0.0), accum=batches.accum, amp_dtype=parts.amp,
-                    max_bad_steps=int(cfg.train.max_bad_steps), log_every=int(cfg.train.log_every),
+                    lr_min=float(cfg.optimizer.lr_min), decay=cfg.schedule.decay, accum=batches.accum,
+                    amp_dtype=parts.amp, max_bad_steps=int(cfg.train.max_bad_steps), log_every=int(cfg.train.log_every),
                     checkpoint_every=int(cfg.train.checkpoint_every_steps), channels_last=parts.channels_last,
-                    groups=batches.groups, search_every_epochs=int(cfg.sam.get("search_every_epochs", 0)),
-                    **dict(zip(("search_images", "search_micro"), search_images(cfg, batches.global_batch))))
+                    groups=batches.groups, max_forward=int(cap) if cap else None)
 
 
 def build_training(cfg: DictConfig, parts: Parts, batches: BatchPlan) -> Training:

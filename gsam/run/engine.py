@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from gsam.optim import XSAM, SharpnessAware, Vanilla, lr_at, rho_from_lr
-from gsam.optim.comm import global_batch_head
+from gsam.optim import SharpnessAware, StepClock, lr_at
+from gsam.optim.comm import global_batch_head, world_size
 
 
 @dataclasses.dataclass
@@ -27,7 +27,7 @@ class LoopState:
 
 @dataclasses.dataclass
 class StepPlan:
-    """Per-step schedule and the numbers the closure needs."""
+    """Per-step schedule and the numbers the closure needs; the method's own schedule is the method's."""
 
     total_steps: int  # the schedule's length: schedule.epochs x steps per epoch
     stop_step: int  # the run stops after this step: train.max_steps, at most total_steps
@@ -35,8 +35,6 @@ class StepPlan:
     lr_max: float
     lr_min: float
     decay: str
-    rho_max: float
-    rho_min: float
     accum: int  # micro-batches per perturbation group
     amp_dtype: torch.dtype | None
     max_bad_steps: int
@@ -44,9 +42,7 @@ class StepPlan:
     checkpoint_every: int
     channels_last: bool = False
     groups: int = 1  # perturbation groups per process (sam.m)
-    search_every_epochs: int = 0  # XSAM: search alpha* at the first step of every N-th epoch; 0 = never
-    search_images: int = 0  # XSAM: alpha* from the first N images of the global batch (sam.search_images); 0: group 0
-    search_micro: int = 0  # ... in forward passes of at most this many images
+    max_forward: int | None = None  # images per forward pass at most (data.max_device_batch); None: no cap
 
 
 def loss_function(kind: str, num_classes: int) -> Callable:
@@ -74,7 +70,7 @@ def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtyp
                 with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     logits = model(xm)
                     loss = loss_fn(logits, ym).float()
-                    term = opt.loss_term(logits, xm)  # MESA's trajectory loss; None for the other methods
+                    term = opt.loss_term(logits, xm)  # a method's own term of the loss; None: the loss alone
                     loss = (loss if term is None else loss + term.float()) / accum
                 if torch.is_grad_enabled():
                     opt.backward(loss)
@@ -86,38 +82,32 @@ def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtyp
 
 def make_closures(model, opt: SharpnessAware, loss_fn, x, y, groups: int, accum: int, amp_dtype) -> list[Callable]:
     """One closure per perturbation group (``groups`` equal slices of the batch), each accumulating
-    ``accum`` micro-batches. Vanilla has nothing to perturb: one closure over the whole batch (the
-    same mean gradient, and under DDP one synchronisation instead of one per group)."""
-    if isinstance(opt, Vanilla):
+    ``accum`` micro-batches. A method that perturbs nothing has no use for groups: one closure over the
+    whole batch (the same mean gradient, and under DDP one synchronisation instead of one per group)."""
+    if not opt.perturbs:
         groups, accum = 1, accum * groups
     return [make_closure(model, opt, loss_fn, xg, yg, accum, amp_dtype)
             for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
 
 
-def xsam_search_closure(model, opt: SharpnessAware, loss_fn, x, y, plan: StepPlan) -> Callable:
-    """XSAM's search images: the first ``plan.search_images`` of the global batch, gathered on every rank, so
-    that alpha* is chosen on the same images whatever the number of processes."""
-    xs, ys = global_batch_head(x, plan.search_images), global_batch_head(y, plan.search_images)
-    return make_closure(model, opt, loss_fn, xs, ys, plan.search_images // plan.search_micro, plan.amp_dtype)
+def head_closure(model, opt: SharpnessAware, loss_fn, x, y, images: int | None, plan: StepPlan) -> Callable:
+    """A closure over the first ``images`` of the global batch (None: all of it), gathered on every rank, so that
+    a method that asks for them (StepClock.head) sees the same images whatever the number of processes; in
+    forward passes of at most ``plan.max_forward`` images."""
+    n = x.shape[0] * world_size() if images is None else images
+    xs, ys = global_batch_head(x, n), global_batch_head(y, n)
+    return make_closure(model, opt, loss_fn, xs, ys, n // min(n, plan.max_forward or n), plan.amp_dtype)
 
 
-def xsam_search_due(state: LoopState, every_epochs: int) -> bool:
-    """The first step of every N-th epoch, on the loop's counters (a skipped step shifts nothing), as
-    the official XSAM code's ``batch_idx == 1`` (its batch_idx counts from 1)."""
-    return every_epochs > 0 and state.batch_in_epoch == 0 and state.epoch % every_epochs == 0
-
-
-def apply_schedule(opt: SharpnessAware, plan: StepPlan, state: LoopState) -> float:
-    """The lr of ``state.step`` into every param group, rho following it (SAM-like methods), and XSAM's
-    search flag; returns the lr."""
+def before_step(model, opt: SharpnessAware, loss_fn, x, y, plan: StepPlan, state: LoopState) -> float:
+    """The lr of ``state.step`` into every param group, and the method's one hook with it and the loop's
+    counters (its rho_t and any schedule of its own); returns the lr."""
     lr = lr_at(state.step, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
                lr_max=plan.lr_max, lr_min=plan.lr_min, decay=plan.decay)
     for g in opt.param_groups:
         g["lr"] = lr
-    if not isinstance(opt, Vanilla):
-        opt.rho = rho_from_lr(lr, lr_max=plan.lr_max, lr_min=plan.lr_min, rho_max=plan.rho_max, rho_min=plan.rho_min)
-    if isinstance(opt, XSAM):
-        opt.search_next = xsam_search_due(state, plan.search_every_epochs)
+    opt.before_step(StepClock(lr, plan.lr_max, plan.lr_min, state.step, state.epoch, state.batch_in_epoch,
+                              head=lambda images: head_closure(model, opt, loss_fn, x, y, images, plan)))
     return lr
 
 
@@ -159,9 +149,7 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
             x = x.contiguous(memory_format=torch.channels_last)
         t_step = time.perf_counter()
         wait += t_step - t_data
-        lr = apply_schedule(opt, plan, state)
-        if isinstance(opt, XSAM) and opt.search_next and plan.search_images:
-            opt.search_closure = xsam_search_closure(model, opt, loss_fn, x, y, plan)
+        lr = before_step(model, opt, loss_fn, x, y, plan, state)
         stats = opt.step(make_closures(model, opt, loss_fn, x, y, plan.groups, plan.accum, plan.amp_dtype))
         count_step(state, stats, plan, divergence)
         images += x.shape[0]

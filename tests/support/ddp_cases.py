@@ -43,17 +43,19 @@ def efficient_optimizer(name: str, net: torch.nn.Module, model: torch.nn.Module 
     cls, kw, _ = EFFICIENT_SCENARIOS[name]
     base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     return cls(net.parameters(), base, rho=EFFICIENT_RHO, model=net if model is None else model, **kw)
-# XSAM's alpha* search on the first SEARCH_IMAGES of the global batch (gsam.run.engine.xsam_search_closure), with the
+
+
+# XSAM's alpha* search on the first SEARCH_IMAGES of the global batch (gsam.run.engine.head_closure), with the
 # batch dealt out to the ranks as the training sampler deals it (rank r: global rows r, r + W, ...)
 SEARCH_SCENARIO = (gsam.XSAM, {"rho": 0.5, "steps": 1, "search_every": 1, "rho_probe": 1.0})  # an interior alpha*
 SEARCH_IMAGES = 16
 
 
 def search_plan():
-    """The fields of gsam.run.engine.StepPlan that xsam_search_closure reads."""
+    """The fields of gsam.run.engine.StepPlan that head_closure reads: the search in 2 forward passes."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(search_images=SEARCH_IMAGES, search_micro=SEARCH_IMAGES // 2, amp_dtype=None)
+    return SimpleNamespace(max_forward=SEARCH_IMAGES // 2, amp_dtype=None)
 
 # gsam.optim.comm.all_reduce_mean_ on its own: tensors of two dtypes (a bucket never mixes them) and buckets of
 # BUCKET_BYTES, so that float64 fills three buckets (5+3, 8, 1+7 elements of 8 bytes) and float32 one (4+9):
