@@ -106,6 +106,30 @@ def test_search_schedule_first_step_then_every_n():
     assert not any(never.step(Recorder(model, x, y)).searched for _ in range(3))
 
 
+def test_the_loops_hook_gives_rho_t_the_epoch_cadence_and_the_search_images():
+    """before_step: rho_t from the lr between rho_min and rho_max (Algorithm 1, step 0), the search at the first
+    step of every search_every_epochs-th epoch on the loop's counters, on the head of the batch it offers (the
+    search's own k + 1 passes and 21 probes go there; the step's closure keeps its 2 passes)."""
+    model = mlp(seed=6)
+    x, y = batch(seed=7)
+    opt = gsam.XSAM(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.05), rho=0.04, rho_min=0.02,
+                    rho_probe=0.1, search_every_epochs=2, search_images=8)
+    asked, heads, rows = [], [], []
+    for epoch, batch_in_epoch, lr in [(0, 0, 0.1), (0, 1, 0.1), (1, 0, 0.055), (2, 0, 0.01), (2, 1, 0.01)]:
+        def head(n):
+            asked.append(n)
+            heads.append(Recorder(model, x[:n], y[:n]))
+            return heads[-1]
+        opt.before_step(gsam.StepClock(lr, lr_max=0.1, lr_min=0.01, epoch=epoch, batch_in_epoch=batch_in_epoch,
+                                       head=head))
+        closure = Recorder(model, x, y)
+        stats = opt.step(closure)
+        rows.append((stats.searched, stats.rho, len(closure.calls)))
+    assert rows == [(True, 0.04, 2), (False, 0.04, 2), (False, pytest.approx(0.03), 2), (True, 0.02, 2),
+                    (False, 0.02, 2)]
+    assert asked == [8, 8] and [len(h.calls) for h in heads] == [2 + 21, 2 + 21]
+
+
 def test_probes_and_ascent_passes_leave_batchnorm_statistics_alone():
     model = mlp(seed=8, bn=True)
     x, y = batch(seed=9)
