@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gsam.evaluation.tables import FAMILY_RECIPES  # noqa: E402
 from gsam.run.engine import loss_function, make_closures  # noqa: E402
 from gsam.optim.factory import build_optimizer  # noqa: E402
 from gsam.models import build_model, model_data_config  # noqa: E402
@@ -95,7 +96,9 @@ def time_steps(fn, steps: int, device) -> float:
 def _setup(short: str, args, device):
     """(model, optimizer config, loss, channels_last) of a model's recipe at the bench's size."""
     mcfg = OmegaConf.load(ROOT / "configs" / "model" / f"{short}.yaml")
-    ocfg = OmegaConf.load(ROOT / "configs" / "optimizer" / ("sgd.yaml" if mcfg.family == "resnet" else "adamw.yaml"))
+    recipe = OmegaConf.load(ROOT / "configs" / "recipe" / f"{FAMILY_RECIPES[mcfg.family]}.yaml")
+    optimizer = next(d["override /optimizer"] for d in recipe.defaults if "override /optimizer" in d)
+    ocfg = OmegaConf.load(ROOT / "configs" / "optimizer" / f"{optimizer}.yaml")
     if mcfg.family != "resnet":
         mcfg.kwargs.img_size = args.img_size
         if args.tiny_depth and mcfg.family == "vit":
@@ -104,7 +107,7 @@ def _setup(short: str, args, device):
             mcfg.name, mcfg.kwargs = "mlp_mixer", {"img_size": args.img_size, "num_blocks": 2, "embed_dim": 64}
     torch.manual_seed(0)
     model = build_model(mcfg, num_classes=1000).to(device)
-    cl = mcfg.family == "resnet"
+    cl = mcfg.channels_last is True
     if cl:
         model = model.to(memory_format=torch.channels_last)
     return mcfg, model, ocfg, loss_function(mcfg.loss, 1000), cl

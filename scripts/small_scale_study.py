@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gsam.runlog import read_metrics  # noqa: E402
-from gsam.evaluation.table1 import TABLE1_METHODS as METHODS, load_run  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
+from gsam.evaluation.table1 import load_run  # noqa: E402
+from gsam.evaluation.tables import TABLE1_METHODS as METHODS  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
 
 
 def grid(method: str, rhos, gsam_alpha: float, gsam_rho_min: float) -> list[dict]:
