@@ -17,25 +17,18 @@ COLUMNS = ("imagenet", "real", "v2", "r", "r_masked", "c")
 HEADERS = {"imagenet": "ImageNet", "real": "ReaL", "v2": "V2", "r": "R", "r_masked": "R masked", "c": "C"}
 
 
+# Table 1's columns and where each comes from: (the evaluation set whose metrics hold it, the metric). The sets are
+# the data splits (val) and the entries of eval.sets (configs/eval/default.yaml). r is the argmax over all classes
+# (Table 1's protocol, docs/data.md), r_masked over ImageNet-R's 200; c's mean15/19 and mCE only when complete.
+COLUMN_SOURCES = {"imagenet": ("val", "top1"), "real": ("val", "real_top1"), "v2": ("v2", "top1"),
+                  "r": ("r", "top1_all"), "r_masked": ("r", "top1_masked"), "c": ("c", "top1"),
+                  "c_mean15": ("c", "mean15"), "c_mean19": ("c", "mean19"), "c_mce": ("c", "mce15")}
+
+
 def table1_row(results: dict) -> dict:
-    """Table 1's columns from the evaluators' results: top-1 (%) for imagenet/real/v2/r/c, plus c_mce and
-    r_masked. ``r`` is the argmax over all classes (Table 1's protocol, docs/data.md), ``r_masked`` over
-    ImageNet-R's 200."""
-    row = {}
-    val = results.get("val", {})
-    if "top1" in val:
-        row["imagenet"] = val["top1"]
-    if "real_top1" in val:
-        row["real"] = val["real_top1"]
-    if "v2" in results:
-        row["v2"] = results["v2"]["top1"]
-    if "r" in results:
-        row["r"], row["r_masked"] = results["r"]["top1_all"], results["r"]["top1_masked"]
-    if "c" in results:
-        row["c"] = results["c"]["top1"]
-        for k in ("mean15", "mean19", "mce15"):
-            if k in results["c"]:
-                row[{"mce15": "c_mce"}.get(k, f"c_{k}")] = results["c"][k]
+    """Table 1's columns (top-1 %, and ImageNet-C's mCE) from the evaluators' results, ``COLUMN_SOURCES``."""
+    row = {col: results[name][metric] for col, (name, metric) in COLUMN_SOURCES.items()
+           if metric in results.get(name, {})}
     return {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
 
 
@@ -44,7 +37,7 @@ def results_markdown(results: dict) -> str:
     their own)."""
     lines = ["| set | top-1 (%) | top-5 (%) | images |", "|---|---|---|---|"]
     for name, m in results.items():
-        if name == "c":
+        if "per_corruption" in m:  # an ImageNet-C set
             for k, label in (("mean15", "c (mean of 15)"), ("mean19", "c (mean of 19)")):
                 if k in m:
                     lines.append(f"| {label} | {m[k]:.2f} | | |")
