@@ -115,7 +115,7 @@ def test_make_table_marks_sam_rows_as_not_the_papers_recipe(tmp_path, make_table
 
 
 def test_make_table_refuses_an_older_masked_r(tmp_path, make_table):
-    """Before r_masked existed, results.json's r was the masked number: comparing it with Table 1 is wrong."""
+    """A results.json with r but no r_masked holds the masked number as r: comparing it with Table 1 is wrong."""
     run = fake_run(tmp_path / "old", "vit_b32", "gsam", imagenet=75.3, r=33.6)
     code, _, err = make_table(run)
     assert code == 2 and "200-class masked ImageNet-R of an older version" in err

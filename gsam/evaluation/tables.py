@@ -68,7 +68,7 @@ mixer_b32 vanilla 62.5 68.1 47.6 14.6 33.8 | sam 72.4 79.0 58.0 22.8 46.2 | gsam
 mixer_b16 vanilla 66.4 72.1 50.8 14.5 33.8 | sam 77.4 83.5 63.9 24.7 48.8 | gsam 77.8 84.0 64.9 28.3 54.4
 """
 
-# The efficient variants (issue 23), one experiment each per Table 1 model, beside Table 1 and never a row of it.
+# The efficient variants, one experiment each per Table 1 model, beside Table 1 and never a row of it.
 # Their values and sources: configs/method/<variant>.yaml and variant_values below.
 VARIANTS = ("every_k", "looksam", "lookgsam", "mesa")
 
