@@ -38,13 +38,13 @@ def results_markdown(results: dict) -> str:
     lines = ["| set | top-1 (%) | top-5 (%) | images |", "|---|---|---|---|"]
     for name, m in results.items():
         if "per_corruption" in m:  # an ImageNet-C set
-            for k, label in (("mean15", "c (mean of 15)"), ("mean19", "c (mean of 19)")):
+            for k, label in (("mean15", "mean of 15"), ("mean19", "mean of 19")):
                 if k in m:
-                    lines.append(f"| {label} | {m[k]:.2f} | | |")
+                    lines.append(f"| {name} ({label}) | {m[k]:.2f} | | |")
             if "mce15" in m:
-                lines.append(f"| c mCE-15 (lower is better) | {m['mce15']:.2f} | | |")
+                lines.append(f"| {name} mCE-15 (lower is better) | {m['mce15']:.2f} | | |")
             if "mean15" not in m and "mean19" not in m:
-                lines.append(f"| c (mean of {len(m['per_corruption'])} found) | {m['mean_found']:.2f} | | |")
+                lines.append(f"| {name} (mean of {len(m['per_corruption'])} found) | {m['mean_found']:.2f} | | |")
             continue
         if "top1_masked" in m:
             for label, key in (("argmax over all classes", "top1_all"), (f"masked to its {m['classes']} classes",
