@@ -141,6 +141,6 @@ def to_csv(table: list[dict]) -> str:
     w.writerow(["model", "method", "name", "table1", "column", "ours", "paper", "diff"])
     for r in table:
         for c in COLUMNS:
-            w.writerow([r["model"], r["method"], r["name"], int(r["table1"]), c, *("" if r[c][k] is None else f"{r[c][k]:.4f}"
-                                                                 for k in ("ours", "paper", "diff"))])
+            numbers = ("" if r[c][k] is None else f"{r[c][k]:.4f}" for k in ("ours", "paper", "diff"))
+            w.writerow([r["model"], r["method"], r["name"], int(r["table1"]), c, *numbers])
     return buf.getvalue()
