@@ -127,17 +127,18 @@ def real_index(path: str) -> int | None:
     return int(m.group(1)) - 1 if m else None
 
 
-def v2_samples(root: Path, num_classes: int) -> list[tuple[str, int]]:
-    """ImageNet-V2: the folder name *is* the class index (a string sort would scramble 10 < 2)."""
-    root = _require_dir(root, "eval.v2")
+def v2_samples(root: Path, num_classes: int, what: str = "ImageNet-V2") -> list[tuple[str, int]]:
+    """ImageNet-V2: the folder name *is* the class index (a string sort would scramble 10 < 2). ``what``: the
+    config key that names ``root``, for the errors."""
+    root = _require_dir(root, what)
     samples = []
-    for d in sorted(_subdirs(root, "eval.v2"), key=lambda d: int(d.name) if d.name.isdigit() else -1):
+    for d in sorted(_subdirs(root, what), key=lambda d: int(d.name) if d.name.isdigit() else -1):
         if not d.name.isdigit() or not 0 <= int(d.name) < num_classes:
-            raise ValueError(f"eval.v2: folder {d} is not a class index 0..{num_classes - 1} "
+            raise ValueError(f"{what}: folder {d} is not a class index 0..{num_classes - 1} "
                              "(expected the imagenetv2-*-format-val layout)")
-        samples += [(str(p), int(d.name)) for p in _images(d, "eval.v2")]
+        samples += [(str(p), int(d.name)) for p in _images(d, what)]
     if not samples:
-        raise FileNotFoundError(f"eval.v2: no images under {root}")
+        raise FileNotFoundError(f"{what}: no images under {root}")
     return samples
 
 
@@ -151,14 +152,14 @@ def subset_samples(root: Path, classes: list[str], what: str) -> tuple[list[tupl
     return folder_samples(root, subset, what), [classes.index(w) for w in subset]
 
 
-def corruption_folders(root: Path) -> dict[str, dict[int, Path]]:
-    """{corruption: {severity: folder}} found under an ImageNet-C root."""
-    root = _require_dir(root, "eval.c")
+def corruption_folders(root: Path, what: str = "ImageNet-C") -> dict[str, dict[int, Path]]:
+    """{corruption: {severity: folder}} found under an ImageNet-C root (``what``: its config key, for the errors)."""
+    root = _require_dir(root, what)
     found = {}
-    for c in _subdirs(root, "eval.c"):
-        sev = {int(s.name): s for s in _subdirs(c, "eval.c") if s.name.isdigit()}
+    for c in _subdirs(root, what):
+        sev = {int(s.name): s for s in _subdirs(c, what) if s.name.isdigit()}
         if sev:
             found[c.name] = dict(sorted(sev.items()))
     if not found:
-        raise FileNotFoundError(f"eval.c: no <corruption>/<severity>/ folders under {root}")
+        raise FileNotFoundError(f"{what}: no <corruption>/<severity>/ folders under {root}")
     return found

@@ -1,81 +1,84 @@
-"""Writes configs/experiment/{model}_{method}.yaml for the 48 rows of the GSAM paper's Table 1.
+"""Writes configs/experiment/{model}_{method}.yaml: the 48 rows of the GSAM paper's Table 1, and beside them one
+experiment per efficient variant (every_k, looksam, lookgsam, mesa) on each Table 1 model.
+
+    python scripts/make_experiments.py                    # into this repository's configs/
+    python scripts/make_experiments.py --configs DIR      # into another copy of configs/
 
 Each file is a delta: its recipe (configs/recipe/resnet.yaml or vit.yaml: optimizer and schedule of Table 4), its
 method (configs/method/*.yaml: the sam group, perturbation groups, the rationale of the method's choices), its model,
-and the row's own numbers below. The run's name is derived (config.yaml, method/vanilla.yaml), not written. Rerun
-after editing this table. The files are committed; tests/test_configs.py checks them against its own transcription.
+and the row's own numbers below. The models, their recipes and their numbers are data in gsam/evaluation/tables.py;
+rerun after editing them. The run's name is derived (config.yaml, method/vanilla.yaml), not written. The files are
+committed; tests/test_configs.py checks them against its own transcription of Table 4.
 """
+import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsam.evaluation.table1 import TABLE1_METHODS, table1_models  # noqa: E402
+from gsam.evaluation.tables import (TABLE1_METHODS, TABLE1_MODELS, TABLE4, VARIANTS, sam_rho,  # noqa: E402
+                                    variant_values)
 
-# model: (family, rho_max, rho_min, alpha) -- GSAM paper Table 4
-TABLE4 = {
-    "resnet50": ("resnet", 0.04, 0.02, 0.01),
-    "resnet101": ("resnet", 0.04, 0.02, 0.01),
-    "resnet152": ("resnet", 0.04, 0.02, 0.005),  # printed "ResNet512": the third ResNet row
-    "vit_s32": ("vit", 0.6, 0.0, 0.4),
-    "vit_s16": ("vit", 0.6, 0.0, 1.0),
-    "vit_b32": ("vit", 0.6, 0.1, 0.6),
-    "vit_b16": ("vit", 0.6, 0.2, 0.4),
-    "mixer_s32": ("mixer", 0.5, 0.0, 0.2),
-    "mixer_s16": ("mixer", 0.5, 0.0, 0.6),
-    "mixer_s8": ("mixer", 0.5, 0.1, 0.1),
-    "mixer_b32": ("mixer", 0.7, 0.2, 0.05),
-    "mixer_b16": ("mixer", 0.5, 0.2, 0.01),
-}
-TITLES = {"vanilla": "vanilla", "sam": "SAM", "gsam": "GSAM", "xsam": "XSAM"}
+TITLES = {"vanilla": "vanilla", "sam": "SAM", "gsam": "GSAM", "xsam": "XSAM", "every_k": "SAM every k steps",
+          "looksam": "LookSAM", "lookgsam": "LookGSAM (ours)", "mesa": "MESA"}
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def recipe(model: str) -> str:
-    """configs/recipe/<recipe>.yaml: Table 4 gives the ViTs and the Mixers one recipe."""
-    return "resnet" if TABLE4[model][0] == "resnet" else "vit"
+def _commented(values: list[tuple[str, object, str]]) -> list[str]:
+    """``  key: value  # comment`` lines, the comments aligned."""
+    cells = [f"{key}: {value}" for key, value, _ in values]
+    width = max(map(len, cells)) + 2
+    return [f"  {cell:<{width}}# {comment}" for cell, (_, _, comment) in zip(cells, values)]
 
 
-def sam_rho(model: str) -> tuple[float, str]:
-    """The constant rho of the SAM and XSAM rows (a choice: Table 4 has no SAM row) and where it comes from;
-    the full rationale is in configs/method/sam.yaml."""
-    family, rho_max, _, _ = TABLE4[model]
-    if family == "resnet":
-        return 0.05, "the SAM paper's ImageNet ResNet rho"
-    return rho_max, "this row's GSAM rho_max"
+def _table1_values(model: str, method: str) -> list[str]:
+    row = TABLE4[model]
+    if method == "gsam":  # Table 4's row, as printed (configs/method/gsam.yaml)
+        return [f"  rho_max: {row.rho_max}", f"  rho_min: {row.rho_min}", f"  alpha: {row.alpha}"]
+    rho, source = sam_rho(model)
+    if method == "sam":
+        return [f"  rho_max: {rho}  # a choice (Table 4 has no SAM row): {source}, method/sam.yaml"]
+    if method == "xsam":
+        # both names, next to the values: our rho_max is the official --rho, our rho_probe the official --rho_max
+        return _commented([("rho_max", rho, "the ascent length (official --rho), a choice: the SAM row's rho"),
+                           ("rho_probe", round(2 * rho, 6),
+                            "the probe radius (official --rho_max): 2 rho, the official README's ratio")]) + [
+            "  # (XSAM has no ImageNet recipe: configs/method/xsam.yaml)"]
+    return []
 
 
 def experiment(model: str, method: str) -> str:
-    _, rho_max, rho_min, alpha = TABLE4[model]
-    lines = ["# @package _global_", f"# {model} + {TITLES[method]}: a row of the GSAM paper's Table 1.",
-             "defaults:", f"  - /recipe: {recipe(model)}", f"  - /method: {method}", f"  - override /model: {model}"]
-    if method == "gsam":  # Table 4's row, as printed (configs/method/gsam.yaml)
-        lines += ["", "sam:", f"  rho_max: {rho_max}", f"  rho_min: {rho_min}", f"  alpha: {alpha}"]
-    elif method == "sam":
-        rho, source = sam_rho(model)
-        lines += ["", "sam:", f"  rho_max: {rho}  # a choice (Table 4 has no SAM row): {source}, method/sam.yaml"]
-    elif method == "xsam":
-        rho, _ = sam_rho(model)
-        # both names, next to the values: our rho_max is the official --rho, our rho_probe the official --rho_max
-        values = [f"rho_max: {rho}", f"rho_probe: {round(2 * rho, 6)}"]
-        width = max(map(len, values)) + 2
-        lines += ["", "sam:",
-                  f"  {values[0]:<{width}}# the ascent length (official --rho), a choice: the SAM row's rho",
-                  f"  {values[1]:<{width}}# the probe radius (official --rho_max): 2 rho, the official README's ratio",
-                  "  # (XSAM has no ImageNet recipe: configs/method/xsam.yaml)"]
+    """The file of ``method`` (a Table 1 method or an efficient variant) on the Table 1 ``model``."""
+    what = ("a row of the GSAM paper's Table 1." if method in TABLE1_METHODS else
+            f"an efficient variant beside Table 1, not a row of it (configs/method/{method}.yaml).")
+    lines = ["# @package _global_", f"# {model} + {TITLES[method]}: {what}",
+             "defaults:", f"  - /recipe: {TABLE4[model].recipe}", f"  - /method: {method}",
+             f"  - override /model: {model}"]
+    values = _table1_values(model, method) if method in TABLE1_METHODS else _commented(variant_values(model, method))
+    if values:
+        lines += ["", "sam:", *values]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    out = Path(__file__).resolve().parent.parent / "configs" / "experiment"
-    models = table1_models()
-    if sorted(TABLE4) != models:  # configs/model/*.yaml names the models; each needs its Table 4 row
-        sys.exit(f"make_experiments: TABLE4 rows {sorted(TABLE4)} are not the models of configs/model/ {models}")
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", type=Path, default=CONFIGS, help="the configs/ folder to write into")
+    args = ap.parse_args(argv)
+    missing = [m for m in TABLE1_MODELS if not (args.configs / "model" / f"{m}.yaml").is_file()]
+    if missing:  # a Table 1 model needs its model file; other model files are no concern of this script
+        print(f"error: {args.configs / 'model'}: no file for the Table 1 models {missing} "
+              "(gsam/evaluation/tables.py lists them)", file=sys.stderr)
+        return 2
+    out = args.configs / "experiment"
     out.mkdir(parents=True, exist_ok=True)
-    for model in models:
-        for method in TABLE1_METHODS:
+    methods = TABLE1_METHODS + VARIANTS
+    for model in TABLE1_MODELS:
+        for method in methods:
             (out / f"{model}_{method}.yaml").write_text(experiment(model, method))
-    print(f"wrote {len(TABLE1_METHODS) * len(models)} experiments to {out}")
+    print(f"wrote {len(methods) * len(TABLE1_MODELS)} experiments to {out} ({len(TABLE1_METHODS) * len(TABLE1_MODELS)} "
+          f"of Table 1, {len(VARIANTS) * len(TABLE1_MODELS)} efficient variants)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gsam.evaluation.table1 import TABLE1_METHODS as METHODS  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
+from gsam.evaluation.tables import TABLE1_METHODS as METHODS  # noqa: E402  (methods: vanilla, sam, gsam, xsam)
 from gsam.studies.study_runs import (ci95, choose, mean_std, overrides as run_overrides, paired_difference,  # noqa: E402
                                      read_run, tag, train_all)
 

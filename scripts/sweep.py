@@ -29,17 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gsam.evaluation.table1 import SMALL_MODEL_PREFIXES  # noqa: E402
+from gsam.evaluation.tables import FAMILY_RECIPES, table1_experiments  # noqa: E402
 
-# every experiment but the small CPU ones (the demo's and the study's, named with their models' prefixes)
-TABLE1 = f"+experiment=glob(*,exclude=[{','.join(p + '*' for p in SMALL_MODEL_PREFIXES)}])"
+# Table 1's 48 experiments by name (gsam/evaluation/tables.py): the demo's, the study's and the efficient variants'
+# files in configs/experiment/ are not rows of it
+TABLE1 = "+experiment=" + ",".join(table1_experiments())
 
 
 class SweepError(ValueError):
     pass
 
 
-# App. B.1's grids, by family (ViTs and Mixers share theirs): (method, {key: values})
+# App. B.1's grids, by recipe (configs/recipe/: the ViTs and the Mixers share theirs): (method, {key: values})
 _VIT_RHO, _RESNET_RHO = "0.1,0.2,0.3,0.4,0.5,0.6", "0.01,0.02,0.03,0.04,0.05"
 SEARCHES = {
     # lr: App. B.1 prints {1e-3, 3e-3, 1e-2, 3e-3}, 3e-3 twice; we read the last as 3e-2 (half-decade steps)
@@ -71,7 +72,10 @@ def search_overrides(search: str, model: str, overrides: list[str]) -> list[str]
     if not (ROOT / "configs" / "experiment" / f"{experiment}.yaml").exists():
         raise SweepError(f"model={model}: no experiment {experiment} in configs/experiment")
     cfg = _composed(experiment, overrides)
-    grid = dict(grids["resnet" if cfg.model.family == "resnet" else "vit"])
+    if cfg.model.family not in FAMILY_RECIPES:
+        raise SweepError(f"model={model}: model.family={cfg.model.family} has no App. B.1 grid (families: "
+                         f"{', '.join(FAMILY_RECIPES)})")
+    grid = dict(grids[FAMILY_RECIPES[cfg.model.family]])
     clash = sorted(k for k in grid if any(o.lstrip("+~").startswith(k + "=") for o in overrides))
     if clash:
         raise SweepError(f"search={search} sweeps {', '.join(clash)}: leave it out of the overrides")

@@ -1,4 +1,6 @@
-"""Real Hydra composition of the shipped configs: all 48 experiments carry the paper's numbers."""
+"""Real Hydra composition of the shipped configs: the 48 Table 1 experiments carry the paper's numbers, the
+efficient variants beside them their sources' values, and a model added to a copy of configs/ breaks nothing."""
+import shutil
 import subprocess
 import sys
 
@@ -7,7 +9,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from gsam.config.keys import check_known_keys
-from gsam.evaluation.table1 import TABLE1_METHODS, sam_name
+from gsam.evaluation import tables
+from gsam.evaluation.tables import TABLE1_METHODS, VARIANTS, sam_name
 from support import MODELS, ROOT, load_script
 
 METHODS = TABLE1_METHODS
@@ -31,7 +34,7 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(compose, model
     assert cfg.model.name == TIMM[model]
     assert cfg.data.batch_size == 4096
     assert cfg.data.min_crop_scale == 0.05  # big_vision inception_crop(area_min=5), both loaders read it
-    resnet = model.startswith("resnet")
+    resnet = tables.TABLE4[model].recipe == "resnet"
     if resnet:
         assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.lr_min) == ("sgd", 1.6, 0.016)
         assert (cfg.schedule.epochs, cfg.schedule.warmup_steps) == (90, 5000)
@@ -56,6 +59,7 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(compose, model
 
 
 TABLE1 = [f"{m}_{k}" for m in MODELS for k in METHODS]
+VARIANT_EXPERIMENTS = [f"{m}_{v}" for m in MODELS for v in VARIANTS]
 # beside Table 1: the demo (scripts/demo.sh and the tests), its label-noise runs, the small-scale study
 OTHERS = ["demo_gsam", "demo_vanilla", "demo_noisy_gsam", "demo_noisy_vanilla"] + [f"study_{k}" for k in METHODS]
 
@@ -88,8 +92,10 @@ def test_a_batchnorm_batch_the_run_cannot_hold_is_one_line_naming_the_key(compos
         training_batches(compose("+experiment=resnet50_vanilla", "data.batch_size=64"), 8)
 
 
-def test_the_experiment_list_is_table1_the_demo_and_the_study():
-    assert EXPERIMENTS == sorted(TABLE1 + OTHERS)
+def test_the_experiment_list_is_table1_the_variants_the_demo_and_the_study():
+    assert EXPERIMENTS == sorted(TABLE1 + VARIANT_EXPERIMENTS + OTHERS)
+    assert sorted(tables.table1_experiments()) == sorted(TABLE1)
+    assert sorted(tables.variant_experiments()) == sorted(VARIANT_EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -104,13 +110,14 @@ def test_the_derived_name_is_the_experiment_name(compose, experiment):
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHODS + VARIANTS)
 def test_an_experiment_is_its_recipe_method_model_and_row(compose, model, method):
     """The groups on the command line give the experiment's config exactly, so the groups are all it shares."""
     cfg = compose(f"+experiment={model}_{method}")
-    recipe = "resnet" if model.startswith("resnet") else "vit"
+    recipe = tables.TABLE4[model].recipe
     row = yaml.safe_load((ROOT / "configs" / "experiment" / f"{model}_{method}.yaml").read_text()).get("sam", {})
-    assert set(row) <= {"rho_max", "rho_min", "alpha", "rho_probe"}  # the row's numbers, nothing shared
+    # the row's numbers, nothing shared
+    assert set(row) <= {"rho_max", "rho_min", "alpha", "rho_probe", "gsam_alpha", "start_step"}
     by_hand = compose(f"+recipe={recipe}", f"+method={method}", f"model={model}",
                        *(f"sam.{k}={v}" for k, v in row.items()))
     assert OmegaConf.to_container(by_hand, resolve=True) == OmegaConf.to_container(cfg, resolve=True)
@@ -144,7 +151,7 @@ def test_experiment_files_are_what_the_generator_writes(tmp_path):
     make_experiments = load_script("make_experiments")
 
     for model in MODELS:
-        for method in METHODS:
+        for method in METHODS + VARIANTS:
             written = (ROOT / "configs" / "experiment" / f"{model}_{method}.yaml").read_text()
             assert written == make_experiments.experiment(model, method)
 
@@ -188,3 +195,113 @@ def test_the_official_xsam_flags_map_as_documented(compose):
     opt = build_optimizer(torch.nn.Linear(2, 1), cfg.optimizer, cfg.sam)
     assert (type(opt).__name__, opt.rho, opt.rho_probe, opt.steps) == ("XSAM", 0.15, 0.3, 1)
     assert cfg.sam.rho_min == 0.15  # constant ascent length, as the official code
+
+
+# ImageNet-1k's training images (ILSVRC-2012), for MESA's start step
+IMAGENET_TRAIN = 1_281_167
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_efficient_variants_compose_with_their_sources_values(compose, model):
+    """One experiment per variant on each Table 1 model (configs/method/<variant>.yaml gives the sources):
+    Composer's every 10 steps at 10 x the SAM row's rho, LookSAM-5 at the SAM row's rho, LookGSAM on Table 4's
+    row, MESA's official ImageNet values with the KL from epoch 6 in this trainer's steps."""
+    import torch
+
+    from gsam.optim.factory import build_optimizer
+
+    sam_rho = 0.05 if model.startswith("resnet") else TABLE4[model][0]
+    every_k = compose(f"+experiment={model}_every_k").sam
+    assert (every_k.name, every_k.k, every_k.m) == ("every_k", 10, 32)
+    assert every_k.rho_max == every_k.rho_min == pytest.approx(10 * sam_rho)
+    look = compose(f"+experiment={model}_looksam").sam
+    assert (look.name, look.k, look.alpha, look.m, look.rho_max, look.rho_min) == ("looksam", 5, 0.7, 32, sam_rho,
+                                                                                   sam_rho)
+    lookg = compose(f"+experiment={model}_lookgsam").sam
+    assert (lookg.rho_max, lookg.rho_min, lookg.gsam_alpha) == TABLE4[model]
+    assert (lookg.name, lookg.k, lookg.alpha, lookg.m) == ("lookgsam", 5, 0.7, 32)
+    cfg = compose(f"+experiment={model}_mesa")
+    mesa = cfg.sam
+    assert (mesa.name, mesa.lam, mesa.tau, mesa.decay, mesa.get("m")) == ("mesa", 0.8, 5.0, 0.9998, None)
+    train_images = IMAGENET_TRAIN - round(IMAGENET_TRAIN * cfg.data.minival_fraction)
+    assert mesa.start_step == 6 * (train_images // cfg.data.batch_size) == 1854  # epochs 0-5 without the KL term
+    for variant, sam in (("every_k", every_k), ("looksam", look), ("lookgsam", lookg), ("mesa", mesa)):
+        experiment = compose(f"+experiment={model}_{variant}")
+        assert experiment.name == f"{model}_{variant}" and experiment.optimizer.name == (
+            "sgd" if model.startswith("resnet") else "adamw")
+        check_known_keys(experiment)
+        build_optimizer(torch.nn.Linear(2, 1), experiment.optimizer, sam)  # the factory takes every value
+
+
+def test_channels_last_is_the_models_key(compose):
+    """model.channels_last, declared by every model file: true for the ResNets; train.channels_last=auto follows
+    it, true and false override it."""
+    from gsam.run.build import _channels_last
+
+    for path in sorted((ROOT / "configs" / "model").glob("*.yaml")):
+        assert isinstance(yaml.safe_load(path.read_text())["channels_last"], bool), path.name
+    for model in MODELS:
+        cfg = compose(f"+experiment={model}_gsam")
+        assert cfg.model.channels_last is _channels_last(cfg) is model.startswith("resnet")
+    assert _channels_last(compose("+experiment=vit_b16_gsam", "train.channels_last=true")) is True
+    assert _channels_last(compose("+experiment=resnet50_gsam", "train.channels_last=false")) is False
+
+
+CONVNEXT = """# A model beside Table 1: timm's ConvNeXt-Atto.
+name: convnext_atto
+short: convnext_atto
+family: convnext
+loss: softmax
+head_bias_init: null
+kwargs: {}
+channels_last: true
+bn_images: null
+"""
+CONVNEXT_EXPERIMENT = """# @package _global_
+defaults:
+  - /recipe: resnet
+  - /method: sam
+  - override /model: convnext_atto
+
+sam:
+  rho_max: 0.05
+"""
+
+
+def test_a_model_beside_table1_in_a_copy_of_configs_breaks_nothing(tmp_path, capsys, compose):
+    """A user adds a model family (ConvNeXt) and an experiment of it to a copy of configs/: the key check accepts
+    it, Table 1 and its sweep stay the 48 rows, make_experiments writes the same files into that folder, and the
+    experiment composes and builds with its model's channels_last."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from gsam import models
+    from gsam.run.build import _channels_last
+
+    configs = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", configs)
+    (configs / "model" / "convnext_atto.yaml").write_text(CONVNEXT)
+    (configs / "experiment" / "convnext_atto_sam.yaml").write_text(CONVNEXT_EXPERIMENT)
+    before = {p.name: p.read_text() for p in (configs / "experiment").glob("*.yaml")}
+    assert load_script("make_experiments").main(["--configs", str(configs)]) == 0
+    assert "96 experiments" in capsys.readouterr().out
+    assert {p.name: p.read_text() for p in (configs / "experiment").glob("*.yaml")} == before
+    assert tables.table1_models() == MODELS and "convnext_atto" not in MODELS
+
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=["+experiment=convnext_atto_sam"])
+        table1_row = hydra_compose(config_name="config", overrides=["+experiment=resnet50_gsam"])
+    check_known_keys(cfg, configs)
+    assert (cfg.name, cfg.model.family, cfg.sam.m, cfg.optimizer.name) == ("convnext_atto_sam", "convnext", 32, "sgd")
+    assert _channels_last(cfg) is True
+    assert models.build_model(cfg.model, num_classes=10).get_classifier().out_features == 10
+    assert OmegaConf.to_container(table1_row, resolve=True) == OmegaConf.to_container(
+        compose("+experiment=resnet50_gsam"), resolve=True)
+
+    sweep = load_script("sweep")
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(configs)))
+    override, = OverridesParser.create(config_loader=loader).parse_overrides([sweep.TABLE1])
+    assert sorted(override.sweep_string_iterator()) == sorted(TABLE1)
+

@@ -4,12 +4,12 @@ before anything runs, or, when allowed or when images are skipped, recorded and 
 label space (the demo, the tests' stand-ins) have no published size: nothing is said."""
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 from gsam.config.checks import ConfigError
 from gsam.data.sources import class_folders, folder_samples
 from gsam.evaluation.sets import _timm_info, build_eval_sets, check_measured_count
+from support.evalsets import eval_config
 
 IMAGENET = _timm_info("imagenet_synsets.txt").read_text().split()
 
@@ -48,9 +48,7 @@ def test_macos_metadata_files_are_not_images(tmp_path):
 
 
 def _cfg(**eval_keys):
-    return OmegaConf.create({"data": {"img_size": 8, "eval_batch_size": 4, "num_workers": 0, "crop_pct": 1.0},
-                             "eval": {"real_labels": None, "v2": None, "r": None, "c": None, "c_corruptions": None,
-                                      **eval_keys}})
+    return eval_config({"img_size": 8, "eval_batch_size": 4, "num_workers": 0, "crop_pct": 1.0}, **eval_keys)
 
 
 def _v2(tmp_path, n):
@@ -70,7 +68,7 @@ def _build(cfg, classes):
 
 
 def test_an_imagenet_v2_copy_with_missing_images_is_refused_before_anything_runs(tmp_path):
-    with pytest.raises(ConfigError, match=r"eval.v2=.*holds 5 images, the published set 10,000.*eval.allow_partial"):
+    with pytest.raises(ConfigError, match=r"eval.sets.v2.path=.*holds 5 images, the published set 10,000.*allow_part"):
         _build(_cfg(v2=_v2(tmp_path, 5)), IMAGENET)
 
 

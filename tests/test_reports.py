@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gsam.runlog import read_metrics
-from gsam.evaluation.table1 import TABLE1_METHODS, paper_table1, sam_name, table1_method, table1_models
+from gsam.evaluation.tables import TABLE1_METHODS, paper_table1, sam_name, table1_method, table1_models
 
 from support import load_script
 
@@ -48,9 +48,12 @@ def test_paper_table1_transcription_spot_checks():
     assert round(t["vit_b32", "gsam"]["imagenet"] - t["vit_b32", "sam"]["imagenet"], 1) == 3.2
 
 
-def test_the_models_of_configs_are_the_papers():
-    """configs/model/*.yaml (the demo ones aside) names the models everywhere: they must be Table 1's 12."""
+def test_the_models_of_table1_are_the_papers():
+    """gsam/evaluation/tables.py lists Table 1's models (its Table 4 rows): the paper's 12, each with its file."""
+    from support import ROOT
+
     assert table1_models() == sorted({m for m, _ in paper_table1()}) and len(table1_models()) == 12
+    assert all((ROOT / "configs" / "model" / f"{m}.yaml").is_file() for m in table1_models())
     assert [sam_name(m) for m in TABLE1_METHODS] == ["none", "sam", "gsam", "xsam"]
     assert [table1_method(sam_name(m)) for m in TABLE1_METHODS] == list(TABLE1_METHODS)
 
@@ -83,6 +86,25 @@ def test_make_table_puts_ours_beside_the_paper(tmp_path, make_table):
     assert float(r["ours"]) == 81.0 and float(r["paper"]) == 82.7 and float(r["diff"]) == pytest.approx(-1.7)
 
 
+def test_variant_and_other_model_runs_are_not_table1_rows(tmp_path, make_table):
+    """An efficient variant on a Table 1 model (results.json method looksam) and a model outside Table 1 go in a
+    table beside Table 1, after it, and the CSV marks them."""
+    runs = [fake_run(tmp_path / "v", "resnet50", "looksam", imagenet=76.4),
+            fake_run(tmp_path / "g", "resnet50", "gsam", imagenet=77.0),
+            fake_run(tmp_path / "d", "demo_vit", "gsam", imagenet=83.9)]
+    code, out, err = make_table(*runs, "--out", tmp_path / "t")
+    assert code == 0, err
+    table1, beside = out.split("Beside Table 1")
+    assert [l.split("|")[1:3] for l in table1.splitlines() if l.startswith("| ") and "Model" not in l] == [
+        [" resnet50 ", " gsam "]]
+    assert [l.split("|")[1:3] for l in beside.splitlines() if l.startswith("| ") and "Model" not in l] == [
+        [" demo_vit ", " gsam "], [" resnet50 ", " looksam "]]
+    assert "76.4 / — (—)" in beside
+    written = csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text()))
+    marks = {(r["model"], r["method"]): r["table1"] for r in written}
+    assert marks == {("resnet50", "gsam"): "1", ("resnet50", "looksam"): "0", ("demo_vit", "gsam"): "0"}
+
+
 def test_make_table_marks_sam_rows_as_not_the_papers_recipe(tmp_path, make_table):
     """Table 1's SAM numbers are Chen et al.'s, with their own rho; ours run a rho of our choice: the row says so."""
     code, out, _ = make_table(fake_run(tmp_path / "s", "vit_b32", "sam", imagenet=72.0))
@@ -93,7 +115,7 @@ def test_make_table_marks_sam_rows_as_not_the_papers_recipe(tmp_path, make_table
 
 
 def test_make_table_refuses_an_older_masked_r(tmp_path, make_table):
-    """Before r_masked existed, results.json's r was the masked number: comparing it with Table 1 is wrong."""
+    """A results.json with r but no r_masked holds the masked number as r: comparing it with Table 1 is wrong."""
     run = fake_run(tmp_path / "old", "vit_b32", "gsam", imagenet=75.3, r=33.6)
     code, _, err = make_table(run)
     assert code == 2 and "200-class masked ImageNet-R of an older version" in err

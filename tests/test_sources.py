@@ -35,8 +35,8 @@ def test_v2_rejects_folders_that_are_not_class_indices(tmp_path):
     jpeg(tmp_path / "v2" / "n01440764" / "a.jpeg")
     with pytest.raises(ValueError, match="not a class index"):
         v2_samples(tmp_path / "v2", 1000)
-    with pytest.raises(FileNotFoundError, match="eval.v2"):
-        v2_samples(tmp_path / "missing", 1000)
+    with pytest.raises(FileNotFoundError, match="eval.sets.mine.path"):  # the key that names the folder
+        v2_samples(tmp_path / "missing", 1000, "eval.sets.mine.path")
 
 
 def test_c_finds_corruptions_and_severities(tmp_path):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from gsam.evaluation.table1 import TABLE1_METHODS, table1_models
+from gsam.evaluation.tables import TABLE1_METHODS, table1_models
 from support import ROOT, load_script
 
 sweep = load_script("sweep")
@@ -43,14 +43,15 @@ def test_no_sbatch_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 def test_default_is_the_whole_table1_and_a_glob_replaces_it(fake_sbatch, capsys):
     assert sweep.main(["--dry-run", "hydra.launcher.partition=gpu", "data.root=/d"]) == 0
     out = capsys.readouterr().out
-    assert "train.py -m +cluster=slurm '+experiment=glob(*,exclude=[demo_*,study_*])' hydra.launcher.partition=gpu " \
-           "data.root=/d" in out
+    table1 = ",".join(f"{m}_{k}" for m in ("resnet50", "resnet101") for k in TABLE1_METHODS)
+    assert f"train.py -m +cluster=slurm +experiment={table1}," in out
+    assert "mixer_b16_xsam hydra.launcher.partition=gpu data.root=/d" in out
     assert sweep.main(["--dry-run", "hydra.launcher.partition=gpu", "+experiment=glob(vit_*_gsam)"]) == 0
     out = capsys.readouterr().out
-    assert "'+experiment=glob(vit_*_gsam)'" in out and "exclude=demo_" not in out
+    assert "'+experiment=glob(vit_*_gsam)'" in out and "resnet50_vanilla" not in out
 
 
-def test_the_table1_glob_is_the_48_experiments():
+def test_the_table1_sweep_is_the_48_experiments():
     """Expanded by Hydra's own override parser over the config repository, as a -m sweep does."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path

@@ -168,7 +168,7 @@ def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path
     out = subprocess.run([sys.executable, "evaluate.py", "+experiment=demo_gsam", f"output_dir={tmp_path}",
                           f"data.root={demo_root}", f"data.robustness_root={tmp_path / 'robust'}",
                           "data.num_workers=0", "logger.wandb.mode=disabled",
-                          "eval.c_corruptions=[gaussian_noise,contrast]"],
+                          "eval.sets.c.corruptions=[gaussian_noise,contrast]"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-FREE = ("model.kwargs",)  # passed to timm as they are: timm says which it does not accept
+FREE = ("model.kwargs", "eval.sets")  # timm checks model.kwargs; gsam/evaluation/sets.py each eval.sets entry
 VALUE_GROUPS = ("experiment", "method", "recipe")  # they set the schema's keys; they declare none
 
 

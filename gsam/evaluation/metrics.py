@@ -17,7 +17,6 @@ so each image counts exactly once.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -195,51 +194,3 @@ class CorruptionEvaluator:
                 top1.setdefault(c, {})[s] = _percent(hits[0].item(), hits[3].item())
                 images.setdefault(c, {})[s] = int(hits[3].item())
         return {**corruption_summary(top1), "images": images}
-
-
-def table1_row(results: dict) -> dict:
-    """Table 1's columns from the evaluators' results: top-1 (%) for imagenet/real/v2/r/c, plus c_mce and
-    r_masked. ``r`` is the argmax over all classes (Table 1's protocol, docs/data.md), ``r_masked`` over
-    ImageNet-R's 200."""
-    row = {}
-    val = results.get("val", {})
-    if "top1" in val:
-        row["imagenet"] = val["top1"]
-    if "real_top1" in val:
-        row["real"] = val["real_top1"]
-    if "v2" in results:
-        row["v2"] = results["v2"]["top1"]
-    if "r" in results:
-        row["r"], row["r_masked"] = results["r"]["top1_all"], results["r"]["top1_masked"]
-    if "c" in results:
-        row["c"] = results["c"]["top1"]
-        for k in ("mean15", "mean19", "mce15"):
-            if k in results["c"]:
-                row[{"mce15": "c_mce"}.get(k, f"c_{k}")] = results["c"][k]
-    return {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-
-
-def results_markdown(results: dict) -> str:
-    """One row per evaluated set (ReaL, ImageNet-R's two protocols and the ImageNet-C summary get rows of
-    their own)."""
-    lines = ["| set | top-1 (%) | top-5 (%) | images |", "|---|---|---|---|"]
-    for name, m in results.items():
-        if name == "c":
-            for k, label in (("mean15", "c (mean of 15)"), ("mean19", "c (mean of 19)")):
-                if k in m:
-                    lines.append(f"| {label} | {m[k]:.2f} | | |")
-            if "mce15" in m:
-                lines.append(f"| c mCE-15 (lower is better) | {m['mce15']:.2f} | | |")
-            if "mean15" not in m and "mean19" not in m:
-                lines.append(f"| c (mean of {len(m['per_corruption'])} found) | {m['mean_found']:.2f} | | |")
-            continue
-        if "top1_masked" in m:
-            for label, key in (("argmax over all classes", "top1_all"), (f"masked to its {m['classes']} classes",
-                                                                         "top1_masked")):
-                lines.append(f"| {name} ({label}) | {m[key]:.2f} | | {m['images']} |")
-            continue
-        top5 = f"{m['top5']:.2f}" if "top5" in m else ""
-        lines.append(f"| {name} | {m['top1']:.2f} | {top5} | {m['images']} |")
-        if "real_top1" in m:
-            lines.append(f"| real | {m['real_top1']:.2f} | | {m['real_images']} |")
-    return "\n".join(lines)

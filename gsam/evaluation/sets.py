@@ -1,12 +1,16 @@
-"""The evaluation sets of a run: built from ``eval.*`` (ImageNet val/minival with ReaL, V2, R and C), and
-measured on a model (``measure_sets``), each set's metrics from ``gsam/evaluation/metrics.py``.
+"""The evaluation sets of a run: ImageNet val/minival (with ReaL) from the data loaders, and one evaluator per
+entry of ``eval.sets`` (``{name: {kind, path, ...}}``), built by its kind's builder (``BUILDERS``); measured on a
+model by ``measure_sets``, each set's metrics from ``gsam/evaluation/metrics.py``.
 
-A set whose path is not configured is skipped with a one-line notice; a configured path that does not
-exist is an error naming the key (a typo should not silently drop a column of Table 1).
+An entry whose path is null is skipped with a one-line notice; a configured path that does not exist, an unknown
+kind or a key its kind does not read is an error naming the key (a typo should not silently drop a column of
+Table 1).
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -33,7 +37,7 @@ def timm_real_labels() -> Path:
     return path
 
 
-def check_imagenet_r_classes(class_indices: list[int], classes: list[str]) -> None:
+def check_imagenet_r_classes(class_indices: list[int], classes: list[str], key: str = "ImageNet-R") -> None:
     """For an ImageNet-1k model, the R folders must be ImageNet-R's 200 classes (timm's copy of the list):
     a partial copy would silently change the class subset the logits are restricted to."""
     synsets = _timm_info("imagenet_synsets.txt").read_text().split()
@@ -43,13 +47,13 @@ def check_imagenet_r_classes(class_indices: list[int], classes: list[str]) -> No
     found = {classes[i] for i in class_indices}
     if found != expected:
         missing, extra = sorted(expected - found), sorted(found - expected)
-        raise ConfigError(f"eval.r: the folders are not ImageNet-R's {len(expected)} classes ({len(missing)} missing, "
+        raise ConfigError(f"{key}: the folders are not ImageNet-R's {len(expected)} classes ({len(missing)} missing, "
                           f"e.g. {missing[:3]}; {len(extra)} not in ImageNet-R, e.g. {extra[:3]})")
 
 
-# The published sizes of the evaluation sets (ImageNet val; ReaL's labelled images; V2 matched-frequency; R; C per
-# corruption and severity). Checked when the label space is ImageNet-1k's, i.e. when the set is the real one.
-KNOWN_IMAGES = {"val": 50_000, "real": 46_837, "v2": 10_000, "r": 30_000, "c": 50_000}
+# The published sizes of ImageNet val and of its ReaL-labelled images (each set kind's is in BUILDERS). Checked when
+# the label space is ImageNet-1k's, i.e. when the set is the real one.
+VAL_IMAGES = {"images": 50_000, "real_images": 46_837}
 
 
 def imagenet_1k(classes: list[str]) -> bool:
@@ -83,75 +87,146 @@ def real_targets(labels_path: Path, files: list[str]) -> torch.Tensor | None:
     return out
 
 
-def _path(cfg: DictConfig, key: str) -> Path | None:
-    value = cfg.eval.get(key)
+def _path(key: str, value) -> Path | None:
+    """The path ``value`` of config key ``key``; None when unset."""
     if value in (None, ""):
         return None
     path = Path(str(value))
     if not path.exists():
-        raise ConfigError(f"eval.{key}={value!r}: no such file or directory")
+        raise ConfigError(f"{key}={value!r}: no such file or directory")
     return path
 
 
-def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files: dict, loss_fn, mean, std,
-                    rank: int, world: int, notice=print) -> dict:
-    """{name: evaluator}: ``minival``/``val`` from the data loaders, then ``v2``, ``r``, ``c`` as configured."""
+@dataclass(frozen=True)
+class _Context:
+    """What every set's builder needs: the label space, the transforms and the loader settings."""
+    cfg: DictConfig
+    classes: list[str]
+    full: bool  # the label space is ImageNet-1k's: the folders are checked against the published sets
+    resize_crop: Callable  # resize the short side, centre-crop
+    crop_only: Callable    # centre-crop only: ImageNet-C's images are already 224x224 centre crops
+    make: dict
+    notice: Callable
+
+    def check_size(self, what: str, found: int, known: int) -> None:
+        if self.full:
+            check_set_size(what, found, known, self.cfg)
+
+
+def _imagenet_v2(name: str, key: str, path: Path, entry: Mapping, ctx: _Context, known: int):
+    """ImageNet-V2 (Recht et al. 2019): class-index folders 0..999."""
+    samples = v2_samples(path, len(ctx.classes), key)
+    ctx.check_size(f"{key}={path}", len(samples), known)
+    return ClassificationEvaluator(name, eval_loader(samples, ctx.resize_crop, **ctx.make))
+
+
+def _imagenet_r(name: str, key: str, path: Path, entry: Mapping, ctx: _Context, known: int):
+    """ImageNet-R (Hendrycks et al. 2021): 200 wnid folders, scored over all classes and over its own."""
+    samples, cols = subset_samples(path, ctx.classes, key)
+    check_imagenet_r_classes(cols, ctx.classes, key)
+    ctx.check_size(f"{key}={path}", len(samples), known)
+    return SubsetEvaluator(name, eval_loader(samples, ctx.resize_crop, **ctx.make), cols)
+
+
+def _imagenet_c(name: str, key: str, path: Path, entry: Mapping, ctx: _Context, known: int):
+    """ImageNet-C (Hendrycks & Dietterich 2019): <corruption>/<severity>/<wnid>/, ``corruptions`` of them
+    (null: every one found)."""
+    found = corruption_folders(path, key)
+    wanted = list(entry.get("corruptions") or found)
+    unknown = [w for w in wanted if w not in found]
+    if unknown:
+        raise ConfigError(f"eval.sets.{name}.corruptions: {unknown} not found under {path} (found {sorted(found)})")
+    odd = [w for w in wanted if w not in BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS]
+    if odd:
+        ctx.notice(f"[gsam] eval: {name}: {odd} are not ImageNet-C corruptions; they count only in mean_found")
+    loaders = {}
+    for w in wanted:
+        for sev, folder in found[w].items():
+            samples = folder_samples(folder, ctx.classes, f"{key} {w}/{sev}")
+            ctx.check_size(f"{key} {folder}", len(samples), known)
+            loaders.setdefault(w, {})[sev] = eval_loader(samples, ctx.crop_only, **ctx.make)
+    return CorruptionEvaluator(name, loaders)
+
+
+@dataclass(frozen=True)
+class SetKind:
+    """A kind of evaluation set: its builder, the published set's image count (per corruption and severity for
+    ImageNet-C) and the entry keys it reads beyond ``kind`` and ``path``."""
+    build: Callable
+    images: int
+    keys: tuple[str, ...] = ()
+
+
+BUILDERS = {
+    "imagenet_v2": SetKind(_imagenet_v2, 10_000),  # matched-frequency
+    "imagenet_r": SetKind(_imagenet_r, 30_000),
+    "imagenet_c": SetKind(_imagenet_c, 50_000, ("corruptions",)),
+}
+
+
+def set_entries(cfg: DictConfig) -> dict[str, tuple[SetKind, Mapping]]:
+    """{name: (kind, entry)} of ``eval.sets``, each entry checked: a mapping with a known kind and only the keys
+    its kind reads (ConfigError naming the key otherwise)."""
+    out = {}
+    for name, entry in (cfg.eval.get("sets") or {}).items():
+        if not isinstance(entry, Mapping) or "kind" not in entry:
+            raise ConfigError(f"eval.sets.{name}: expected a mapping with kind and path, got {entry!r}")
+        kind = BUILDERS.get(entry["kind"])
+        if kind is None:
+            raise ConfigError(f"eval.sets.{name}.kind={entry['kind']!r}: unknown kind; expected one of "
+                              f"{', '.join(BUILDERS)}")
+        extra = sorted(set(entry) - {"kind", "path", *kind.keys})
+        if extra:
+            raise ConfigError(f"eval.sets.{name}.{extra[0]}: not a key of kind {entry['kind']} (its keys: kind, path"
+                              f"{''.join(', ' + k for k in kind.keys)})")
+        out[str(name)] = (kind, entry)
+    return out
+
+
+def _split_evaluators(cfg: DictConfig, loaders: dict, files: dict, loss_fn, full: bool, notice) -> dict:
+    """{name: evaluator} of the data loaders' splits (minival, val); val with ReaL where its labels apply."""
     d = cfg.data
-    img_size, batch, workers = int(d.img_size), int(d.eval_batch_size), int(d.num_workers)
-    make = dict(batch=batch, num_workers=workers, rank=rank, world=world)
-    resize_crop = eval_transform(img_size, mean, std, float(d.crop_pct))
-    evaluators = {}
-    full = imagenet_1k(classes)
     if full and "val" in loaders:
         check_set_size(f"val ({d.get('root') or d.get('betons')})", len(files["val"]) if files.get("val") else None,
-                       KNOWN_IMAGES["val"], cfg)
+                       VAL_IMAGES["images"], cfg)
+    evaluators = {}
     for name, loader in loaders.items():
         targets = None
         if name == "val" and cfg.eval.get("real_labels"):
-            labels = timm_real_labels() if cfg.eval.real_labels == "timm" else _path(cfg, "real_labels")
+            labels = (timm_real_labels() if cfg.eval.real_labels == "timm"
+                      else _path("eval.real_labels", cfg.eval.real_labels))
             targets = real_targets(labels, files["val"]) if files.get("val") else None
             if targets is None:
                 notice("[gsam] eval: real skipped (the val files are not named ILSVRC2012_val_<n>, so they have no "
                        "ReaL labels)")
         evaluators[name] = ClassificationEvaluator(name, loader, loss_fn=loss_fn, real_targets=targets)
         if full and name == "val":
-            evaluators[name].expected = {"images": KNOWN_IMAGES["val"], "real_images": KNOWN_IMAGES["real"]}
-    if (v2 := _path(cfg, "v2")) is not None:
-        samples = v2_samples(v2, len(classes))
-        if full:
-            check_set_size(f"eval.v2={v2}", len(samples), KNOWN_IMAGES["v2"], cfg)
-        evaluators["v2"] = ClassificationEvaluator("v2", eval_loader(samples, resize_crop, **make))
-        evaluators["v2"].expected = {"images": KNOWN_IMAGES["v2"]} if full else {}
-    if (r := _path(cfg, "r")) is not None:
-        samples, cols = subset_samples(r, classes, "eval.r")
-        check_imagenet_r_classes(cols, classes)
-        if full:
-            check_set_size(f"eval.r={r}", len(samples), KNOWN_IMAGES["r"], cfg)
-        evaluators["r"] = SubsetEvaluator("r", eval_loader(samples, resize_crop, **make), cols)
-        evaluators["r"].expected = {"images": KNOWN_IMAGES["r"]} if full else {}
-    if (c := _path(cfg, "c")) is not None:
-        found = corruption_folders(c)
-        wanted = list(cfg.eval.get("c_corruptions") or found)
-        unknown = [w for w in wanted if w not in found]
-        if unknown:
-            raise ConfigError(f"eval.c_corruptions: {unknown} not found under {c} (found {sorted(found)})")
-        odd = [w for w in wanted if w not in BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS]
-        if odd:
-            notice(f"[gsam] eval: c: {odd} are not ImageNet-C corruptions; they count only in mean_found")
-        # ImageNet-C images are already 224x224 centre crops: crop only, no second resize
-        crop_only = eval_transform(img_size, mean, std, crop_pct=1.0, resize=False)
-        loaders_c = {}
-        for w in wanted:
-            for sev, folder in found[w].items():
-                samples = folder_samples(folder, classes, f"eval.c {w}/{sev}")
-                if full:
-                    check_set_size(f"eval.c {folder}", len(samples), KNOWN_IMAGES["c"], cfg)
-                loaders_c.setdefault(w, {})[sev] = eval_loader(samples, crop_only, **make)
-        evaluators["c"] = CorruptionEvaluator("c", loaders_c)
-        evaluators["c"].expected = {"images": KNOWN_IMAGES["c"]} if full else {}
-    for key in ("v2", "r", "c"):
-        if key not in evaluators:
-            notice(f"[gsam] eval: {key} skipped (eval.{key} not set)")
+            evaluators[name].expected = dict(VAL_IMAGES)
+    return evaluators
+
+
+def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files: dict, loss_fn, mean, std,
+                    rank: int, world: int, notice=print) -> dict:
+    """{name: evaluator}: ``minival``/``val`` from the data loaders, then each ``eval.sets`` entry with a path."""
+    d = cfg.data
+    full = imagenet_1k(classes)
+    entries = set_entries(cfg)
+    evaluators = _split_evaluators(cfg, loaders, files, loss_fn, full, notice)
+    make = dict(batch=int(d.eval_batch_size), num_workers=int(d.num_workers), rank=rank, world=world)
+    size = int(d.img_size)
+    ctx = _Context(cfg, classes, full, eval_transform(size, mean, std, float(d.crop_pct)),
+                   eval_transform(size, mean, std, crop_pct=1.0, resize=False), make, notice)
+    skipped = []
+    for name, (kind, entry) in entries.items():
+        key = f"eval.sets.{name}.path"
+        path = _path(key, entry.get("path"))
+        if path is None:
+            skipped.append(name)
+            continue
+        evaluators[name] = kind.build(name, key, path, entry, ctx, kind.images)
+        evaluators[name].expected = {"images": kind.images} if full else {}
+    for name in skipped:
+        notice(f"[gsam] eval: {name} skipped (eval.sets.{name}.path not set)")
     return evaluators
 
 

@@ -80,8 +80,9 @@ def _build_data(cfg: DictConfig, info: DistInfo, batches: BatchPlan, norm: dict,
 
 
 def _channels_last(cfg: DictConfig) -> bool:
-    """``auto``: ResNets only (convolutions are faster in NHWC; transformers gain nothing)."""
-    return cfg.train.channels_last is True or (cfg.train.channels_last == "auto" and cfg.model.family == "resnet")
+    """``auto``: the model's own ``model.channels_last`` (its file says why)."""
+    auto = cfg.train.channels_last == "auto" and cfg.model.get("channels_last") is True
+    return cfg.train.channels_last is True or auto
 
 
 def build(cfg: DictConfig, info: DistInfo, batches: BatchPlan) -> Parts:

@@ -19,7 +19,7 @@ from gsam.config.checks import BatchPlan, ConfigError
 from gsam.distributed import raise_on_every_rank
 from gsam.state.divergence import DivergenceGuard
 from gsam.run.engine import LoopState, train_one_epoch
-from gsam.evaluation.metrics import results_markdown
+from gsam.evaluation.table1 import results_markdown
 from gsam.evaluation.sets import measure_sets
 from gsam.run.finish import per_set, scalars, table1_summary, write_results
 from gsam.state.preemption import Preemption

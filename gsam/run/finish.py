@@ -7,8 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from gsam.evaluation.metrics import table1_row
-from gsam.evaluation.table1 import table1_method
+from gsam.evaluation.table1 import table1_row
+from gsam.evaluation.tables import table1_method
 
 
 def scalars(metrics: dict) -> dict:

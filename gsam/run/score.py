@@ -11,7 +11,7 @@ from gsam import failsafe
 from gsam.run.build import build, start
 from gsam.state.checkpoint import load, load_weights
 from gsam.config.checks import ConfigError, batch_plan
-from gsam.evaluation.metrics import results_markdown
+from gsam.evaluation.table1 import results_markdown
 from gsam.evaluation.sets import measure_sets
 from gsam.run.finish import table1_summary, write_results
 from gsam.run.resume import config_changes

@@ -7,10 +7,10 @@ script.
 """
 from pathlib import Path
 
-from gsam.evaluation.table1 import table1_models
+from gsam.evaluation.tables import table1_models
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: train.py, evaluate.py, configs/, scripts/
-# the models of Table 1, by the names of configs/model/*.yaml (gsam.evaluation.table1 reads them there; test_reports checks
+# the models of Table 1, by the names of configs/model/*.yaml (gsam.evaluation.tables lists them; test_reports checks
 # them against the paper's Table 1)
 MODELS = table1_models()
 

@@ -81,8 +81,8 @@ def evaluate_all(settings: dict, rank: int, world: int) -> dict:
     from gsam.data.folder import eval_loader, eval_transform
     from gsam.evaluation.sets import build_eval_sets
 
-    cfg = OmegaConf.create({"data": {"img_size": 8, "eval_batch_size": 2, "num_workers": 0, "crop_pct": 1.0},
-                            "eval": {k: settings[k] for k in ("real_labels", "v2", "r", "c")} | {"c_corruptions": None}})
+    cfg = eval_config({"img_size": 8, "eval_batch_size": 2, "num_workers": 0, "crop_pct": 1.0},
+                      **{k: settings[k] for k in ("real_labels", "v2", "r", "c")})
     samples = [tuple(s) for s in settings["val"]]
     val = eval_loader(samples, eval_transform(8, (0.0,) * 3, (1.0,) * 3, 1.0), batch=2, num_workers=0, rank=rank,
                       world=world)
@@ -91,3 +91,20 @@ def evaluate_all(settings: dict, rank: int, world: int) -> dict:
                            world=world, notice=lambda *_: None)
     model = CodeModel(mixed_table())
     return {name: ev(model, torch.device("cpu"), None) for name, ev in evs.items()}
+
+
+def eval_config(data: dict, corruptions=None, **eval_keys):
+    """A config for build_eval_sets: ``data``, and the shipped configs/eval/default.yaml with ReaL off, the
+    ``eval_keys`` named like a set (v2=..., r=..., c=...) as that set's path, the others (real_labels,
+    allow_partial) as eval keys, and ImageNet-C's ``corruptions``."""
+    from support import ROOT
+
+    ev = OmegaConf.load(ROOT / "configs" / "eval" / "default.yaml")
+    ev.real_labels = None
+    for key, value in eval_keys.items():
+        if key in ev.sets:
+            ev.sets[key].path = value
+        else:
+            ev[key] = value
+    ev.sets.c.corruptions = corruptions
+    return OmegaConf.create({"data": data, "eval": ev})
