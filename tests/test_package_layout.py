@@ -1,4 +1,4 @@
-"""The package layout of issue 14 §2: the analysis library and the optimizers import torch and nothing of the
+"""The package layout: the analysis library and the optimizers import torch and nothing of the
 trainer, data, models, Hydra or plotting; the scripts' harness (gsam.studies) is imported by nobody in gsam;
 and no two packages import each other, directly or around a loop (imports inside functions count too)."""
 import ast
