@@ -20,7 +20,7 @@ of the step (model fwd+bwd, base optimizer step, the method's own vector work me
 closure of negligible cost). A target is "met" or "missed" only when the whole interval is on one
 side of it; otherwise the machine was too noisy to tell in this run ("undecided").
 
-``--m M`` times perturbation groups instead (issue 11): each method with ``--batch / M`` groups of M
+``--m M`` times perturbation groups instead: each method with ``--batch / M`` groups of M
 images (``opt.step([closure_1, ..., closure_G])``) against one group of the whole batch, on the same
 weights, in interleaved rounds; and the peak memory of the grouped step over the one-group step,
 with a closure of negligible cost (the optimizer's buffers alone) and with the model (where the
@@ -157,7 +157,7 @@ def time_rounds(steps: dict, rounds: int, n_of, device) -> dict[str, list[float]
 
 
 def compare_groups(args, model, x, y, opts: dict, device, param_bytes: int) -> None:
-    """Each method with groups of ``args.m`` images against one group of the whole batch (issue 11)."""
+    """Each method with groups of ``args.m`` images against one group of the whole batch."""
     groups = args.batch // args.m
     one, grouped = closure_on(model, x, y, args.amp), [closure_on(model, xg, yg, args.amp)
                                                       for xg, yg in zip(x.split(args.m), y.split(args.m))]

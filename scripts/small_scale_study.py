@@ -57,8 +57,8 @@ def alpha_grid(rho_setting: dict, alphas) -> list[dict]:
 
 
 def ablation(chosen: dict) -> dict:
-    """Constant-rho GSAM at SAM's rho: SAM's chosen rho as rho_max = rho_min, with GSAM's chosen alpha. What
-    the first version of this study called GSAM; the paper's Table 6 ablation (constant rho + ascent)."""
+    """Constant-rho GSAM at SAM's rho: SAM's chosen rho as rho_max = rho_min, with GSAM's chosen alpha. It
+    separates GSAM's ascent step from its rho schedule: the paper's Table 6 ablation (constant rho + ascent)."""
     rho = chosen["sam"]["setting"]["sam.rho_max"]
     return {"sam.rho_max": rho, "sam.rho_min": rho, "sam.alpha": chosen["gsam"]["setting"]["sam.alpha"]}
 

@@ -19,16 +19,7 @@ from gsam.optim.comm import all_reduce_mean_
 from support.analysis_case import measure, setup
 from support.ddp_cases import (BUCKET_BYTES, EFFICIENT_SCENARIOS, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_IMAGES,
                                SEARCH_SCENARIO, STEPS, comm_inputs, efficient_optimizer, search_plan)
-from support.nets import batch, mlp
-
-
-def closure_on(model, x, y):
-    def closure():
-        loss = F.cross_entropy(model(x), y)
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
-    return closure
+from support.nets import Recorder, batch, mlp
 
 
 def bucketed_all_reduce(rank: int) -> dict:
@@ -70,7 +61,7 @@ def xsam_search(rank: int, world: int) -> dict:
     net = mlp(seed=0, bn=True)
     model = DDP(net)
     opt = cls(net.parameters(), torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), model=model, **kw)
-    closures = [closure_on(model, xg, yg) for xg, yg in zip(x.chunk(GROUPS), y.chunk(GROUPS))]
+    closures = [Recorder(model, xg, yg) for xg, yg in zip(x.chunk(GROUPS), y.chunk(GROUPS))]
     alphas, probes = [], []
     for _ in range(STEPS):
         opt.search_closure = head_closure(model, opt, F.cross_entropy, x, y, SEARCH_IMAGES, search_plan())
@@ -134,7 +125,7 @@ def main(out: Path) -> None:
         model = wrapped(net, name.endswith("_bv")) if wrap else net
         base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
         opt = cls(net.parameters(), base, rho=0.1, model=model, sync_perturbation=sync, **kw)
-        results[name] = run(net, opt, [closure_on(model, xg, yg) for xg, yg in zip(x.chunk(groups), y.chunk(groups))])
+        results[name] = run(net, opt, [Recorder(model, xg, yg) for xg, yg in zip(x.chunk(groups), y.chunk(groups))])
     for name, (_, _, bn) in EFFICIENT_SCENARIOS.items():
         net = mlp(seed=0, bn=bn)
         model = wrapped(net)

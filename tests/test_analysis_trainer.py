@@ -1,11 +1,10 @@
 """The trainer hook analysis.every_n_epochs: sigma_max and h logged as kind "analysis", training unchanged."""
-import json
-
 import pytest
-import torch
 
 from gsam.state.checkpoint import load
 from gsam.run.experiment import run
+from support.cli import records, train_losses
+from support.nets import assert_same_weights
 
 
 @pytest.mark.slow
@@ -14,8 +13,7 @@ def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path
               "analysis.batches=1", "analysis.power_iters=5"]
     run(demo_config(tmp_path / "off", demo_root, *common))
     run(demo_config(tmp_path / "on", demo_root, *common, "analysis.every_n_epochs=1"))
-    records = [json.loads(line) for line in open(tmp_path / "on" / "metrics.jsonl")]
-    analysis = [r for r in records if r["kind"] == "analysis"]
+    analysis = records(tmp_path / "on", "analysis")
     assert [r["epoch"] for r in analysis] == [1, 2]
     steps_per_epoch = 1442 // 512
     assert [r["step"] for r in analysis] == [steps_per_epoch, 2 * steps_per_epoch]
@@ -23,13 +21,11 @@ def test_hook_logs_sharpness_every_epoch_and_leaves_the_run_bit_for_bit(tmp_path
         assert r["sigma_max"] > 0 and r["power_iters"] <= 5 and r["rho"] == pytest.approx(0.05)
         assert r["surrogate_gap"] == pytest.approx(r["perturbed_loss"] - r["loss"], rel=1e-6)
         assert r["sharpness"] == pytest.approx(2 * r["surrogate_gap"] / 0.05**2, rel=1e-6)
-    assert not any(r["kind"] == "analysis" for r in map(json.loads, open(tmp_path / "off" / "metrics.jsonl")))
+    assert records(tmp_path / "off", "analysis") == []
     # measuring moves nothing: weights, BN statistics and the random streams are those of the run without it
     a, b = load(tmp_path / "off" / "checkpoints" / "last.pt"), load(tmp_path / "on" / "checkpoints" / "last.pt")
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    train = lambda d: [r["loss"] for r in map(json.loads, open(d / "metrics.jsonl")) if r["kind"] == "train"]
-    assert train(tmp_path / "off") == train(tmp_path / "on")
+    assert_same_weights(a["model"], b["model"])
+    assert train_losses(tmp_path / "off") == train_losses(tmp_path / "on")
 
 
 def test_bad_analysis_settings_are_clear_errors(tmp_path, demo_root, demo_config):

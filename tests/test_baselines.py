@@ -4,7 +4,7 @@ import torch
 
 import gsam
 from gsam.optim.factory import build_optimizer
-from support.nets import Recorder, batch, flat, mlp, reference_gsam, sgd_for_d, weights
+from support.nets import Recorder, assert_same_weights, batch, flat, mlp, reference_gsam, sgd_for_d, weights
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.1, 0.5, 2.0])
@@ -46,7 +46,7 @@ def test_weighted_gap_with_lambda_zero_is_sam_and_sgd_momentum_sees_d():
         for _ in range(3):
             opt.step(Recorder(model, x, y))
         finals.append(weights(model))
-    assert all(torch.equal(a, b) for a, b in zip(*finals))
+    assert_same_weights(*finals)
 
 
 def test_state_dict_round_trip_and_bad_values():

@@ -1,5 +1,5 @@
 """A beton is checked against its sidecar before use: a truncated copy (a copy to local scratch cut short)
-is refused in one line naming it, where it used to hang training for ever; a copy of the right size with
+is refused in one line naming it (FFCV itself would hang training for ever on it); a copy of the right size with
 a hole, or a sidecar from another beton, is refused too; ``write_betons.py --verify`` checks every byte."""
 import json
 import os
@@ -131,7 +131,8 @@ def test_a_dead_reader_thread_ends_the_epoch_instead_of_hanging(betons, tmp_path
 
 
 def test_training_on_a_truncated_beton_exits_in_one_line(demo_root, tmp_path):
-    """Issue: train.py on a train.beton cut short hung for ever (FFCV's thread failed, the main thread waited)."""
+    """A train.beton cut short: FFCV's loader thread fails on it and the main thread would wait on its queue for
+    ever, so the check before the loader starts must end the run in one line."""
     from pathlib import Path
 
     from gsam.data.build import _write_demo_betons

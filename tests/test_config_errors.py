@@ -35,7 +35,7 @@ def test_timm_kwargs_stay_free_form(tmp_path, demo_root):
     done = run_cli("train.py", tmp_path / "run", demo_root, "+model.kwargs.drop_path_rate=0.1", "train.max_steps=1",
                    "train.eval_every_epochs=100")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert not (tmp_path / "run" / "train.log").exists()  # Hydra's job log stayed empty: none is written
+    assert not (tmp_path / "run" / "train.log").exists()  # no empty Hydra job log beside the run
 
 
 def _copy(demo_root, tmp_path):

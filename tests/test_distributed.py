@@ -9,7 +9,7 @@ import gsam
 from gsam.run.engine import head_closure
 from support.ddp_cases import (COMM_BUCKET_NUMELS, COMM_SHAPES, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_SCENARIO,
                                SEARCH_IMAGES, STEPS, comm_inputs, search_plan)
-from support.nets import Recorder, batch, mlp, sgd_for_d
+from support.nets import Recorder, assert_same_weights, batch, mlp, sgd_for_d
 
 
 @pytest.fixture
@@ -28,8 +28,7 @@ def test_bucketed_all_reduce_averages_every_bucket_with_two_in_flight(ranks):
         assert comm["numels"] == COMM_BUCKET_NUMELS
         assert comm["max_in_flight"] == 2 and comm["in_flight"] == 0  # all waited for before returning
         assert [(t.dtype, tuple(t.shape)) for t in comm["tensors"]] == COMM_SHAPES
-        for got, want in zip(comm["tensors"], mean):
-            assert torch.equal(got, want)
+        assert_same_weights(comm["tensors"], mean)
     assert not all(torch.equal(a, b) for a, b in zip(comm_inputs(0), comm_inputs(1)))  # there was something to average
 
 
@@ -37,16 +36,11 @@ def n_params():
     return sum(p.numel() for p in mlp().parameters())
 
 
-def closure_for(model, x, y):
-    return Recorder(model, x, y)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCENARIOS) + list(GROUP_SCENARIOS))
 def test_ranks_stay_identical(ranks, name):
     r0, r1 = ranks[0][name], ranks[1][name]
-    for a, b in zip(r0["weights"], r1["weights"]):
-        assert torch.equal(a, b)
+    assert_same_weights(r0["weights"], r1["weights"])
     assert r0["alphas"] == r1["alphas"]  # XSAM: the same alpha* on every rank
 
 
@@ -59,7 +53,7 @@ def test_per_worker_gsam_is_the_average_of_local_updates(ranks):
         ds = []
         for xs, ys in shards:
             local = copy.deepcopy(model)
-            gsam.GSAM(local.parameters(), sgd_for_d(local), rho=0.1, alpha=0.4).step(closure_for(local, xs, ys))
+            gsam.GSAM(local.parameters(), sgd_for_d(local), rho=0.1, alpha=0.4).step(Recorder(local, xs, ys))
             ds.append([p.grad for p in local.parameters()])
         for p, d0, d1 in zip(model.parameters(), *ds):
             p.grad = (d0 + d1) / 2
@@ -70,8 +64,7 @@ def test_per_worker_gsam_is_the_average_of_local_updates(ranks):
 
 def test_bucket_view_gradients_give_the_same_steps(ranks):
     """With gradient_as_bucket_view DDP reuses its buckets: the kept gradients must be copies."""
-    for a, b in zip(ranks[0]["gsam_local"]["weights"], ranks[0]["gsam_local_bv"]["weights"]):
-        assert torch.equal(a, b)
+    assert_same_weights(ranks[0]["gsam_local"]["weights"], ranks[0]["gsam_local_bv"]["weights"])
 
 
 @pytest.mark.parametrize("name", ["gsam_local", "sam_local", "xsam_local", *GROUP_SCENARIOS])
@@ -100,7 +93,7 @@ def test_two_processes_of_two_groups_equal_one_process_of_four(ranks, name):
     base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     opt = cls(model.parameters(), base, rho=0.1, model=model, **kw)
     groups = 2 * GROUPS
-    closures = [closure_for(model, xg, yg) for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
+    closures = [Recorder(model, xg, yg) for xg, yg in zip(x.chunk(groups), y.chunk(groups))]
     alphas = [opt.step(closures).alpha for _ in range(STEPS)]
     for a, b in zip(model.parameters(), ranks[0][name]["weights"]):
         torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-14)
@@ -117,7 +110,7 @@ def test_sync_perturbation_equals_one_process_on_the_whole_batch(ranks, name):
     model = mlp(seed=0)
     base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     opt = cls(model.parameters(), base, rho=0.1, **kw)
-    alphas = [opt.step(closure_for(model, x, y)).alpha for _ in range(STEPS)]
+    alphas = [opt.step(Recorder(model, x, y)).alpha for _ in range(STEPS)]
     for a, b in zip(model.parameters(), ranks[0][name]["weights"]):
         torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-14)
     assert alphas == ranks[0][name]["alphas"]
@@ -142,7 +135,7 @@ def test_xsam_chooses_alpha_on_the_same_images_on_one_process_and_on_two(ranks):
     model = mlp(seed=0, bn=True)
     opt = cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model=model, **kw)
     shards = [(x[r::2], y[r::2]) for r in range(2)]
-    closures = [closure_for(model, xg, yg) for xs, ys in shards for xg, yg in zip(xs.chunk(GROUPS), ys.chunk(GROUPS))]
+    closures = [Recorder(model, xg, yg) for xs, ys in shards for xg, yg in zip(xs.chunk(GROUPS), ys.chunk(GROUPS))]
     alphas, probes = [], []
     for _ in range(STEPS):
         opt.search_closure = head_closure(model, opt, F.cross_entropy, x, y, SEARCH_IMAGES, search_plan())

@@ -1,7 +1,6 @@
 """The efficient variants (every-k, LookSAM, LookGSAM, MESA) against their update rules written out in float64, k = 1
 against the full methods bit for bit, the reuse buffer through the optimizer's state and through the trainer."""
 import io
-import json
 
 import pytest
 import torch
@@ -9,8 +8,10 @@ import torch
 import gsam
 from gsam.config.checks import ConfigError, check
 from gsam.optim.factory import build_optimizer
+from support.cli import train_losses
 from support.ddp_cases import EFFICIENT_RHO, EFFICIENT_SCENARIOS
-from support.nets import Recorder, batch, flat, grad_at, looksam_g_v, mlp, reference_gsam, sgd_for_d, weights
+from support.nets import (Recorder, assert_same_weights, batch, flat, grad_at, looksam_g_v, mlp, reference_gsam,
+                          sgd_for_d, weights)
 
 RHO, ALPHA, GSAM_ALPHA = 0.05, 0.7, 0.4
 
@@ -92,8 +93,7 @@ def test_k1_is_the_full_method_bit_for_bit(full, variant):
             opt.step([Recorder(model, xg, yg) for xg, yg in zip(x.split(16), y.split(16))])
         runs.append(weights(model) + [b.clone() for b in model.buffers()]
                     + [base.state[p]["momentum_buffer"] for p in model.parameters()])
-    for a, b in zip(*runs):
-        assert torch.equal(a, b)
+    assert_same_weights(*runs)
 
 
 def _looksam(model):
@@ -132,8 +132,7 @@ def test_state_dict_mid_cycle_resumes_bit_for_bit(build):
     opt = build(resumed)
     opt.load_state_dict(saved["opt"])
     _steps(opt, resumed, batches[4:])
-    for a, b in zip(weights(straight) + list(straight.buffers()), weights(resumed) + list(resumed.buffers())):
-        assert torch.equal(a, b)
+    assert_same_weights(weights(straight) + list(straight.buffers()), weights(resumed) + list(resumed.buffers()))
 
 
 def test_a_non_finite_refresh_is_skipped_and_the_next_step_refreshes():
@@ -147,7 +146,7 @@ def test_a_non_finite_refresh_is_skipped_and_the_next_step_refreshes():
         assert opt.step(poisoned).skipped
     stats = opt.step(poisoned)  # step 3 refreshes, NaN too: skipped, g_v unusable
     assert stats.skipped and opt._gv_norm is None
-    assert all(torch.equal(a, b) for a, b in zip(before, weights(model)))
+    assert_same_weights(before, weights(model))
     closure = Recorder(model, x, y)
     assert not opt.step(closure).skipped
     assert len(closure.calls) == 2  # step 4 is not due (4 % 3 != 0) but has no g_v: it refreshes
@@ -180,12 +179,9 @@ def test_looksam_through_the_trainer_resumes_mid_cycle_bit_for_bit(tmp_path, dem
     run(demo_config(tmp_path / "stopped", demo_root, *common, "train.max_steps=4"))
     assert load(tmp_path / "stopped" / "checkpoints" / "last.pt")["loop"]["step"] == 4
     run(demo_config(tmp_path / "stopped", demo_root, *common, "train.resume=allow_changes"))
-    def losses(out):
-        return {r["step"]: r["loss"] for r in map(json.loads, open(out / "metrics.jsonl")) if r["kind"] == "train"}
-    assert losses(tmp_path / "straight") == losses(tmp_path / "stopped")
+    assert train_losses(tmp_path / "straight") == train_losses(tmp_path / "stopped")
     a, b = (load(tmp_path / out / "checkpoints" / "last.pt") for out in ("straight", "stopped"))
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert_same_weights(a["model"], b["model"])
 
 
 def _mesa_reference(model, teacher, x, y, lam, tau):
@@ -227,8 +223,7 @@ def test_mesa_before_its_start_step_is_vanilla_bit_for_bit():
             x, y = batch(seed=80 + t)
             opt.step(make_closures(model, opt, torch.nn.functional.cross_entropy, x, y, 1, 1, None))
         runs.append(weights(model) + [b.clone() for b in model.buffers()])
-    for a, b in zip(*runs):
-        assert torch.equal(a, b)
+    assert_same_weights(*runs)
 
 
 @pytest.mark.parametrize("name", list(EFFICIENT_SCENARIOS))

@@ -11,7 +11,8 @@ from gsam.config.checks import ConfigError, batch_plan, check
 from gsam.run.engine import make_closures
 from gsam.optim.xsam import DEFAULT_ALPHA_GRID
 from support import load_script
-from support.nets import IDS, METHODS, Recorder, TwoBranches, batch, flat, loss_at, mlp, sgd_for_d, weights
+from support.nets import (IDS, METHODS, Recorder, TwoBranches, assert_same_weights, batch, flat, loss_at, mlp,
+                          sgd_for_d, weights)
 G, M = 4, 8  # 4 groups of 8 images: the batch of 32
 STEPS = 3
 
@@ -35,7 +36,7 @@ def test_one_group_is_the_single_closure_step_bit_for_bit(cls, kw):
                  for _ in range(STEPS)]
         runs.append((state(model), stats))
     (s0, st0), (s1, st1) = runs
-    assert all(torch.equal(a, b) for a, b in zip(s0, s1))
+    assert_same_weights(s0, s1)
     assert st0 == st1
 
 
@@ -87,8 +88,7 @@ def test_batchnorm_statistics_come_from_group_0s_clean_pass_only():
     opt = gsam.GSAM(model.parameters(), sgd_for_d(model), rho=0.2, alpha=0.3, model=model)
     opt.step([Recorder(model, xg, yg) for xg, yg in zip(x.chunk(G), y.chunk(G))])
     reference(x[:M])  # one train-mode forward of group 0 at w (lr 0 keeps w)
-    for (name, a), b in zip(model.named_buffers(), reference.buffers()):
-        assert torch.equal(a, b), name
+    assert_same_weights(dict(model.named_buffers()), dict(reference.named_buffers()))
     everyone = mlp(seed=3, bn=True)
     everyone(x)  # the statistics of the whole batch differ: the test can tell
     assert not torch.equal(everyone.state_dict()["1.running_mean"], model.state_dict()["1.running_mean"])
@@ -101,14 +101,7 @@ def test_a_parameter_one_group_does_not_reach_adds_zero():
     uses_b = []
 
     def closure_for(xg, yg, use_b):
-        def closure():
-            model.use_b = use_b
-            uses_b.append(use_b)
-            loss = F.cross_entropy(model(xg), yg)
-            if torch.is_grad_enabled():
-                loss.backward()
-            return loss
-        return closure
+        return Recorder(model, xg, yg, before=lambda: (setattr(model, "use_b", use_b), uses_b.append(use_b)))
 
     opt = gsam.SAM(model.parameters(), sgd_for_d(model), rho=0.1)
     opt.step([closure_for(x[:8], y[:8], True), closure_for(x[8:], y[8:], False)])
@@ -143,7 +136,8 @@ def test_xsam_searches_on_one_group_for_21_forward_passes_of_m_images():
 
 
 def test_xsam_schedule_counts_skipped_steps_and_search_next_overrides_it():
-    """search_every counts calls of step (the loop's steps): a skipped step no longer shifts it."""
+    """search_every counts calls of step (the loop's steps), skipped ones included: the search falls on the same
+    steps whether or not one was skipped."""
     x, y = batch(seed=6, n=16)
     bad = torch.full_like(x, float("nan"))
     model = mlp(seed=5)

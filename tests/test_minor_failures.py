@@ -1,4 +1,4 @@
-"""The minor failures of the hostile round, each a clear line or a fix: periods of 0 or below, AdamW betas of
+"""Small failures, each a clear line or a fix: periods of 0 or below, AdamW betas of
 the wrong length, GSAM's alpha >= 1, a single signal name, the signals a run stops on, and checkpoints that do
 not fit the model, lack their step or carry a non-finite optimizer state."""
 import signal

@@ -1,5 +1,5 @@
 """Any error ends the run within seconds, with its workers: the loader workers ignore Slurm's signals (the main
-process stops them, gsam/failsafe.py), and Python's exit used to wait on them for ever. Each case runs with
+process stops them, gsam/failsafe.py), else Python's exit waits on them for ever. Each case runs with
 DataLoader workers, under a timeout (a hang fails the test), and checks that no process it started (tagged by
 an environment variable: torchrun puts its ranks in sessions of their own) outlives it. Under torchrun a rank
 that fails ends the other too."""

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import gsam
-from support.nets import IDS, METHODS, Recorder, TwoBranches, batch, flat, mlp, sgd_for_d, weights
+from support.nets import IDS, METHODS, Recorder, TwoBranches, assert_same_weights, batch, flat, mlp, sgd_for_d, weights
 
 
 @pytest.mark.parametrize("cls,kw", METHODS, ids=IDS)
@@ -22,8 +22,7 @@ def test_parameters_without_grad_are_never_moved(cls, kw):
     a_before, b_before = weights(model.a), weights(model.b)
     for _ in range(3):
         opt.step(Recorder(model, x, y))
-    for a, b in zip(b_before, model.b.parameters()):
-        assert torch.equal(a, b)
+    assert_same_weights(b_before, model.b.parameters())
     assert not torch.equal(a_before[0], model.a.weight)  # a still trains
     assert all(p.grad is None for p in model.b.parameters())
 
@@ -31,21 +30,11 @@ def test_parameters_without_grad_are_never_moved(cls, kw):
 def test_parameter_reached_only_by_the_clean_pass_counts_as_zero_in_later_passes():
     model = TwoBranches()
     x, y = batch()
-    calls = []
-
-    def closure():
-        model.use_b = not calls  # b only in the first (clean) pass
-        calls.append(1)
-        loss = F.cross_entropy(model(x), y)
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
-
+    closure = Recorder(model, x, y, before=lambda: setattr(model, "use_b", not closure.calls))  # b: clean pass only
     w0 = weights(model.b)
     opt = gsam.GSAM(model.parameters(), sgd_for_d(model), rho=0.1, alpha=0.5)
     opt.step(closure)
-    for w, p in zip(w0, model.b.parameters()):  # restored exactly
-        assert torch.equal(w, p)
+    assert_same_weights(w0, model.b.parameters())  # restored exactly
     # with g_p = 0 on b: d_b = g_p,b - alpha (g_b - c g_p,b) = -alpha g_b
     model.use_b = True
     g_b = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.b.parameters()))
@@ -62,8 +51,7 @@ def test_batchnorm_statistics_come_from_the_clean_pass_only(cls, kw):
     for _ in range(3):
         opt.step(Recorder(model, x, y))
         reference(x)  # lr = 0: the weights stay, so these are the clean-pass statistics
-    for (name, a), b in zip(model.named_buffers(), reference.buffers()):
-        assert torch.equal(a, b), name
+    assert_same_weights(dict(model.named_buffers()), dict(reference.named_buffers()))
 
 
 @pytest.mark.parametrize("cls,kw", METHODS, ids=IDS)
@@ -74,16 +62,7 @@ def test_gradient_accumulation_equals_the_big_batch(cls, kw):
         model = mlp(seed=6)
         base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
         opt = cls(model.parameters(), base, rho=0.1, **kw)
-
-        def closure():
-            total = 0.0
-            for xm, ym in zip(x.chunk(n_micro), y.chunk(n_micro)):
-                loss = F.cross_entropy(model(xm), ym) / n_micro
-                if torch.is_grad_enabled():
-                    loss.backward()
-                total = total + loss.detach()
-            return total
-
+        closure = Recorder(model, x, y, micro=n_micro)
         for _ in range(3):
             stats = opt.step(closure)
         results.append((weights(model), stats.loss, getattr(opt, "alpha", None)))
@@ -126,8 +105,7 @@ def test_state_dict_round_trip_is_bit_exact(cls, kw):
     for _ in range(3):
         opt.step(Recorder(model, x, y))
     resumed = weights(model) + [b.clone() for b in model.buffers()]
-    for a, b in zip(straight, resumed):
-        assert torch.equal(a, b)
+    assert_same_weights(straight, resumed)
     # the base optimizer's groups are the ones that step (lr schedulers act on either)
     assert opt.param_groups is opt.base_optimizer.param_groups
 
@@ -159,8 +137,7 @@ def test_non_finite_loss_skips_the_whole_step(cls, kw):
     x_bad[0, 0] = float("nan")  # the clean pass already writes NaN into the BN running stats
     stats = opt.step(Recorder(model, x_bad, y))
     assert stats.skipped and opt.steps_skipped == 1 and opt.steps_taken == 1
-    for a, b in zip(before, weights(model) + list(model.buffers())):
-        assert torch.equal(a, b)
+    assert_same_weights(before, weights(model) + list(model.buffers()))
     for k, v in base.state_dict()["state"].items():
         assert torch.equal(v["momentum_buffer"], base_before[k])
     assert opt.alpha == alpha_before
@@ -179,8 +156,7 @@ def test_clipping_acts_on_the_final_update_not_on_g():
         stats = opt.step(closure)
         seen.append((closure.grad_calls()[1], flat(w0) - flat(weights(model)), stats.update_norm))
     (adv_free, step_free, norm_free), (adv_clip, step_clip, norm_clip) = seen
-    for a, b in zip(adv_free, adv_clip):
-        assert torch.equal(a, b)  # the perturbation did not see the clipping
+    assert_same_weights(adv_free, adv_clip)  # the perturbation did not see the clipping
     assert norm_free.item() == pytest.approx(norm_clip.item())
     assert step_clip.norm().item() == pytest.approx(1e-3, rel=1e-5)  # ||d|| clipped to max_grad_norm
     torch.testing.assert_close(step_clip / step_clip.norm(), step_free / step_free.norm(), rtol=1e-9, atol=1e-12)
@@ -193,15 +169,7 @@ def test_bf16_autocast_inside_the_closure():
         model = mlp(seed=14, dtype=torch.float32)
         w0 = flat(weights(model))
         opt = gsam.GSAM(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1), rho=0.1, alpha=0.4)
-
-        def closure():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-                loss = F.cross_entropy(model(x), y)
-            if torch.is_grad_enabled():
-                loss.backward()
-            return loss
-
-        stats = opt.step(closure)
+        stats = opt.step(Recorder(model, x, y, autocast=dtype))
         assert not stats.skipped and all(p.dtype == torch.float32 for p in model.parameters())
         updates.append(flat(weights(model)) - w0)
     cos = updates[0] @ updates[1] / (updates[0].norm() * updates[1].norm())
@@ -247,8 +215,7 @@ def test_fp16_grad_scaler_steps_and_skips_on_overflow(cls, kw, overflow_pass):
     assert calls[0] >= 2  # the step went on to its later passes, then dropped the update
     assert stats.skipped and opt.steps_skipped == 1
     assert scaler.get_scale() == 2.0**9  # the scale backed off
-    for a, b in zip(before, weights(model) + list(model.buffers())):
-        assert torch.equal(a, b)
+    assert_same_weights(before, weights(model) + list(model.buffers()))
     for a, p in zip(momentum, model.parameters()):
         assert torch.equal(a, base.state[p]["momentum_buffer"])
     calls[0] = 0

@@ -1,7 +1,6 @@
 """One run per output folder, a resume that refuses a changed config, logs that record a replayed step once,
 and a checkpoint history to step back to after a run that diverged with finite weights."""
 import csv
-import json
 import os
 import shutil
 import signal
@@ -10,7 +9,7 @@ import socket
 import pytest
 import torch
 
-from support.cli import run_cli, start_train, train_steps, wait_for_step
+from support.cli import records, run_cli, start_train, train_steps, wait_for_step
 from gsam.state.checkpoint import load
 
 
@@ -52,7 +51,7 @@ def test_a_resume_with_changed_run_keys_is_refused_unless_allowed(tmp_path, demo
     assert last["optimizer"]["sharpness"]["alpha"] == 0.9
     decays = {g["weight_decay"] for g in last["optimizer"]["base_optimizer"]["param_groups"]}
     assert 0.5 in decays and 0.05 not in decays
-    logged = [r["alpha"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["kind"] == "train"]
+    logged = [r["alpha"] for r in records(tmp_path)]
     assert logged[-1] == pytest.approx(0.9)
 
 
@@ -68,7 +67,7 @@ def test_replayed_steps_and_a_rerun_of_a_finished_run_are_recorded_once(tmp_path
         done = run_cli("train.py", tmp_path, demo_root, *common)
         assert done.returncode == 0, done.stderr[-2000:]
     assert train_steps(tmp_path) == list(range(1, 23))
-    val = [r["step"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["kind"] == "val"]
+    val = [r["step"] for r in records(tmp_path, "val")]
     assert val == [11, 22]
     assert [r["step"] for r in csv.DictReader(open(tmp_path / "summary.csv"))] == ["11", "22"]
 

@@ -1,7 +1,6 @@
 """Preemption without a cluster: the signal flag, handler restore, the requeue decision against a stand-in
 `scontrol`, and a run signalled mid-training that stops at a step boundary and resumes bit for bit.
 (tests/test_slurm.py does the same on a real Slurm cluster, with requeue.)"""
-import json
 import os
 import signal
 
@@ -14,6 +13,8 @@ from gsam.state.checkpoint import load
 from gsam.config.checks import ConfigError
 from gsam.run.experiment import run
 from gsam.state.preemption import Preempted, Preemption, requeue_slurm_job
+from support.cli import train_steps
+from support.nets import assert_same_weights
 
 
 def test_flag_is_set_by_the_signal_and_previous_handlers_come_back():
@@ -104,7 +105,6 @@ def test_a_signalled_run_stops_at_a_step_boundary_and_resumes_bit_for_bit(tmp_pa
     run(demo_config(tmp_path / "straight", demo_root, *PREEMPTIBLE))
 
     out = tmp_path / "preempted"
-    metrics = out / "metrics.jsonl"
     step = gsam.GSAM.step
     calls = []
 
@@ -129,9 +129,7 @@ def test_a_signalled_run_stops_at_a_step_boundary_and_resumes_bit_for_bit(tmp_pa
     assert load(out / "checkpoints" / "last.pt")["loop"]["step"] == 3 and not (out / "results.json").exists()
 
     run(demo_config(out, demo_root, *PREEMPTIBLE))  # the rerun resumes at step 3
-    steps = [r["step"] for r in map(json.loads, open(metrics)) if r["kind"] == "train"]
-    assert steps == list(range(1, 11))
+    assert train_steps(out) == list(range(1, 11))
     a, b = load(tmp_path / "straight" / "checkpoints" / "last.pt"), load(out / "checkpoints" / "last.pt")
     assert a["loop"] == b["loop"]
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert_same_weights(a["model"], b["model"])

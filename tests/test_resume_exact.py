@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from support.cli import assert_same_weights, run_cli, start_train, wait_for_step
+from support.cli import run_cli, start_train, train_losses, wait_for_step
+from support.nets import assert_same_weights
 from gsam.state.checkpoint import load
 
 RUN = ["+model.kwargs.drop_path_rate=0.1", "schedule.epochs=2", "data.batch_size=128", "train.log_every=1",
@@ -21,10 +22,6 @@ def straight(tmp_path_factory, demo_root):
     done = run_cli("train.py", out, demo_root, *RUN)
     assert done.returncode == 0, done.stderr[-2000:]
     return out
-
-
-def _losses(out) -> dict:
-    return {r["step"]: r["loss"] for r in map(json.loads, open(out / "metrics.jsonl")) if r["kind"] == "train"}
 
 
 @pytest.mark.slow
@@ -47,6 +44,6 @@ def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, demo_root
     a, b = load(straight / "checkpoints" / "last.pt"), load(tmp_path / "checkpoints" / "last.pt")
     assert a["loop"] == b["loop"]
     assert_same_weights(a["model"], b["model"])
-    assert _losses(straight) == _losses(tmp_path)  # every step's loss, the replayed ones included
+    assert train_losses(straight) == train_losses(tmp_path)  # every step's loss, the replayed ones included
     assert json.loads((straight / "results.json").read_text())["results"] == \
         json.loads((tmp_path / "results.json").read_text())["results"]

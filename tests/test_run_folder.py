@@ -1,5 +1,5 @@
 """One run per folder, and logs that survive a crash before the first checkpoint: a fresh run over an old one is
-refused (or the old one set aside with train.resume=restart), a rerun without last.pt logs its steps once, and a
+refused (or the existing run set aside with train.resume=restart), a rerun without last.pt logs its steps once, and a
 record cut short is dropped, never joined to the next one."""
 import json
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import gsam
-from support.nets import EPS, Recorder, batch, flat, grad_at, mlp, reference_gsam, sgd_for_d, weights
+from support.nets import (EPS, Recorder, assert_same_weights, batch, flat, grad_at, mlp, reference_gsam, sgd_for_d,
+                          weights)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.01, 0.4, 1.0, 2.5])
@@ -65,8 +66,7 @@ def test_alpha_zero_is_sam_bit_for_bit():
         for _ in range(4):
             opt.step(Recorder(model, x, y))
         runs.append(weights(model))
-    for a, b in zip(*runs):
-        assert torch.equal(a, b)
+    assert_same_weights(*runs)
 
 
 def test_sam_update_is_g_p_and_weight_decay_enters_only_the_base_optimizer():
@@ -107,8 +107,7 @@ def test_weights_restored_exactly_from_a_copy():
     for cls in (gsam.SAM, gsam.GSAM, gsam.XSAM):
         opt = cls(model.parameters(), sgd_for_d(model), rho=0.37)
         opt.step(Recorder(model, x, y))
-        for a, b in zip(w0, model.parameters()):
-            assert torch.equal(a, b)
+        assert_same_weights(w0, model.parameters())
 
 
 def test_float64_stays_float64_in_norms():

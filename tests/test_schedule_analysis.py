@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import gsam
+from support.nets import Recorder
 
 
 def test_rho_follows_the_lr_of_the_same_step():
@@ -49,7 +50,7 @@ class Quadratic(nn.Module):
         self.register_buffer("w_star", torch.randn(n, generator=g, dtype=torch.float64))
         self.w = nn.Parameter(self.w_star.clone())
 
-    def forward(self):
+    def forward(self, x=None):  # x: ignored; the loss is f(w) itself
         r = self.w - self.w_star
         return 0.5 * r @ self.hessian @ r
 
@@ -60,12 +61,7 @@ def test_surrogate_gap_estimate_and_power_iteration_find_sigma_max():
     with torch.no_grad():  # near the minimum, off it along the top eigenvector (Lemma 3.3's regime)
         model.w += 1e-6 * model.q[:, 0] + 1e-9 * model.q[:, 3]
 
-    def closure():
-        loss = model()
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
-
+    closure = Recorder(model, None, None, loss_fn=lambda loss, _: loss)
     for cls in (gsam.SAM, gsam.GSAM):
         opt = cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.0), rho=0.05)
         sharpness = opt.step(closure).sharpness.item()

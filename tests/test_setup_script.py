@@ -1,5 +1,5 @@
 """scripts/setup.sh marks itself done only when everything succeeded: a failed FFCV build (apt locked by another
-process, say) used to be skipped for good by every later run. The pip and FFCV steps are stubbed (a copy of the
+process, say) must be retried by the next run, never marked done and skipped for good. The pip and FFCV steps are stubbed (a copy of the
 script in a scratch tree whose .venv/bin/python accepts anything), the script's own logic is the real one."""
 import shutil
 import subprocess

@@ -14,11 +14,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
 
 from gsam.state.checkpoint import load
 
 from support import ROOT
+from support.cli import train_steps, wait_until
+from support.nets import assert_same_optimizer_state, assert_same_weights
 STEPS = 24  # long enough to be signalled mid-run, short enough for 2 cores
 # ++sam.m=16: 2 tasks hold 16 images each, fewer than demo_gsam's perturbation group of 32 (vanilla ignores it)
 COMMON = ["data.num_workers=0", "data.batch_size=32", "++sam.m=16", f"train.max_steps={STEPS}",
@@ -81,10 +82,6 @@ def sweep(cluster, demo_root, tmp_path_factory):
     return d, name, time.time() - t0
 
 
-def _steps(run_dir: Path) -> list[int]:
-    return [r["step"] for r in map(json.loads, open(run_dir / "metrics.jsonl")) if r["kind"] == "train"]
-
-
 def _wandb_runs(run_dir: Path) -> list[tuple[str, str]]:
     """(run id, group) of every wandb offline run in the dir, read from the run record of its .wandb file
     (a leveldb-style log of protobuf records: 7-byte header, 32 KiB blocks, 7-byte record headers)."""
@@ -112,12 +109,8 @@ def _wandb_runs(run_dir: Path) -> list[tuple[str, str]]:
 def _same_weights(a: Path, b: Path) -> None:
     ca, cb = load(a / "checkpoints" / "last.pt"), load(b / "checkpoints" / "last.pt")
     assert ca["loop"] == cb["loop"] and ca["loop"]["step"] == STEPS
-    assert ca["model"].keys() == cb["model"].keys()
-    for k in ca["model"]:
-        assert torch.equal(ca["model"][k], cb["model"][k]), k
-    for sa, sb in zip(ca["optimizer"]["base_optimizer"]["state"].values(),
-                      cb["optimizer"]["base_optimizer"]["state"].values()):
-        assert all(torch.equal(sa[s], sb[s]) for s in sa)
+    assert_same_weights(ca["model"], cb["model"])
+    assert_same_optimizer_state(ca, cb)
 
 
 def _job_field(env, job: str, key: str) -> str:
@@ -126,29 +119,13 @@ def _job_field(env, job: str, key: str) -> str:
     return m.group(1) if m else ""
 
 
-def _wait_until(condition, what: str, timeout: float = 300, proc=None):
-    """Poll ``condition()`` until it returns something true and return that; no fixed sleeps anywhere else. A
-    generous timeout, so that a slow machine only waits longer; ``proc`` must not end before the condition holds."""
-    end = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}")
-        if time.monotonic() > end:
-            raise TimeoutError(f"no {what} after {timeout} s")
-        time.sleep(0.2)
-
-
 def _wait_for_steps(run_dir: Path, n: int, proc=None, timeout=300) -> None:
-    _wait_until(lambda: (run_dir / "metrics.jsonl").exists() and len(_steps(run_dir)) >= n,
-                f"{n} steps in {run_dir}", timeout, proc)
+    wait_until(lambda: len(train_steps(run_dir)) >= n, f"{n} steps in {run_dir}", timeout, proc)
 
 
 def _wait_for_state(env, job: str, states=("COMPLETED", "FAILED", "CANCELLED"), timeout=300) -> str:
-    return _wait_until(lambda: (state := _job_field(env, job, "JobState")) in states and state,
-                       f"job {job} in {states}", timeout)
+    return wait_until(lambda: (state := _job_field(env, job, "JobState")) in states and state,
+                      f"job {job} in {states}", timeout, interval=0.2)  # each poll is an scontrol call
 
 
 def _sbatch_ddp(env, out: Path, demo_root: str, *extra: str) -> str:
@@ -172,7 +149,7 @@ def test_a_sweep_of_two_experiments_through_the_submitit_launcher(sweep):
     for run in runs:
         res = json.loads((d / run / "results.json").read_text())
         assert res["step"] == STEPS and res["results"]["val"]["images"] == 355
-        assert _steps(d / run) == list(range(1, STEPS + 1))
+        assert train_steps(d / run) == list(range(1, STEPS + 1))
         (run_id, group), = _wandb_runs(d / run)
         assert group == name  # the sweep's wandb group
         ids.add(run_id)
@@ -222,7 +199,7 @@ def test_c1_usr2_through_the_launcher_requeues_and_ends_with_the_same_weights(cl
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=cwd, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        run, = _wait_until(lambda: list(cwd.glob("multirun/*/0_demo_gsam")), "run dir of the sweep", proc=proc)
+        run, = wait_until(lambda: list(cwd.glob("multirun/*/0_demo_gsam")), "run dir of the sweep", proc=proc)
         d = run.parent
         _wait_for_steps(run, 3, proc)
         job, = [p.name for p in (d / ".submitit").iterdir() if p.name.isdigit()]
@@ -240,7 +217,7 @@ def test_c1_usr2_through_the_launcher_requeues_and_ends_with_the_same_weights(cl
     k = int(stopped.group(1))
     assert 3 <= k < STEPS and f"resumed at step {k}" in log
     assert _job_field(cluster, job, "Restarts") == "1"
-    assert _steps(run) == list(range(1, STEPS + 1))  # no step lost, none done twice
+    assert train_steps(run) == list(range(1, STEPS + 1))  # no step lost, none done twice
     _same_weights(run, reference / "0_demo_gsam")
     assert list(d.parent.iterdir()) == [d]  # the requeued attempt made no second sweep dir
     wandb_runs = _wandb_runs(run)  # one offline run per attempt, both the same wandb run in the sweep's group
@@ -265,7 +242,7 @@ def test_c2_sigterm_to_a_ddp_job_requeues_and_ends_with_the_same_weights(cluster
     k = int(stopped.group(1))
     assert 3 <= k < STEPS and f"resumed at step {k}" in log
     assert _job_field(cluster, job, "Restarts") == "1"
-    assert _steps(out) == list(range(1, STEPS + 1))
+    assert train_steps(out) == list(range(1, STEPS + 1))
     _same_weights(out, straight)
     ids = {run_id for run_id, _ in _wandb_runs(out)}
     assert ids == {load(out / "checkpoints" / "last.pt")["wandb_id"]}
@@ -287,13 +264,13 @@ def test_d_scancel_writes_the_checkpoint_and_does_not_requeue(cluster, demo_root
     subprocess.run(["scancel", job], env=cluster, check=True)
     assert _wait_for_state(cluster, job) == "CANCELLED"
     log_file = out.parent / "run.log"  # the step's output is flushed as it ends, after the job's state changed
-    log = _wait_until(lambda: "not requeued" in (text := log_file.read_text()) and text, "stop message in run.log",
-                      timeout=60)
+    log = wait_until(lambda: "not requeued" in (text := log_file.read_text()) and text, "stop message in run.log",
+                     timeout=60)
     stopped = re.search(r"SIGTERM: stopped after step (\d+), checkpoint written; Slurm job \d+ is COMPLETING", log)
     assert stopped, log[-3000:]
     assert _job_field(cluster, job, "Restarts") == "0"
     assert load(out / "checkpoints" / "last.pt")["loop"]["step"] == int(stopped.group(1)) < STEPS
-    assert _steps(out) == list(range(1, int(stopped.group(1)) + 1))
+    assert train_steps(out) == list(range(1, int(stopped.group(1)) + 1))
 
 
 @pytest.mark.slow

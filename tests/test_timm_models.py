@@ -2,9 +2,9 @@
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 
 import gsam
+from support.nets import Recorder
 
 MODELS = {
     "resnet": dict(model_name="resnet18", num_classes=5),
@@ -31,12 +31,7 @@ def test_steps_on_timm_models(family, cls, kw):
     bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert (len(bn) > 0) == (family == "resnet")
 
-    def closure():
-        loss = F.cross_entropy(model(x), y)
-        if torch.is_grad_enabled():
-            loss.backward()
-        return loss
-
+    closure = Recorder(model, x, y, keep_weights=False)
     w0 = [p.detach().clone() for p in model.parameters()]
     losses = []
     for _ in range(5):

@@ -13,7 +13,8 @@ import torch
 from gsam.state.checkpoint import CheckpointError, load
 from gsam.config.checks import ConfigError
 from gsam.run.experiment import run
-from support.cli import torchrun_train
+from support.cli import records, torchrun_train, train_losses
+from support.nets import assert_same_optimizer_state, assert_same_weights
 
 from support import ROOT
 
@@ -28,8 +29,7 @@ def test_a_few_steps_of_each_family(tmp_path, demo_root, model, method, demo_con
     assert results["val"]["images"] == 355  # every val image exactly once
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["step"] == 3 and saved["results"]["val"]["top1"] == pytest.approx(results["val"]["top1"])
-    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-    assert any(l["kind"] == "val" for l in lines)
+    assert records(tmp_path, "val")
 
 
 @pytest.mark.slow
@@ -44,21 +44,15 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, demo_root, demo_confi
     a = load(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert a["loop"] == b["loop"] and a["loop"]["step"] == 2 * 22
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_same_weights(a["model"], b["model"])
     assert a["optimizer"]["sharpness"] == b["optimizer"]["sharpness"]
-    for (ka, va), (kb, vb) in zip(a["optimizer"]["base_optimizer"]["state"].items(),
-                                  b["optimizer"]["base_optimizer"]["state"].items()):
-        assert all(torch.equal(va[s], vb[s]) for s in va)
+    assert_same_optimizer_state(a, b)
     # the logged per-step losses after the resume point are those of the straight run
-    def losses(run_dir):
-        return {l["step"]: l["loss"] for l in map(json.loads, open(run_dir / "metrics.jsonl")) if l["kind"] == "train"}
-    la, lb = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    la, lb = train_losses(tmp_path / "straight"), train_losses(tmp_path / "resumed")
     assert all(la[s] == lb[s] for s in la)
     # XSAM searched alpha* at the first step of each epoch (logged as steps 1 and 23), also across the resume
     for run_dir in ("straight", "resumed"):
-        lines = map(json.loads, open(tmp_path / run_dir / "metrics.jsonl"))
-        assert sorted({l["step"] for l in lines if l["kind"] == "train" and l["searched"]}) == [1, 23]
+        assert sorted({r["step"] for r in records(tmp_path / run_dir) if r["searched"]}) == [1, 23]
     rows = list(csv.DictReader(open(tmp_path / "straight" / "summary.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
 
@@ -75,7 +69,7 @@ def test_non_finite_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path, de
     assert f"last.pt holds step {held}" in str(stop.value)  # the message says where the good weights are
     assert held < stopped and last["loop"]["bad_steps_total"] < 3  # the third bad step was never checkpointed
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
-    skipped = [r["step"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r.get("skipped")]
+    skipped = [r["step"] for r in records(tmp_path) if r.get("skipped")]
     assert skipped[-2:] == [stopped - 2, stopped - 1]  # logged as skipped; the third stops the run before its log
 
 
@@ -155,8 +149,7 @@ def test_ddp_accumulated_micro_batches_equal_the_whole_batch_with_one_sync_per_s
     assert whole["loop"]["step"] == accumulated["loop"]["step"] == 3
     for k, v in whole["model"].items():
         torch.testing.assert_close(accumulated["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
-    losses = [[r["loss"] for r in map(json.loads, open(tmp_path / n / "metrics.jsonl")) if r["kind"] == "train"]
-              for n in ("whole", "accumulated")]
+    losses = [[r["loss"] for r in records(tmp_path / n)] for n in ("whole", "accumulated")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and len(losses[0]) == 3
 
 
@@ -193,8 +186,7 @@ def test_top_k_checkpoints_are_kept(tmp_path, demo_root, demo_config):
                "data.minival_fraction=0.1"))
     tops = sorted((tmp_path / "checkpoints").glob("top-top1-*.pt"))
     assert 1 <= len(tops) <= 2  # 4 evaluations on minival (3 epochs + final), the best 2 kept
-    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-    best = sorted((l["top1"] for l in lines if l["kind"] == "minival"), reverse=True)[:2]
+    best = sorted((r["top1"] for r in records(tmp_path, "minival")), reverse=True)[:2]
     kept = sorted(float(p.name.split("-")[2]) for p in tops)
     assert kept[-1] == pytest.approx(best[0], abs=1e-4)
 

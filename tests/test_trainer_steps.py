@@ -1,6 +1,5 @@
 """What the trainer does at each step, read back from the files of one short demo run: the ρ it logs is the
 schedule's, bf16 autocast trains on the CPU, and its checkpoint is something the analysis can measure."""
-import json
 
 import pytest
 import torch
@@ -10,16 +9,14 @@ import gsam
 from gsam import models
 from gsam.state.checkpoint import load
 from gsam.run.experiment import run
+from support.cli import records
+from support.nets import assert_same_weights
 
 # 5 GSAM steps of the tiny ViT, each logged: 2 warm-up steps, then the start of the linear decay. One
 # perturbation group (sam.m=null) keeps it cheap; the schedule spans the epoch's 1442 // 64 = 22 steps.
 SHORT = ["data.batch_size=64", "sam.m=null", "train.max_steps=5", "schedule.epochs=1", "schedule.warmup_steps=2",
          "train.log_every=1"]
 STEPS_PER_EPOCH = 1442 // 64
-
-
-def train_records(run_dir) -> list[dict]:
-    return [r for r in map(json.loads, open(run_dir / "metrics.jsonl")) if r["kind"] == "train"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +32,7 @@ def test_logged_rho_of_each_step_is_the_schedules(short_run):
     """README: ρ_t from the absolute lr (Algorithm 1, step 0). Step s (1-based in metrics.jsonl) ran with
     lr_at(s - 1) and rho_from_lr of that lr, computed here from the config's numbers alone."""
     out, cfg = short_run
-    records = train_records(out)
+    records = records(out)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     for r in records:
         lr = gsam.lr_at(r["step"] - 1, total_steps=STEPS_PER_EPOCH, warmup_steps=2, lr_max=3e-3, lr_min=3e-5)
@@ -55,7 +52,7 @@ def test_bf16_autocast_trains_on_the_cpu(short_run, demo_root, demo_config, tmp_
     fp32 run to bf16's precision but not equal to them (so autocast really ran), the evaluation complete."""
     out32, _ = short_run
     results = run(demo_config(tmp_path, demo_root, *SHORT, "train.amp=bf16"))
-    fp32, bf16 = train_records(out32), train_records(tmp_path)
+    fp32, bf16 = records(out32), records(tmp_path)
     assert [r["step"] for r in bf16] == [1, 2, 3, 4, 5]
     assert not any(r["skipped"] for r in bf16) and bf16[-1]["bad_steps"] == 0
     for a, b in zip(fp32, bf16):
@@ -78,8 +75,7 @@ def test_checkpoint_task_measures_the_trainers_checkpoint(short_run, demo_root):
     path = out / "checkpoints" / "last.pt"
     model, batches, criterion = checkpoint_task(path, images=20, batch_size=8, data_root=demo_root, seed=3)
     saved = load(path)["model"]
-    assert model.state_dict().keys() == saved.keys()
-    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert_same_weights(model.state_dict(), saved)
     assert [tuple(x.shape) for x, _ in batches] == [(8, 3, 32, 32), (8, 3, 32, 32), (4, 3, 32, 32)]
     # the images are the seeded subset of train/, centre-cropped and normalised as for evaluation
     dc = models.model_data_config(model)

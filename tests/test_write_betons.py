@@ -1,6 +1,7 @@
 """scripts/write_betons.py on the images that broke it: a val image over FFCV's default 8 MiB page, a writer
 worker that fails or is killed, an image FFCV cannot store, a disk without room. Each failure must end the
-script within seconds, in one line, with nothing left behind; the old writer hung for ever on the first two."""
+script within seconds, in one line, with nothing left behind (FFCV's own writer hangs for ever on the first
+two: its workers die and the pool waits on them)."""
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ def write(root, out, *args, timeout=180):
 def test_a_val_image_over_8_mib_is_written_and_read_back_pixel_identical(tmp_path):
     photo = large_photo()
     root = tree(tmp_path / "ilsvrc", {"big.JPEG": photo}, second=photo[::-1].copy())  # one size: read back whole
-    res = write(root, tmp_path / "out", "--splits", "val", timeout=120)  # the old writer hung here for ever
+    res = write(root, tmp_path / "out", "--splits", "val", timeout=120)  # FFCV's default page: a hang
     assert res.returncode == 0, res.stderr[-3000:]
     assert "page 16 MiB" in res.stdout and "big" in res.stdout.split("largest")[1]
     from ffcv.fields.rgb_image import SimpleRGBImageDecoder
@@ -76,7 +77,7 @@ def test_a_failing_writer_worker_stops_the_write_within_seconds(tmp_path, action
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", code, "--imagenet", str(root), "--out", str(out), "--workers", "2", "--no-progress",
            "--splits", "val"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)  # the old writer: for ever
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)  # a hang fails here
     ended = time.time()
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]

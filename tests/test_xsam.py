@@ -6,7 +6,7 @@ import torch
 
 import gsam
 from gsam.optim.xsam import DEFAULT_ALPHA_GRID
-from support.nets import Recorder, batch, flat, grad_at, loss_at, mlp, sgd_for_d, unflat, weights
+from support.nets import Recorder, assert_same_weights, batch, flat, grad_at, loss_at, mlp, sgd_for_d, unflat, weights
 
 EPS = 1e-12
 
@@ -27,8 +27,7 @@ def test_k1_alpha1_without_search_is_sam_bit_for_bit():
         for _ in range(4):
             opt.step(Recorder(model, x, y))
         runs.append(weights(model) + [b.clone() for b in model.buffers()])
-    for a, b in zip(*runs):
-        assert torch.equal(a, b)
+    assert_same_weights(*runs)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0, 1.5])
@@ -137,8 +136,7 @@ def test_probes_and_ascent_passes_leave_batchnorm_statistics_alone():
     reference(x)  # one train-mode forward at theta_0: what the clean pass must do, and nothing else
     opt = gsam.XSAM(model.parameters(), sgd_for_d(model), rho=0.1, steps=3, search_every=1, model=model)
     opt.step(Recorder(model, x, y))
-    for a, b in zip(model.buffers(), reference.buffers()):
-        assert torch.equal(a, b)
+    assert_same_weights(model.buffers(), reference.buffers())
 
 
 def test_slerp_degenerate_angle_is_the_linear_limit():

@@ -2,8 +2,8 @@
 then the saved state put back (``restore``).
 
 The keys that define a run (model, method, hyper-parameters, data, seed) must match the checkpoint's, or the
-run refuses and names the keys that differ: resuming with other values used to keep the old ones silently
-(the optimizer's saved hyper-parameters won) while config.yaml recorded the new. ``train.resume=allow_changes``
+run refuses and names the keys that differ: resuming with other values would keep the checkpoint's silently
+(the optimizer's saved hyper-parameters win) while config.yaml records the new. ``train.resume=allow_changes``
 resumes anyway, logs each change, and puts the new values into effect. Operational keys (train.*, logger,
 eval, analysis, workers, paths, device batch) may change freely.
 """

@@ -2,15 +2,13 @@
 the files they write (metrics.jsonl, checkpoints)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
+from gsam.runlog import read_metrics, read_records
 from support import ROOT
 
 # what every demo run in the tests sets: no worker processes, no progress bar, no wandb, val only
@@ -34,29 +32,42 @@ def start_train(out, demo_root, *overrides) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def train_steps(out) -> list[int]:
-    path = Path(out) / "metrics.jsonl"
-    if not path.exists():
+def records(out, kind: str = "train") -> list[dict]:
+    """``out``'s ``kind`` records in logged order, a step logged twice listed twice (gsam.runlog.read_records):
+    what the tests that a step is recorded once must see. [] while metrics.jsonl does not exist yet."""
+    if not (Path(out) / "metrics.jsonl").exists():
         return []
-    return [r["step"] for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == "train"]
+    return [r for r in read_records(out) if r["kind"] == kind]
+
+
+def train_steps(out) -> list[int]:
+    return [r["step"] for r in records(out)]
+
+
+def train_losses(out) -> dict[int, float]:
+    """{step: training loss} of a run as gsam.runlog.read_metrics reads it (a replayed step: its last record)."""
+    return {r["step"]: r["loss"] for r in read_metrics(out).get("train", [])}
+
+
+def wait_until(condition, what: str, timeout: float = 300, proc: subprocess.Popen | None = None,
+               interval: float = 0.05):
+    """Poll ``condition()`` until it returns something true and return that; an AssertionError when ``proc``
+    ends first (with its stderr when piped) or after ``timeout`` s. The timeout is generous: a slow machine
+    only waits longer."""
+    end = time.monotonic() + timeout
+    while not (found := condition()):
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read()[-2000:] if proc.stderr is not None else ""
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}: {err}")
+        if time.monotonic() > end:
+            raise AssertionError(f"no {what} after {timeout} s")
+        time.sleep(interval)
+    return found
 
 
 def wait_for_step(proc: subprocess.Popen, out, step: int, timeout: float = 300) -> None:
     """Until ``out``'s metrics.jsonl has logged training step ``step`` (the process must still be running)."""
-    end = time.monotonic() + timeout
-    while not any(s >= step for s in train_steps(out)):
-        if proc.poll() is not None:
-            raise AssertionError(f"train.py ended (exit {proc.returncode}) before step {step}: "
-                                 f"{proc.stderr.read()[-2000:]}")
-        if time.monotonic() > end:
-            raise AssertionError(f"no step {step} in {out} after {timeout} s")
-        time.sleep(0.02)
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    wait_until(lambda: any(s >= step for s in train_steps(out)), f"step {step} in {out}", timeout, proc)
 
 
 def torchrun_train(out, demo_root, *overrides, nproc: int = 2, worker=None, timeout=600) -> subprocess.CompletedProcess:

@@ -14,6 +14,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+# at import, not in evaluate_all: tests/eval_worker.py must import torchvision (through gsam.data.folder) before
+# it starts gloo, see there
+from gsam.data.folder import eval_loader, eval_transform
+from gsam.evaluation.sets import build_eval_sets
+
 NUM_CLASSES = 1000
 CLASSES = [f"n{i:08d}" for i in range(NUM_CLASSES)]  # stand-in wnids, sorted = index order
 
@@ -78,9 +83,6 @@ def mixed_table() -> torch.Tensor:
 
 def evaluate_all(settings: dict, rank: int, world: int) -> dict:
     """Every evaluator on the mixed fixture (``write_mixed_fixture``'s settings), on this rank's shard."""
-    from gsam.data.folder import eval_loader, eval_transform
-    from gsam.evaluation.sets import build_eval_sets
-
     cfg = eval_config({"img_size": 8, "eval_batch_size": 2, "num_workers": 0, "crop_pct": 1.0},
                       **{k: settings[k] for k in ("real_labels", "v2", "r", "c")})
     samples = [tuple(s) for s in settings["val"]]

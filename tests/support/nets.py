@@ -2,6 +2,8 @@
 torchrun workers, which run the same models on every rank)."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,20 +25,39 @@ def batch(seed: int = 1, n: int = 32, dtype=torch.float64):
 
 
 class Recorder:
-    """A closure following the convention; records for every call whether grad was enabled and the
-    weights it saw."""
+    """The closure of the convention (the loss; its backward only while grad is enabled), written once for
+    every test; records for every call whether grad was enabled and the weights it saw.
 
-    def __init__(self, model, x, y, loss_fn=F.cross_entropy, backward=None):
+    ``micro``: the batch in that many micro-batches, each loss / micro (gradient accumulation inside the
+    closure). ``autocast``: the forward under CPU autocast to that dtype. ``before``: called first on every
+    call (a test that changes the model between passes). ``keep_weights=False`` records no weight copies (a
+    real model: a copy per pass would cost more than the step)."""
+
+    def __init__(self, model, x, y, loss_fn=F.cross_entropy, backward=None, *, micro: int = 1, autocast=None,
+                 before=None, keep_weights: bool = True):
         self.model, self.x, self.y, self.loss_fn = model, x, y, loss_fn
         self.backward = backward or (lambda loss: loss.backward())
+        self.micro, self.autocast, self.before, self.keep_weights = micro, autocast, before, keep_weights
         self.calls: list[tuple[bool, list[torch.Tensor]]] = []
 
     def __call__(self):
-        self.calls.append((torch.is_grad_enabled(), [p.detach().clone() for p in self.model.parameters()]))
-        loss = self.loss_fn(self.model(self.x), self.y)
-        if torch.is_grad_enabled():
-            self.backward(loss)
-        return loss
+        if self.before is not None:
+            self.before()
+        seen = [p.detach().clone() for p in self.model.parameters()] if self.keep_weights else []
+        self.calls.append((torch.is_grad_enabled(), seen))
+        total = 0.0
+        for x, y in self._batches():
+            with torch.autocast("cpu", dtype=self.autocast) if self.autocast else contextlib.nullcontext():
+                loss = self.loss_fn(self.model(x), y) / self.micro
+            if torch.is_grad_enabled():
+                self.backward(loss)
+            total = loss if self.micro == 1 else total + loss.detach()
+        return total
+
+    def _batches(self):
+        if self.micro == 1:
+            return [(self.x, self.y)]
+        return list(zip(self.x.chunk(self.micro), self.y.chunk(self.micro)))
 
     def grad_calls(self):
         return [w for enabled, w in self.calls if enabled]
@@ -66,6 +87,28 @@ def unflat(v: torch.Tensor, like) -> list[torch.Tensor]:
         out.append(v[i:i + t.numel()].view_as(t))
         i += t.numel()
     return out
+
+
+def assert_same_weights(a, b) -> None:
+    """Bit for bit the same: two state dicts (the same keys; a failure names the key) or two sequences of
+    tensors (the same length; a failure names the position)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), set(a) ^ set(b)
+        pairs = [(k, a[k], b[k]) for k in a]
+    else:
+        a, b = list(a), list(b)
+        assert len(a) == len(b), (len(a), len(b))
+        pairs = [(i, u, v) for i, (u, v) in enumerate(zip(a, b))]
+    for key, u, v in pairs:
+        assert torch.equal(u, v), key
+
+
+def assert_same_optimizer_state(a: dict, b: dict) -> None:
+    """Two trainer checkpoints' base-optimizer states (momentum buffers, Adam moments), bit for bit."""
+    sa, sb = a["optimizer"]["base_optimizer"]["state"], b["optimizer"]["base_optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert_same_weights(sa[k], sb[k])
 
 
 def weights(model) -> list[torch.Tensor]:
