@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gsam.studies.cli import pyplot, save_png  # noqa: E402
 from gsam.studies.study_runs import (ci95, choose, mean_std, overrides, paired_difference, read_run, tag,  # noqa: E402
                                      train_all)
 
@@ -148,11 +149,7 @@ def markdown(summary: dict, settings: dict, chosen: dict, args) -> str:
 
 def plot(summary: dict, path: Path) -> None:
     """Test top-1 (mean ± 95% interval) against the measured cost per step relative to vanilla."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for p, r in summary["points"].items():
         parent = p in PARENTS
@@ -161,8 +158,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.annotate(p, (r["cost"], r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize="small")
     ax.set(xlabel="cost per step (x vanilla's, bench_train on the study's model)", ylabel="test top-1 (%)",
            title="digits, 40% label noise: mean ± 95% interval over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path.parent, path.stem, dpi=120)
     plt.close(fig)
 
 
