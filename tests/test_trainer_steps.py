@@ -32,14 +32,14 @@ def test_logged_rho_of_each_step_is_the_schedules(short_run):
     """README: ρ_t from the absolute lr (Algorithm 1, step 0). Step s (1-based in metrics.jsonl) ran with
     lr_at(s - 1) and rho_from_lr of that lr, computed here from the config's numbers alone."""
     out, cfg = short_run
-    records = records(out)
-    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
-    for r in records:
+    logged = records(out)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5]
+    for r in logged:
         lr = gsam.lr_at(r["step"] - 1, total_steps=STEPS_PER_EPOCH, warmup_steps=2, lr_max=3e-3, lr_min=3e-5)
         rho = gsam.rho_from_lr(lr, lr_max=3e-3, lr_min=3e-5, rho_max=0.05, rho_min=0.01)
         assert r["lr"] == pytest.approx(lr, rel=1e-12)
         assert r["rho"] == pytest.approx(rho, rel=1e-12)
-    rhos = [r["rho"] for r in records]
+    rhos = [r["rho"] for r in logged]
     # the first warm-up step runs at half the peak lr: ρ interpolates between the (lr_min, ρ_min), (lr_max, ρ_max)
     assert rhos[0] == pytest.approx(0.01 + 0.04 * (1.5e-3 - 3e-5) / (3e-3 - 3e-5), rel=1e-12)
     assert rhos[1] == pytest.approx(0.05, rel=1e-9) and rhos[2] == pytest.approx(0.05, rel=1e-9)
