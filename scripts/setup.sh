@@ -2,7 +2,8 @@
 # Creates .venv and installs the project with its test extras; a no-op when pyproject.toml is unchanged.
 # Exact versions from constraints/cpu-dev.txt (torch 2.14.1 / torchvision 0.29.1 from the machine's local wheels
 # where present, else from PyPI). Where a Python 3.12 exists it also prepares the GPU kit's CPU rehearsal
-# (tests/test_gpu_kit.py): .venv-gpu, a stand-in for the GPU machine's image, and .gpu_bundle.
+# (tests/test_gpu_kit.py): a venv standing in for the GPU machine's image (in the user's cache, shared by every
+# checkout: scripts/gpu_rehearsal_env.sh) and .gpu_bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

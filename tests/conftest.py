@@ -2,12 +2,38 @@
 Plain helper code (models, reference computations, train.py as a subprocess) lives in the ``support`` package."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # scripts/test.sh runs one pytest-xdist worker per core: one thread each (and in the subprocesses they start),
+    # or the workers' thread pools oversubscribe the cores and every test runs slower than alone
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
 from support import ROOT
 from support.cli import QUIET
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture scope
+def pytest_collection_modifyitems(config, items):
+    """For pytest-xdist (--dist loadgroup): the tests that share a module-scoped fixture (a Slurm cluster, the GPU
+    kit's rehearsal, a set of betons) get one xdist_group, so that one worker builds the fixture once; and the
+    groups with a test marked slow go first, so that no minutes-long test starts last while the other worker idles
+    (longest first balances two workers best). The order within a group stays."""
+    group = {}
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        scopes = {d[-1].scope for d in defs.name2fixturedefs.values()} if defs else set()
+        group[item.nodeid] = item.module.__name__ if "module" in scopes else item.nodeid
+        if "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
+    slow_groups = {group[i.nodeid] for i in items if i.get_closest_marker("slow")}
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None):
+        items.sort(key=lambda i: group[i.nodeid] not in slow_groups)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The GPU acceptance kit's CPU rehearsal: ``scripts/gpu_check.sh --device cpu --tiny`` under Python 3.12 with
-torch 2.11 (``.venv-gpu``, a stand-in for the GPU machine's image) and the bundle of ``scripts/gpu_bundle.sh``
+torch 2.11 (the venv of ``scripts/gpu_rehearsal_env.sh``, a stand-in for the GPU machine's image) and the bundle of ``scripts/gpu_bundle.sh``
 installed the way the GPU machine installs it (--no-index --target), so the kit cannot rot between GPU sessions.
 ``scripts/setup.sh`` prepares both wherever a Python 3.12 exists.
 """
@@ -9,22 +9,31 @@ import subprocess
 
 import pytest
 
+from pathlib import Path
+
 from support import ROOT
-VENV_GPU = ROOT / ".venv-gpu" / "bin" / "python"
 
 
 def _python312_exists() -> bool:
     return subprocess.run(["bash", str(ROOT / "scripts" / "find_python312.sh")], capture_output=True).returncode == 0
 
 
+def _rehearsal_python() -> Path:
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_rehearsal_env.sh"), "--path"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    return Path(out) / "bin" / "python"
+
+
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     if not _python312_exists():
         pytest.skip("no Python 3.12 on this machine (the GPU machine's version): the kit's rehearsal needs one")
-    if not VENV_GPU.exists() or not list((ROOT / ".gpu_bundle" / "wheels").glob("ffcv-*.whl")):
-        pytest.fail("the rehearsal is not prepared: run bash scripts/setup.sh (it builds .venv-gpu and .gpu_bundle)")
+    python = _rehearsal_python()
+    if not python.exists() or not list((ROOT / ".gpu_bundle" / "wheels").glob("ffcv-*.whl")):
+        pytest.fail("the rehearsal is not prepared: run bash scripts/setup.sh (it builds the rehearsal venv and "
+                    ".gpu_bundle)")
     tmp = tmp_path_factory.mktemp("gpu_kit")
-    env = {**os.environ, "PYTHON": str(VENV_GPU), "GSAM_SITE": str(tmp / "site")}
+    env = {**os.environ, "PYTHON": str(python), "GSAM_SITE": str(tmp / "site")}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp / "out"), "--device", "cpu", "--tiny",
                            "--work", str(tmp / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -42,7 +51,7 @@ def test_every_part_of_the_kit_passes_on_python312_torch211_with_the_bundle(rehe
     assert proc.returncode == 0
     env = next(p["figures"] for p in summary["parts"] if p["part"] == "env")
     assert env["python"].startswith("3.12.") and env["torch"].startswith("2.11.")
-    assert env["ffcv"] == "1.0.2" and env["hydra-core"] and env["wandb"]  # from the bundle: .venv-gpu has none
+    assert env["ffcv"] == "1.0.2" and env["hydra-core"] and env["wandb"]  # from the bundle: the image's venv has none
 
 
 @pytest.mark.slow  # the rehearsal fixture is minutes of the kit's runs
