@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# one pytest-xdist worker per core (GSAM_TEST_WORKERS=N to choose, 0 for none: one process); the tests that share a
-# module-scoped fixture stay on one worker (tests/conftest.py gives them one xdist_group)
-par=(-n "${GSAM_TEST_WORKERS:-auto}" --dist loadgroup)
+# one pytest-xdist worker per core (GSAM_TEST_WORKERS=N to choose, 0 for none: one process), whole files per worker
+# (a module-scoped fixture such as a Slurm cluster is built once); tests/conftest.py sends the slow files first
+par=(-n "${GSAM_TEST_WORKERS:-auto}" --dist loadfile)
 if [ "${1:-}" = "--fast" ]; then
     shift
     exec .venv/bin/python -m pytest "${par[@]}" -m "not slow" "$@"

@@ -20,20 +20,14 @@ from support.cli import QUIET
 
 @pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture scope
 def pytest_collection_modifyitems(config, items):
-    """For pytest-xdist (--dist loadgroup): the tests that share a module-scoped fixture (a Slurm cluster, the GPU
-    kit's rehearsal, a set of betons) get one xdist_group, so that one worker builds the fixture once; and the
-    groups with a test marked slow go first, so that no minutes-long test starts last while the other worker idles
-    (longest first balances two workers best). The order within a group stays."""
-    group = {}
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        scopes = {d[-1].scope for d in defs.name2fixturedefs.values()} if defs else set()
-        group[item.nodeid] = item.module.__name__ if "module" in scopes else item.nodeid
-        if "module" in scopes:
-            item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
-    slow_groups = {group[i.nodeid] for i in items if i.get_closest_marker("slow")}
-    if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None):
-        items.sort(key=lambda i: group[i.nodeid] not in slow_groups)
+    """Under pytest-xdist (scripts/test.sh: --dist loadfile, so that a module-scoped fixture such as a Slurm
+    cluster or the GPU kit's rehearsal is built once, by one worker): the files with a test marked slow go first,
+    so that no minutes-long file starts last while the other worker idles (longest first balances workers best).
+    The order within a file stays. The workers' order is the one the scheduler follows."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow_files = {i.path for i in items if i.get_closest_marker("slow")}
+    items.sort(key=lambda i: i.path not in slow_files)
 
 
 @pytest.fixture(scope="session")
