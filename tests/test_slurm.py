@@ -2,6 +2,8 @@
 a sweep through the submitit launcher, a 2-task DDP job without torchrun, and preemption (USR2 through the
 launcher, SIGTERM to a DDP job) that requeues and ends with the same weights as an uninterrupted run.
 Skipped with the reason where the cluster cannot be started (not root, no Slurm packages and no apt-get)."""
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -46,8 +48,30 @@ def _alive(pid: int) -> bool:
     return bool(out) and not out.startswith("Z")
 
 
+@contextlib.contextmanager
+def _one_cluster_per_machine(timeout_s: float = 1200):
+    """Two local clusters up at once on one machine (two test runs, or two pytest-xdist workers) ran none of
+    their jobs for minutes, each slurmd being node `localhost`: a second cluster waits here until the first is down."""
+    with open(Path(os.environ.get("TMPDIR", "/tmp")) / "gsam-slurm-local.lock", "w") as lock:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test run's local Slurm cluster held {lock.name} for {timeout_s:.0f} s")
+                time.sleep(2)
+        yield
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    with _one_cluster_per_machine():
+        yield from _cluster(tmp_path_factory)
+
+
+def _cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "GSAM_SLURM_DIR": str(state), "GSAM_SLURM_PORT": str(_free_port_pair())}
     up = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh"), "up"], env=env, capture_output=True,
