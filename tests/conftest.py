@@ -7,8 +7,8 @@ import os
 import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # scripts/test.sh runs one pytest-xdist worker per core: one thread each (and in the subprocesses they start),
-    # or the workers' thread pools oversubscribe the cores and every test runs slower than alone
+    # GSAM_TEST_WORKERS=auto bash scripts/test.sh runs a pytest-xdist worker per core: one thread each (and in the
+    # subprocesses they start), or the workers' thread pools oversubscribe the cores and every test runs slower
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 from hydra import compose as hydra_compose

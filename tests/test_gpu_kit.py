@@ -1,15 +1,14 @@
 """The GPU acceptance kit's CPU rehearsal: ``scripts/gpu_check.sh --device cpu --tiny`` under Python 3.12 with
-torch 2.11 (the venv of ``scripts/gpu_rehearsal_env.sh``, a stand-in for the GPU machine's image) and the bundle of ``scripts/gpu_bundle.sh``
-installed the way the GPU machine installs it (--no-index --target), so the kit cannot rot between GPU sessions.
-``scripts/setup.sh`` prepares both wherever a Python 3.12 exists.
+torch 2.11 (the venv of ``scripts/gpu_rehearsal_env.sh``, a stand-in for the GPU machine's image) and the bundle
+of ``scripts/gpu_bundle.sh`` installed the way the GPU machine installs it (--no-index --target), so the kit cannot
+rot between GPU sessions. ``scripts/setup.sh`` prepares both wherever a Python 3.12 exists.
 """
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 from support import ROOT
 
