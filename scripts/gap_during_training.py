@@ -22,7 +22,7 @@ import time
 import torch.nn.functional as F
 
 from gsam.analysis import surrogate_gap
-from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.cli import keeps_threads, parser, pyplot, save_json, save_png, start
 from gsam.studies.demo_task import TrainSpec, demo_mlp, load_demo_data, train_demo
 from gsam.studies.stats import epoch_means, strictly_decreasing, window_mean
 from gsam.studies.synthetic import teacher_task, train_full_batch
@@ -76,6 +76,7 @@ def trainer_curves(args, out):
     return curves
 
 
+@keeps_threads
 def main():
     p = parser(__doc__, NAME)
     p.add_argument("--task", choices=("trainer", "demo", "synthetic"), default="trainer")

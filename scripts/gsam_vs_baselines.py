@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.cli import keeps_threads, parser, pyplot, save_json, save_png, start
 from gsam.studies.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
 
 NAME = "gsam_vs_baselines"
@@ -27,6 +27,7 @@ def variants(rho, grid):
             ("min(f, h)", {"name": "gsam_min_f", "rho_max": rho}, "alpha", grid)]
 
 
+@keeps_threads
 def main():
     p = parser(__doc__, NAME)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

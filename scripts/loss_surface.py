@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from gsam.analysis import direction, loss_slice_1d, loss_slice_2d, random_filter_normalized_direction
 from gsam.studies.checkpoint_task import checkpoint_task
-from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.cli import keeps_threads, parser, pyplot, save_json, save_png, start
 from gsam.studies.demo_task import TrainSpec, demo_mlp, load_demo_data, train_demo
 
 NAME = "loss_surface"
@@ -39,6 +39,7 @@ def slices(model, criterion, batches, rho, span1, span_rand, n1, n2):
     return res
 
 
+@keeps_threads
 def main():
     p = parser(__doc__, NAME)
     p.add_argument("--rho", type=float, default=0.1, help="GSAM's rho, and the radius of f_p for g_perp")

@@ -15,7 +15,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from gsam.analysis import surrogate_gap
-from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.cli import keeps_threads, parser, pyplot, save_json, save_png, start
 from gsam.studies.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
 
 NAME = "m_sharpness"
@@ -49,6 +49,7 @@ def plot(results: dict, args, out) -> None:
     save_png(fig, out, NAME)
 
 
+@keeps_threads
 def main():
     p = parser(__doc__, NAME)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from gsam.analysis import dominant_eigenvalue, surrogate_gaps
 from gsam.studies.checkpoint_task import checkpoint_task
-from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.cli import keeps_threads, parser, pyplot, save_json, save_png, start
 from gsam.studies.demo_task import TrainSpec, accuracy, demo_mlp, load_demo_data, train_demo
 from gsam.studies.stats import rank_correlation
 from gsam.studies.synthetic import half_mse
@@ -49,6 +49,7 @@ def measure(model, criterion, eig_batches, gap_batches, rhos, iters):
     return eig, surrogate_gaps(model, criterion, gap_batches, rhos)
 
 
+@keeps_threads
 def main():
     p = parser(__doc__, NAME)
     p.add_argument("--rhos", type=float, nargs="+", default=[0.05, 0.1, 0.2])

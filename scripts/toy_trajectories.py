@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from gsam.studies.cli import parser, pyplot, save_json, save_png, start
+from gsam.studies.cli import keeps_threads, parser, pyplot, save_json, save_png, start
 from gsam.studies.toy import sharp_and_flat, trajectory
 
 NAME = "toy_trajectories"
@@ -28,6 +28,7 @@ def methods(rho, alpha):
             "XSAM": {"name": "xsam", "rho_max": rho, "rho_probe": 2 * rho, "search_every": 1}}
 
 
+@keeps_threads
 def main():
     p = parser(__doc__, NAME)
     p.add_argument("--rho", type=float, default=0.35)

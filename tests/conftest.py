@@ -6,10 +6,16 @@ import os
 
 import pytest
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # GSAM_TEST_WORKERS=auto bash scripts/test.sh runs a pytest-xdist worker per core: one thread each (and in the
-    # subprocesses they start), or the workers' thread pools oversubscribe the cores and every test runs slower
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+# One torch thread in every test and in every process a test starts (the environment is inherited), set once here
+# and in scripts/test.sh: on 2 cores with anything else running, 2 intra-op threads make small trainings 2.5-19x
+# slower, and the results of a training (the thresholds of the accuracy tests) must not depend on the machine's core
+# count. ``_one_thread`` checks that no test leaves another count behind for the tests after it.
+THREADS = int(os.environ.get("GSAM_TEST_THREADS", "1"))  # 2: the check that a verdict holds at 2 threads too
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+
+import torch  # noqa: E402 - after the environment above, which torch reads when it starts its pool
+
+torch.set_num_threads(THREADS)
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -18,16 +24,39 @@ from support import ROOT
 from support.cli import QUIET
 
 
-@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture scope
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (scripts/test.sh: --dist loadfile, so that a module-scoped fixture such as a Slurm
-    cluster or the GPU kit's rehearsal is built once, by one worker): the files with a test marked slow go first,
-    so that no minutes-long file starts last while the other worker idles (longest first balances workers best).
-    The order within a file stays. The workers' order is the one the scheduler follows."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts with THREADS torch threads, and a test (or the library code it calls) that changes the
+    count fails here rather than changing the results of the tests that run after it."""
+    torch.set_num_threads(THREADS)
+    yield
+    assert torch.get_num_threads() == THREADS, f"the test left torch at {torch.get_num_threads()} threads"
+
+
+FAST_BUDGET_S = 90  # the `--fast` tier's budget (scripts/test.sh --fast)
+UNMARKED_LIMIT_S = 10  # a test over this belongs in the slow tier, or should get cheaper
+_seconds: dict[str, list] = {}  # nodeid -> [seconds of setup + call + teardown, marked slow]
+
+
+def pytest_runtest_logreport(report):
+    entry = _seconds.setdefault(report.nodeid, [0.0, "slow" in report.keywords])
+    entry[0] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """A report to read, never a failure (a timing on a shared machine cannot fail a build): each test outside the
+    slow tier that took over UNMARKED_LIMIT_S, one line each, and the fast tier's total against its budget."""
+    fast = {k: s for k, (s, slow) in _seconds.items() if not slow}
+    if not fast:
         return
-    slow_files = {i.path for i in items if i.get_closest_marker("slow")}
-    items.sort(key=lambda i: i.path not in slow_files)
+    write = terminalreporter.write_line
+    terminalreporter.section("test time guard")
+    for nodeid, s in sorted(fast.items(), key=lambda kv: -kv[1]):
+        if s > UNMARKED_LIMIT_S:
+            write(f"not marked slow and over {UNMARKED_LIMIT_S} s: {nodeid} ({s:.1f} s)")
+    total = sum(fast.values())
+    write(f"fast tier (not marked slow): {len(fast)} tests, {total:.0f} s of its {FAST_BUDGET_S} s budget"
+          + (" - OVER" if total > FAST_BUDGET_S else ""))
 
 
 @pytest.fixture(scope="session")

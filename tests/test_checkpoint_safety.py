@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from support.cli import run_cli
+from support.inproc import run_main
 
 
 class RunsCode:
@@ -32,7 +32,7 @@ def test_a_crafted_last_pt_is_refused_not_run(tmp_path, demo_root):
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     ckpt.parent.mkdir(parents=True)
     torch.save({"model": {}, "loop": {}, "config": {}, "payload": RunsCode(marker)}, ckpt)
-    line = _one_line_error(run_cli("train.py", tmp_path / "run", demo_root, "train.max_steps=1"), ckpt)
+    line = _one_line_error(run_main("train.py", tmp_path / "run", demo_root, "train.max_steps=1"), ckpt)
     assert "refused" in line
     assert not marker.exists()
     assert ckpt.exists()  # the user's file is not deleted
@@ -42,7 +42,7 @@ def test_a_crafted_last_pt_is_refused_not_run(tmp_path, demo_root):
 def test_a_crafted_eval_checkpoint_is_refused_not_run(tmp_path, demo_root):
     marker, ckpt = tmp_path / "pwned", tmp_path / "model.pt"
     torch.save(RunsCode(marker), ckpt)
-    _one_line_error(run_cli("evaluate.py", tmp_path / "run", demo_root, f"eval.checkpoint={ckpt}"), ckpt)
+    _one_line_error(run_main("evaluate.py", tmp_path / "run", demo_root, f"eval.checkpoint={ckpt}"), ckpt)
     assert not marker.exists()
 
 
@@ -51,13 +51,13 @@ def test_a_crafted_eval_checkpoint_is_refused_not_run(tmp_path, demo_root):
 def test_a_file_that_is_not_a_gsam_checkpoint_is_one_line(tmp_path, demo_root, content):
     ckpt = tmp_path / "foreign.pt"
     torch.save(content, ckpt)
-    line = _one_line_error(run_cli("evaluate.py", tmp_path / "run", demo_root, f"eval.checkpoint={ckpt}"), ckpt)
+    line = _one_line_error(run_main("evaluate.py", tmp_path / "run", demo_root, f"eval.checkpoint={ckpt}"), ckpt)
     assert "not a gsam checkpoint" in line
 
 
 @pytest.mark.slow
 def test_what_the_trainer_writes_loads_with_weights_only(tmp_path, demo_root):
-    done = run_cli("train.py", tmp_path, demo_root, "train.max_steps=2", "data.batch_size=64")
+    done = run_main("train.py", tmp_path, demo_root, "train.max_steps=2", "data.batch_size=64")
     assert done.returncode == 0, done.stderr[-2000:]
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["loop"]["step"] == 2 and state["config"]["seed"] == 0

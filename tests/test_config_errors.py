@@ -3,7 +3,7 @@ name, a key that nothing reads, and class folders without images."""
 import pytest
 import shutil
 
-from support.cli import run_cli
+from support.inproc import run_main
 
 
 def _one_line_error(done, *words):
@@ -17,14 +17,14 @@ def _one_line_error(done, *words):
 
 @pytest.mark.slow
 def test_an_unknown_model_name_is_one_line(tmp_path, demo_root):
-    done = run_cli("train.py", tmp_path / "run", demo_root, "model.name=unknown_net", "train.max_steps=1")
+    done = run_main("train.py", tmp_path / "run", demo_root, "model.name=unknown_net", "train.max_steps=1")
     _one_line_error(done, "model.name", "unknown_net")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.slow
 def test_a_key_that_nothing_reads_is_refused_with_the_closest_known_one(tmp_path, demo_root):
-    done = run_cli("train.py", tmp_path / "run", demo_root, "+sam.rhoo=0.1", "train.max_steps=1")
+    done = run_main("train.py", tmp_path / "run", demo_root, "+sam.rhoo=0.1", "train.max_steps=1")
     line = _one_line_error(done, "sam.rhoo", "unknown key", "did you mean sam.rho")
     assert "0.1" not in line.split("did you mean")[1]
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -32,7 +32,7 @@ def test_a_key_that_nothing_reads_is_refused_with_the_closest_known_one(tmp_path
 
 @pytest.mark.slow
 def test_timm_kwargs_stay_free_form(tmp_path, demo_root):
-    done = run_cli("train.py", tmp_path / "run", demo_root, "+model.kwargs.drop_path_rate=0.1", "train.max_steps=1",
+    done = run_main("train.py", tmp_path / "run", demo_root, "+model.kwargs.drop_path_rate=0.1", "train.max_steps=1",
                    "train.eval_every_epochs=100")
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (tmp_path / "run" / "train.log").exists()  # no empty Hydra job log beside the run
@@ -49,7 +49,7 @@ def test_an_emptied_class_folder_is_named(tmp_path, demo_root):
     root = _copy(demo_root, tmp_path)
     for f in (root / "train" / "digit_3").iterdir():
         f.unlink()
-    done = run_cli("train.py", tmp_path / "run", str(root), "train.max_steps=1")
+    done = run_main("train.py", tmp_path / "run", str(root), "train.max_steps=1")
     _one_line_error(done, "digit_3", "no images")
 
 
@@ -57,7 +57,7 @@ def test_an_emptied_class_folder_is_named(tmp_path, demo_root):
 def test_an_extra_empty_class_folder_is_named(tmp_path, demo_root):
     root = _copy(demo_root, tmp_path)
     (root / "train" / "digit_x").mkdir()
-    done = run_cli("train.py", tmp_path / "run", str(root), "train.max_steps=1")
+    done = run_main("train.py", tmp_path / "run", str(root), "train.max_steps=1")
     _one_line_error(done, "digit_x", "no images")
 
 

@@ -1,7 +1,7 @@
 """train.divergence_factor (gsam/state/divergence.py): a finite but exploding loss stops the run before the exploded
 step is checkpointed, and the message says where the good weights are. Off by default."""
 import pytest
-from support.cli import run_cli
+from support.inproc import run_main
 
 from gsam.state.checkpoint import load
 
@@ -12,7 +12,7 @@ EXPLODE = ["optimizer.lr=50", "schedule.warmup_steps=500", "optimizer.clip_grad_
 
 @pytest.mark.slow
 def test_an_exploding_finite_loss_stops_the_run_before_its_checkpoint(tmp_path, demo_root):
-    done = run_cli("train.py", tmp_path, demo_root, *EXPLODE, "train.divergence_factor=3")
+    done = run_main("train.py", tmp_path, demo_root, *EXPLODE, "train.divergence_factor=3")
     assert done.returncode == 1, done.stderr[-2000:]
     line = done.stderr.strip().splitlines()[-1]
     assert "train.divergence_factor=3" in line and "median of the last" in line, line
@@ -24,6 +24,6 @@ def test_an_exploding_finite_loss_stops_the_run_before_its_checkpoint(tmp_path, 
 
 @pytest.mark.slow
 def test_without_the_factor_the_same_run_goes_on(tmp_path, demo_root):
-    done = run_cli("train.py", tmp_path, demo_root, *EXPLODE, "train.max_steps=12")
+    done = run_main("train.py", tmp_path, demo_root, *EXPLODE, "train.max_steps=12")
     assert done.returncode == 0, done.stderr[-2000:]
     assert load(tmp_path / "checkpoints" / "last.pt")["loop"]["step"] == 12

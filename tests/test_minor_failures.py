@@ -67,7 +67,7 @@ def test_a_checkpoint_with_a_nan_optimizer_state_is_refused(tmp_path):
 def test_an_output_dir_that_cannot_be_a_folder_is_one_line_and_left_alone(tmp_path, kind):
     """Hydra makes output_dir before the trainer runs: a file, a path under a file or a link to nothing there is
     refused first, in one line naming it, and the file or link is left as it was."""
-    from support.cli import run_cli
+    from support.inproc import run_main
 
     target = tmp_path / "occupied"
     if kind == "dangling_link":
@@ -75,7 +75,7 @@ def test_an_output_dir_that_cannot_be_a_folder_is_one_line_and_left_alone(tmp_pa
     else:
         target.write_text("a user's file")
     out = target / "run" if kind == "under_a_file" else target
-    done = run_cli("train.py", out, tmp_path / "no_data", timeout=120)
+    done = run_main("train.py", out, tmp_path / "no_data")
     assert done.returncode == 2, done.stderr[-2000:]
     line = done.stderr.strip()
     assert line.count("\n") == 0 and line.startswith(f"error: output_dir={out}"), line

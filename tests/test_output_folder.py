@@ -9,7 +9,8 @@ import socket
 import pytest
 import torch
 
-from support.cli import records, run_cli, start_train, train_steps, wait_for_step
+from support.cli import records, start_train, train_steps, wait_for_step
+from support.inproc import run_main
 from gsam.state.checkpoint import load
 
 
@@ -24,26 +25,26 @@ def test_a_second_run_on_a_live_folder_is_refused_and_a_killed_holder_frees_it(t
     first = start_train(tmp_path, demo_root, "data.batch_size=32", "train.checkpoint_every_steps=1")
     try:
         wait_for_step(first, tmp_path, 1)
-        line = _one_line(run_cli("train.py", tmp_path, demo_root, "seed=1", "train.max_steps=1"))
+        line = _one_line(run_main("train.py", tmp_path, demo_root, "seed=1", "train.max_steps=1"))
         assert str(tmp_path) in line and f"pid {first.pid}" in line and socket.gethostname() in line
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.communicate()
     steps = train_steps(tmp_path)
     assert steps == sorted(set(steps))  # nothing from the refused seed-1 run
-    done = run_cli("train.py", tmp_path, demo_root, "data.batch_size=32", "train.max_steps=3")
+    done = run_main("train.py", tmp_path, demo_root, "data.batch_size=32", "train.max_steps=3")
     assert done.returncode == 0, done.stderr[-2000:]  # the OS released the killed run's lock
 
 
 @pytest.mark.slow
 def test_a_resume_with_changed_run_keys_is_refused_unless_allowed(tmp_path, demo_root):
-    assert run_cli("train.py", tmp_path, demo_root, "train.max_steps=2", "data.batch_size=64").returncode == 0
+    assert run_main("train.py", tmp_path, demo_root, "train.max_steps=2", "data.batch_size=64").returncode == 0
     changed = ["sam.alpha=0.9", "optimizer.weight_decay=0.5", "data.batch_size=64"]
-    line = _one_line(run_cli("train.py", tmp_path, demo_root, *changed, "train.max_steps=4"))
+    line = _one_line(run_main("train.py", tmp_path, demo_root, *changed, "train.max_steps=4"))
     assert "sam.alpha: 0.3 -> 0.9" in line and "optimizer.weight_decay: 0.05 -> 0.5" in line
     assert load(tmp_path / "checkpoints" / "last.pt")["loop"]["step"] == 2  # nothing was trained
     # operational keys change freely; allow_changes resumes with the new values in effect
-    done = run_cli("train.py", tmp_path, demo_root, *changed, "train.max_steps=4", "train.resume=allow_changes",
+    done = run_main("train.py", tmp_path, demo_root, *changed, "train.max_steps=4", "train.resume=allow_changes",
                    "train.log_every=2", "data.eval_batch_size=100")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "sam.alpha 0.3 -> 0.9" in done.stdout and "resumed at step 2" in done.stdout
@@ -58,13 +59,13 @@ def test_a_resume_with_changed_run_keys_is_refused_unless_allowed(tmp_path, demo
 @pytest.mark.slow
 def test_replayed_steps_and_a_rerun_of_a_finished_run_are_recorded_once(tmp_path, demo_root):
     common = ["data.batch_size=128", "schedule.epochs=2", "train.checkpoint_every_steps=4"]
-    assert run_cli("train.py", tmp_path, demo_root, *common, "train.max_steps=13").returncode == 0
+    assert run_main("train.py", tmp_path, demo_root, *common, "train.max_steps=13").returncode == 0
     # a kill -9 after the checkpoint at step 12 and after step 13 was logged: the rerun replays step 13
     ckpt = load(tmp_path / "checkpoints" / "last.pt")
     assert ckpt["loop"]["step"] == 13
     shutil.copy(tmp_path / "checkpoints" / "step-00000012.pt", tmp_path / "checkpoints" / "last.pt")
     for _ in range(2):  # finish, then rerun the finished run
-        done = run_cli("train.py", tmp_path, demo_root, *common)
+        done = run_main("train.py", tmp_path, demo_root, *common)
         assert done.returncode == 0, done.stderr[-2000:]
     assert train_steps(tmp_path) == list(range(1, 23))
     val = [r["step"] for r in records(tmp_path, "val")]
@@ -76,7 +77,7 @@ def test_replayed_steps_and_a_rerun_of_a_finished_run_are_recorded_once(tmp_path
 def test_a_diverged_finite_run_keeps_earlier_checkpoints_to_step_back_to(tmp_path, demo_root):
     diverge = ["optimizer.lr=0.5", "schedule.warmup_steps=0", "train.checkpoint_every_steps=1",
                "train.keep_previous=2", "data.batch_size=64", "train.max_steps=5"]  # a bad lr: finite, useless
-    done = run_cli("train.py", tmp_path, demo_root, *diverge)
+    done = run_main("train.py", tmp_path, demo_root, *diverge)
     assert done.returncode == 0, done.stderr[-2000:]
     history = sorted((tmp_path / "checkpoints").glob("step-*.pt"))
     assert [p.name for p in history] == ["step-00000003.pt", "step-00000004.pt", "step-00000005.pt"]
@@ -86,7 +87,7 @@ def test_a_diverged_finite_run_keeps_earlier_checkpoints_to_step_back_to(tmp_pat
     assert any(not torch.equal(v, states[2]["model"][k]) for k, v in states[0]["model"].items())
     # stepping back: copy an earlier one over last.pt and rerun; the abandoned future is dropped
     shutil.copy(history[0], tmp_path / "checkpoints" / "last.pt")
-    done = run_cli("train.py", tmp_path, demo_root, *diverge[:-1], "train.max_steps=4")
+    done = run_main("train.py", tmp_path, demo_root, *diverge[:-1], "train.max_steps=4")
     assert done.returncode == 0 and "resumed at step 3" in done.stdout, done.stderr[-2000:]
     assert [p.name for p in sorted((tmp_path / "checkpoints").glob("step-*.pt"))] == \
         ["step-00000003.pt", "step-00000004.pt"]
@@ -94,7 +95,7 @@ def test_a_diverged_finite_run_keeps_earlier_checkpoints_to_step_back_to(tmp_pat
 
 @pytest.mark.slow
 def test_a_run_stopped_for_non_finite_steps_says_which_checkpoint_holds_good_weights(tmp_path, demo_root):
-    done = run_cli("train.py", tmp_path, demo_root, "optimizer.lr=1e12", "optimizer.clip_grad_norm=null",
+    done = run_main("train.py", tmp_path, demo_root, "optimizer.lr=1e12", "optimizer.clip_grad_norm=null",
                    "train.max_bad_steps=3", "train.checkpoint_every_steps=1", "schedule.warmup_steps=0",
                    "data.batch_size=64")
     assert done.returncode == 1

@@ -8,7 +8,8 @@ import pytest
 from gsam.config.checks import ConfigError
 from gsam.state.run_folder import prepare_folder
 from gsam.runlog import RunLogger, read_records
-from support.cli import run_cli, train_steps
+from support.cli import train_steps
+from support.inproc import run_main
 
 RUN = ["train.max_steps=2", "train.keep_top_k=1"]
 
@@ -19,10 +20,10 @@ def _summary_rows(out):
 
 @pytest.mark.slow
 def test_a_rerun_without_last_pt_logs_its_steps_once(tmp_path, demo_root):
-    assert run_cli("train.py", tmp_path, demo_root, *RUN).returncode == 0
+    assert run_main("train.py", tmp_path, demo_root, *RUN).returncode == 0
     for p in (tmp_path / "checkpoints").iterdir():  # as a crash before the first checkpoint leaves the folder
         p.unlink()
-    done = run_cli("train.py", tmp_path, demo_root, *RUN)
+    done = run_main("train.py", tmp_path, demo_root, *RUN)
     assert done.returncode == 0, done.stderr[-2000:]
     assert train_steps(tmp_path) == [1, 2]
     assert len(_summary_rows(tmp_path)) == 1
@@ -30,13 +31,13 @@ def test_a_rerun_without_last_pt_logs_its_steps_once(tmp_path, demo_root):
 
 @pytest.mark.slow
 def test_a_fresh_run_over_a_finished_one_is_refused_or_set_aside(tmp_path, demo_root):
-    assert run_cli("train.py", tmp_path, demo_root, *RUN).returncode == 0
+    assert run_main("train.py", tmp_path, demo_root, *RUN).returncode == 0
     old = (tmp_path / "metrics.jsonl").read_text()
-    refused = run_cli("train.py", tmp_path, demo_root, "train.max_steps=1", "train.resume=false")
+    refused = run_main("train.py", tmp_path, demo_root, "train.max_steps=1", "train.resume=false")
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr[-2000:]
     assert f"output_dir={tmp_path} holds a run" in refused.stderr and "train.resume=restart" in refused.stderr
     assert (tmp_path / "metrics.jsonl").read_text() == old  # nothing touched
-    done = run_cli("train.py", tmp_path, demo_root, "train.max_steps=1", "train.resume=restart")
+    done = run_main("train.py", tmp_path, demo_root, "train.max_steps=1", "train.resume=restart")
     assert done.returncode == 0, done.stderr[-2000:]
     [aside] = tmp_path.glob("previous-*")
     assert (aside / "metrics.jsonl").read_text() == old and (aside / "checkpoints" / "last.pt").is_file()

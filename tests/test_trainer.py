@@ -14,6 +14,7 @@ from gsam.state.checkpoint import CheckpointError, load
 from gsam.config.checks import ConfigError
 from gsam.run.experiment import run
 from support.cli import records, torchrun_train, train_losses
+from support.inproc import run_argv
 from support.nets import assert_same_optimizer_state, assert_same_weights
 
 from support import ROOT
@@ -93,10 +94,8 @@ def test_config_errors_name_the_key(tmp_path, demo_root, overrides, key, demo_co
 
 @pytest.mark.slow
 def test_cli_error_is_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "train.py", "+experiment=resnet50_gsam", "data.loader=folder",
-                          "data.root=/no/such/dir",
-                          f"output_dir={tmp_path}", "logger.wandb.mode=disabled"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    out = run_argv("train.py", ["train.py", "+experiment=resnet50_gsam", "data.loader=folder", "data.root=/no/such/dir",
+                                f"output_dir={tmp_path}", "logger.wandb.mode=disabled"])
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "data.root" in out.stderr
 
@@ -158,11 +157,10 @@ def test_evaluate_py_reproduces_the_final_evaluation_and_adds_every_set(tmp_path
     """One evaluate.py command: val as at the end of training, plus the demo's V2/R/C stand-ins (written in
     the real layouts on first use); Table 1's keys in results.json, the table in results.md."""
     results = run(demo_config(tmp_path, demo_root, "train.max_steps=3", "data.batch_size=32"))
-    out = subprocess.run([sys.executable, "evaluate.py", "+experiment=demo_gsam", f"output_dir={tmp_path}",
-                          f"data.root={demo_root}", f"data.robustness_root={tmp_path / 'robust'}",
-                          "data.num_workers=0", "logger.wandb.mode=disabled",
-                          "eval.sets.c.corruptions=[gaussian_noise,contrast]"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = run_argv("evaluate.py", ["evaluate.py", "+experiment=demo_gsam", f"output_dir={tmp_path}",
+                                   f"data.root={demo_root}", f"data.robustness_root={tmp_path / 'robust'}",
+                                   "data.num_workers=0", "logger.wandb.mode=disabled",
+                                   "eval.sets.c.corruptions=[gaussian_noise,contrast]"])
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.loads((tmp_path / "results.json").read_text())
     again = saved["results"]

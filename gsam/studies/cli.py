@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import platform
 import sys
@@ -22,7 +24,31 @@ def parser(doc: str, name: str) -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count at ``n`` inside the block, the caller's after it: a script's main() may be
+    called inside another process (the tests call it in pytest's), whose thread count must not depend on it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def keeps_threads(main):
+    """A script's main(), which sets its own thread count through ``start`` (from --threads), gives the caller's
+    back when it returns or raises."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        with torch_threads(torch.get_num_threads()):
+            return main(*args, **kwargs)
+
+    return wrapped
+
+
 def start(args: argparse.Namespace) -> Path:
+    """The run folder, made; torch's thread count from --threads (main() is wrapped in ``keeps_threads``)."""
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -68,10 +68,10 @@ def train_all(jobs: list[tuple[list[str], Path]], n_jobs: int, threads: int) -> 
         return time.time() - t0
 
     if n_jobs == 1:
-        import torch
+        from gsam.studies.cli import torch_threads
 
-        torch.set_num_threads(threads)
-        return [one(j) for j in jobs]
+        with torch_threads(threads):
+            return [one(j) for j in jobs]
     with ThreadPoolExecutor(n_jobs) as pool:
         return list(pool.map(one, jobs))
 

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import traceback
+import warnings
 from functools import cache
 
 import torch
@@ -40,7 +41,8 @@ def _script(name: str):
 @contextlib.contextmanager
 def _as_a_fresh_process(argv: list[str]):
     """What a run may change in the process and a new interpreter would not carry over: the argv Hydra parses,
-    the working directory, torch's thread count, the thread hook and the signal handlers; all put back."""
+    the working directory, torch's thread count, the thread hook, the signal handlers and the warning filters
+    (with their record of warnings already shown); all put back."""
     import signal
     import threading
 
@@ -49,7 +51,11 @@ def _as_a_fresh_process(argv: list[str]):
                                                   signal.SIGHUP)}
     sys.argv = argv
     try:
-        yield
+        with warnings.catch_warnings():  # a new interpreter's filters, and every warning shown again
+            warnings.resetwarnings()
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            yield
     finally:
         sys.argv, cwd, threads, threading.excepthook = saved
         os.chdir(cwd)
