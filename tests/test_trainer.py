@@ -193,16 +193,18 @@ def test_top_k_checkpoints_are_kept(tmp_path, demo_root, demo_config):
 def test_resnet_recipe_weight_decay_does_not_collapse(tmp_path, demo_root, demo_config):
     """Table 4's wd 0.3 as an SGD L2 coefficient collapses a ResNet; the 1e-4 we ship trains.
     The ResNet recipe (SGD, momentum, linear warm-up/decay, no decay on BN/bias) at the demo's scale:
-    peak lr 1.6 x 128/4096 = 0.05."""
+    peak lr 1.6 x 128/4096 = 0.05, 3 epochs (33 steps): the collapse shows as at 6."""
     def top1(wd):
         cfg = demo_config(tmp_path / f"wd{wd}", demo_root, "model=demo_resnet", "optimizer=sgd", "sam=none",
                      "optimizer.lr=0.05", "optimizer.lr_min=0.0005", f"optimizer.weight_decay={wd}",
-                     "schedule.epochs=6", "schedule.warmup_steps=6", "data.batch_size=128")
+                     "schedule.epochs=3", "schedule.warmup_steps=6", "data.batch_size=128")
         return run(cfg)["val"]["top1"]
 
     shipped, table4 = top1(1e-4), top1(0.3)
-    assert shipped > 80.0
-    assert table4 < shipped - 30.0
+    # 10 classes: chance is 10%. 2026-12-07, seed 0: 55.21 / 10.99 at 1 torch thread, 74.65 / 9.86 at 2 (33 steps
+    # of a BN net are that sensitive to the summation order); the verdict is the same at both
+    assert shipped > 40.0, (shipped, table4)
+    assert table4 < 20.0 and table4 < shipped - 30.0, (shipped, table4)
 
 
 @pytest.mark.slow
