@@ -32,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
+TINY_RESNET_LAYERS = (1, 1, 1, 1)  # --tiny-depth's ResNets: every stage (stride, BN, bottleneck), once
 sys.path.insert(0, str(ROOT))
 
 from gsam.evaluation.tables import FAMILY_RECIPES  # noqa: E402
@@ -69,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--betons", type=Path, help="measure the data wait through FFCV on <betons>/train.beton")
     ap.add_argument("--data-steps", type=int, default=40, help="steps per method of the data-wait measurement")
     ap.add_argument("--workers", type=int, default=12, help="FFCV loader threads for the data-wait measurement")
-    ap.add_argument("--tiny-depth", action="store_true", help="two-block ViTs and Mixers (CPU rehearsals)")
+    ap.add_argument("--tiny-depth", action="store_true", help="two-block ViTs and Mixers, one-bottleneck-per-stage ResNets (CPU rehearsals)")
     ap.add_argument("--classes", type=int, default=1000, help="classes of the model's head (ImageNet: 1000)")
     ap.add_argument("--extra", action="append", default=[], metavar="LABEL=JSON",
                     help='one more method to time, e.g. every-2=\'{"name": "every_k", "rho_max": 0.1, "k": 2}\' '
@@ -117,6 +118,8 @@ def _setup(short: str, args, device):
     recipe = OmegaConf.load(ROOT / "configs" / "recipe" / f"{FAMILY_RECIPES[mcfg.family]}.yaml")
     optimizer = next(d["override /optimizer"] for d in recipe.defaults if "override /optimizer" in d)
     ocfg = OmegaConf.load(ROOT / "configs" / "optimizer" / f"{optimizer}.yaml")
+    if mcfg.family == "resnet" and args.tiny_depth:  # one bottleneck per stage (timm's resnet* take layers=)
+        mcfg.kwargs = {**(mcfg.get("kwargs") or {}), "layers": list(TINY_RESNET_LAYERS)}
     if mcfg.family != "resnet":
         mcfg.kwargs.img_size = args.img_size
         if args.tiny_depth and mcfg.family == "vit":

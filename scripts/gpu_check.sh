@@ -18,9 +18,16 @@ if ! ls .gpu_bundle/wheels/*.whl >/dev/null 2>&1; then
 fi
 key=$(ls .gpu_bundle/wheels | sha256sum | cut -c1-16)
 if [ ! -f "$SITE/.gsam-$key" ]; then
-    rm -rf "$SITE"
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .gpu_bundle/wheels/*.whl
-    touch "$SITE/.gsam-$key"
+    # two kits sharing one SITE (the CPU rehearsal's, cached per machine) install it once: the second waits
+    mkdir -p "$(dirname "$SITE")"
+    exec 9>"$SITE.lock"
+    flock 9
+    if [ ! -f "$SITE/.gsam-$key" ]; then
+        rm -rf "$SITE"
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .gpu_bundle/wheels/*.whl
+        touch "$SITE/.gsam-$key"
+    fi
+    exec 9>&-
 fi
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 WANDB_MODE=offline WANDB_SILENT=true \
     NUMBA_THREADING_LAYER=workqueue HYDRA_FULL_ERROR=1

@@ -73,7 +73,7 @@ class Ctx:
             ov.append(f"sam.m={s.batch // 2}")
         if s.img_size and experiment.startswith("resnet"):  # BatchNorm over the tiny group, as over m at full size
             ov.append(f"model.bn_images={s.batch // 2}")
-        if s.img_size:  # tiny: 32 px and two blocks (ResNets keep their depth; they run at 32 px as they are)
+        if s.img_size:  # tiny: 32 px and two blocks (ResNets one bottleneck per stage: all four stages, BN, stride)
             ov.append(f"data.img_size={s.img_size}")
             family = experiment.split("_")[0]
             if family == "vit":
@@ -81,6 +81,10 @@ class Ctx:
             elif family == "mixer":  # timm's mixer_*_224 fix num_blocks: the generic MlpMixer, 2 blocks
                 ov += ["model.name=mlp_mixer", f"++model.kwargs.img_size={s.img_size}", "++model.kwargs.num_blocks=2",
                        "++model.kwargs.patch_size=16", "++model.kwargs.embed_dim=64"]
+            elif family == "resnet":
+                from bench_train import TINY_RESNET_LAYERS
+
+                ov.append(f"++model.kwargs.layers={list(TINY_RESNET_LAYERS)}")
         return ov
 
 
@@ -200,7 +204,7 @@ def _child_env() -> dict:
 def part_kill_resume(ctx: Ctx) -> dict:
     from gpu_check_report import kill_resume_figures, train_records
 
-    steps, every = (16, 2) if ctx.args.tiny else (60, 10)
+    steps, every = (8, 2) if ctx.args.tiny else (60, 10)
     name = "kill_resume"
     cmd = [sys.executable, str(ROOT / "train.py"), *ctx.overrides("vit_s32_gsam", name),
            f"train.max_steps={steps}", f"train.checkpoint_every_steps={every}", "train.amp=bf16"]
