@@ -14,10 +14,14 @@ Selection runs use the study's --select-seed on minival; every point then runs a
 Cost: each point's step time over vanilla's, measured by scripts/bench_train.py on the study's model, batch and image
 size in one interleaved run (the trainer's own step, synthetic data; XSAM's search amortised over one epoch, as the
 study's XSAM searches every epoch). Accuracy: test top-1 over seeds (mean, std, 95% interval), the paired difference
-to vanilla and the share of GSAM's gain over vanilla it keeps. The goal checked: a point at <= --goal-cost x
-vanilla's cost keeping >= --goal-share of GSAM's gain. Writes <out>/frontier.md, .json and .png.
+to vanilla, and the share of its PARENT's gain over vanilla it keeps (every_k, LookSAM and MESA approximate SAM;
+LookGSAM approximates GSAM), paired by seed, with a 95% bootstrap interval over seeds. The goal checked: a point at
+<= --goal-cost x vanilla's cost keeping >= --goal-share of its parent's gain, judged on the interval (reached: all of
+it at or above the goal; not reached: all of it below; else undecided). Writes <out>/frontier.md, .json and .png.
 
     PYTHONPATH=. python scripts/frontier_study.py --study outputs/small_scale_study --jobs 2
+    PYTHONPATH=. python scripts/frontier_study.py --from-json outputs/small_scale_study/frontier/frontier.json
+        # the report again from a finished frontier's runs and cost, without training (e.g. after a change here)
 """
 from __future__ import annotations
 
@@ -33,11 +37,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gsam.studies.cli import pyplot, save_png  # noqa: E402
-from gsam.studies.study_runs import (ci95, choose, mean_std, overrides, paired_difference, read_run, tag,  # noqa: E402
-                                     train_all)
+from gsam.studies.study_runs import (ci95, choose, mean_std, overrides, paired_difference, paired_share,  # noqa: E402
+                                     read_run, tag, train_all)
 
 PARENTS = ("vanilla", "sam", "gsam", "xsam")  # the study's methods, drawn on the frontier from its own runs
 BENCH_LABELS = {"vanilla": "vanilla", "sam": "SAM", "gsam": "GSAM", "xsam": "XSAM"}  # bench_train's names
+# the method each variant approximates, whose gain over vanilla it is measured against
+PARENT_OF = {"every_k": "sam", "looksam": "sam", "mesa": "sam", "lookgsam": "gsam"}
+
+
+def parent_of(point: str) -> str:
+    """A point's parent, by its variant (the label before the dash: looksam-5 -> looksam -> sam)."""
+    return PARENT_OF[point.split("-")[0]]
 
 
 def sam_rho(study: dict) -> float:
@@ -112,39 +123,62 @@ def measure_cost(pts: dict, args) -> dict:
     return cost | {p: figures[f"{p}/vanilla"] for p in pts}
 
 
+def goal_verdict(cost: float, share: dict, args) -> str:
+    """reached: at most --goal-cost and the whole share interval at or above --goal-share; not reached: over the
+    cost, or the whole interval below; undecided: the interval holds the goal."""
+    lo, hi = share["ci95"]
+    if cost > args.goal_cost or hi < args.goal_share:
+        return "not reached"
+    return "reached" if lo >= args.goal_share else "undecided"
+
+
 def summarise(runs: dict, cost: dict, args) -> dict:
-    """Per point: cost, top-1 mean/std/95% interval, paired difference to vanilla, share of GSAM's gain."""
-    vanilla, gain = runs["vanilla"], mean_std([r["top1"] for r in runs["gsam"]])[0] - mean_std(
-        [r["top1"] for r in runs["vanilla"]])[0]
-    rows = {}
+    """Per point: cost, top-1 mean/std/95% interval, paired difference to vanilla, and (variants) the share of its
+    parent's gain over vanilla, paired by seed with a bootstrap interval, and the goal's verdict."""
+    vanilla, rows = runs["vanilla"], {}
     for p, rs in runs.items():
         mean, std = mean_std([r["top1"] for r in rs])
         diff = paired_difference(rs, vanilla) if p != "vanilla" else None
-        share = diff["mean"] / gain if diff and gain > 0 else float("nan")
+        share = None
+        if p not in PARENTS:
+            share = {"parent": parent_of(p), **paired_share(rs, runs[parent_of(p)], vanilla, args.boot, args.boot_seed)}
         rows[p] = {"cost": cost[p], "top1": mean, "std": std, "ci95": ci95([r["top1"] for r in rs]), "n": len(rs),
-                   "minus_vanilla": diff, "share_of_gsam_gain": share,
-                   "goal": p not in PARENTS and cost[p] <= args.goal_cost and share >= args.goal_share}
-    return {"gsam_gain": gain, "points": rows}
+                   "minus_vanilla": diff, "share_of_parent_gain": share,
+                   "goal": goal_verdict(cost[p], share, args) if share else None}
+    return {"parent_gains": {m: rows[m]["minus_vanilla"] for m in sorted(set(PARENT_OF.values()))}, "points": rows}
+
+
+def _interval(mean: float, half: float) -> str:
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+
+
+def _share(s: dict | None) -> str:
+    if s is None:
+        return "—"
+    lo, hi = (f"{100 * x:.0f}%" if abs(x) != float("inf") else ("−∞" if x < 0 else "+∞") for x in s["ci95"])
+    return f"{100 * s['share']:.0f}% [{lo}, {hi}] of {s['parent'].upper()}'s"
 
 
 def markdown(summary: dict, settings: dict, chosen: dict, args) -> str:
     rows = ["| point | setting | cost (x vanilla) | test top-1 (%) | 95% interval | minus vanilla (paired) | "
-            "share of GSAM's gain | goal |", "|---|---|---|---|---|---|---|---|"]
+            "share of the parent's gain [95% bootstrap] | goal |", "|---|---|---|---|---|---|---|---|"]
     for p, r in sorted(summary["points"].items(), key=lambda kv: kv[1]["cost"]):
         d = r["minus_vanilla"]
-        diff = f"{d['mean']:+.2f} [{d['mean'] - d['ci95']:+.2f}, {d['mean'] + d['ci95']:+.2f}]" if d else "—"
-        share = "—" if p in PARENTS else f"{100 * r['share_of_gsam_gain']:.0f}%"
         setting = ", ".join(f"{k.split('.')[-1]} {v:g}" for k, v in settings.get(p, {}).items()) or "the study's"
         rows.append(f"| {p} | {setting} | {r['cost']:.2f} | {r['top1']:.2f} ± {r['std']:.2f} | "
-                    f"[{r['top1'] - r['ci95']:.2f}, {r['top1'] + r['ci95']:.2f}] | {diff} | {share} | "
-                    f"{'yes' if r['goal'] else ''} |")
+                    f"[{r['top1'] - r['ci95']:.2f}, {r['top1'] + r['ci95']:.2f}] | "
+                    f"{_interval(d['mean'], d['ci95']) if d else '—'} | {_share(r['share_of_parent_gain'])} | "
+                    f"{r['goal'] or ''} |")
     picked = [f"{g}: {', '.join(f'{k} {v:g}' for k, v in c['setting'].items())} (minival {c['minival_top1']:.2f} of "
               + ", ".join(f"{t['top1']:.2f}" for t in c["tried"]) + ")" for g, c in chosen.items()]
-    reached = [p for p, r in summary["points"].items() if r["goal"]]
-    return ("\n".join(rows) + f"\n\nGSAM's gain over vanilla: {summary['gsam_gain']:+.2f} points. Goal (<= "
-            f"{args.goal_cost:g}x vanilla's cost, >= {100 * args.goal_share:.0f}% of GSAM's gain): "
-            + (f"reached by {', '.join(reached)}" if reached else "not reached") + ".\n\nChosen on minival: "
-            + "; ".join(picked) + ".\n")
+    gains = "; ".join(f"{m.upper()} {_interval(g['mean'], g['ci95'])}"
+                      for m, g in sorted(summary["parent_gains"].items()))
+    verdicts = {v: [p for p, r in summary["points"].items() if r["goal"] == v] for v in ("reached", "undecided")}
+    return ("\n".join(rows) + f"\n\nThe parents' gains over vanilla (paired by seed, 95% t-interval): {gains}. Goal "
+            f"(<= {args.goal_cost:g}x vanilla's cost, >= {100 * args.goal_share:.0f}% of the parent's gain, judged on "
+            f"the bootstrap interval over {args.boot} resamples of the seeds): reached by "
+            f"{', '.join(verdicts['reached']) or 'none'}; undecided for {', '.join(verdicts['undecided']) or 'none'}."
+            + ("\n\nChosen on minival: " + "; ".join(picked) + "." if picked else "") + "\n")
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -180,16 +214,36 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cost-steps", type=int, default=20)
     p.add_argument("--cost-rounds", type=int, default=5)
     p.add_argument("--goal-cost", type=float, default=1.3)
-    p.add_argument("--goal-share", type=float, default=0.8)
+    p.add_argument("--goal-share", type=float, default=0.8, help="of the parent's gain over vanilla")
+    p.add_argument("--boot", type=int, default=10_000, help="bootstrap resamples of the seeds for the share's interval")
+    p.add_argument("--boot-seed", type=int, default=0)
+    p.add_argument("--from-json", default=None, help="a finished frontier.json: its report again, nothing trained")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (1: in this process)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run and for the cost measurement")
     p.add_argument("--override", nargs="*", default=[], help="trainer overrides for every run")
     return p.parse_args()
 
 
+def write_report(out: Path, info: dict, args) -> str:
+    """frontier.json (``info`` with the summary), .md and .png from the runs, cost, settings and selection."""
+    summary = summarise(info["runs"], info["cost"], args)
+    table = markdown(summary, info["settings"], info["selection"], args)
+    info = {**info, "summary": summary, "boot": args.boot, "boot_seed": args.boot_seed}
+    (out / "frontier.json").write_text(json.dumps(info, indent=1))
+    (out / "frontier.md").write_text(f"# Cost-accuracy frontier: seeds {info['seeds']}\n\n{table}")
+    plot(summary, out / "frontier.png")
+    return table
+
+
 def main() -> None:
     args = parse()
     t0, load0 = time.time(), os.getloadavg()
+    if args.from_json:  # the report again from a finished frontier: its runs and cost, nothing trained
+        info = json.loads(Path(args.from_json).read_text())
+        out = Path(args.out or Path(args.from_json).parent)
+        out.mkdir(parents=True, exist_ok=True)
+        print(write_report(out, info, args) + f"\nwrote {out}/frontier.md, .json, .png")
+        return
     study = json.loads((Path(args.study) / f"{args.study_report}.json").read_text())
     args.out = args.out or str(Path(args.study) / "frontier")
     out = Path(args.out)
@@ -198,16 +252,12 @@ def main() -> None:
     pts = points(study, chosen, args)
     runs = {m: study["runs"][m] for m in PARENTS} | report_runs(out, pts, study["seeds"], args)
     cost = measure_cost(pts, args)
-    summary = summarise(runs, cost, args)
     settings = {p: s for p, (_, s) in pts.items()} | {m: study["settings"][m] for m in PARENTS}
-    table = markdown(summary, settings, chosen, args)
     info = {"study": str(Path(args.study) / f"{args.study_report}.json"), "seeds": study["seeds"], "cost": cost,
-            "summary": summary, "selection": chosen, "settings": settings, "runs": runs,
-            "wall_seconds": time.time() - t0, "load_average_start": load0, "load_average_end": os.getloadavg(),
-            "cpus": os.cpu_count(), "jobs": args.jobs, "threads": args.threads}
-    (out / "frontier.json").write_text(json.dumps(info, indent=1))
-    (out / "frontier.md").write_text(f"# Cost-accuracy frontier: seeds {study['seeds']}\n\n{table}")
-    plot(summary, out / "frontier.png")
+            "selection": chosen, "settings": settings, "runs": runs, "wall_seconds": time.time() - t0,
+            "load_average_start": load0, "load_average_end": os.getloadavg(), "cpus": os.cpu_count(),
+            "jobs": args.jobs, "threads": args.threads}
+    table = write_report(out, info, args)
     print(table + f"\nwrote {out}/frontier.md, .json, .png in {time.time() - t0:.0f} s")
 
 

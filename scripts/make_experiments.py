@@ -1,5 +1,6 @@
-"""Writes configs/experiment/{model}_{method}.yaml: the 48 rows of the GSAM paper's Table 1, and beside them one
-experiment per efficient variant (every_k, looksam, lookgsam, mesa) on each Table 1 model.
+"""Writes configs/experiment/{model}_{method}.yaml: the 48 rows of the GSAM paper's Table 1, beside them one
+experiment per efficient variant (every_k, looksam, lookgsam, mesa) on each Table 1 model, and the four ViT-B/32 runs
+of Table 6's ablation (vit_b32_table6_{const_rho,const_rho_ascent,decayed_rho,decayed_rho_ascent}).
 
     python scripts/make_experiments.py                    # into this repository's configs/
     python scripts/make_experiments.py --configs DIR      # into another copy of configs/
@@ -16,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsam.evaluation.tables import (TABLE1_METHODS, TABLE1_MODELS, TABLE4, VARIANTS, sam_rho,  # noqa: E402
-                                    variant_values)
+from gsam.evaluation.tables import (TABLE1_METHODS, TABLE1_MODELS, TABLE4, TABLE6_ARMS, TABLE6_MODEL,  # noqa: E402
+                                    TABLE6_PAPER, TABLE6_TITLES, VARIANTS, sam_rho, table6_values, variant_values)
 
 TITLES = {"vanilla": "vanilla", "sam": "SAM", "gsam": "GSAM", "xsam": "XSAM", "every_k": "SAM every k steps",
           "looksam": "LookSAM", "lookgsam": "LookGSAM (ours)", "mesa": "MESA"}
@@ -37,7 +38,7 @@ def _table1_values(model: str, method: str) -> list[str]:
         return [f"  rho_max: {row.rho_max}", f"  rho_min: {row.rho_min}", f"  alpha: {row.alpha}"]
     rho, source = sam_rho(model)
     if method == "sam":
-        return [f"  rho_max: {rho}  # a choice (Table 4 has no SAM row): {source}, method/sam.yaml"]
+        return [f"  rho_max: {rho}  # {source}, method/sam.yaml"]
     if method == "xsam":
         # both names, next to the values: our rho_max is the official --rho, our rho_probe the official --rho_max
         return _commented([("rho_max", rho, "the ascent length (official --rho), a choice: the SAM row's rho"),
@@ -60,6 +61,20 @@ def experiment(model: str, method: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table6_experiment(arm: str) -> str:
+    """The file of one arm of Table 6's ViT-B/32 ablation (App. C.2). Its name is written: the derived
+    ``<model>_<sam.name>`` would be a Table 1 row's folder (vit_b32_sam, vit_b32_gsam for three arms)."""
+    method, values = table6_values(arm)
+    lines = ["# @package _global_",
+             f"# {TABLE6_MODEL} + {TABLE6_TITLES[arm]}: an arm of the GSAM paper's Table 6 (the paper: "
+             f"{TABLE6_PAPER[arm]}), not a row of Table 1.",
+             "# Table 1's recipe; scripts/sweep.py sweep=table6 runs the four arms, make_table.py lays them out.",
+             "defaults:", f"  - /recipe: {TABLE4[TABLE6_MODEL].recipe}", f"  - /method: {method}",
+             f"  - override /model: {TABLE6_MODEL}", "", f"name: ${{model.short}}_table6_{arm}", "",
+             "sam:", *_commented(values)]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", type=Path, default=CONFIGS, help="the configs/ folder to write into")
@@ -75,8 +90,11 @@ def main(argv=None) -> int:
     for model in TABLE1_MODELS:
         for method in methods:
             (out / f"{model}_{method}.yaml").write_text(experiment(model, method))
+    for arm in TABLE6_ARMS:
+        (out / f"{TABLE6_MODEL}_table6_{arm}.yaml").write_text(table6_experiment(arm))
     print(f"wrote {len(methods) * len(TABLE1_MODELS)} experiments to {out} ({len(TABLE1_METHODS) * len(TABLE1_MODELS)} "
-          f"of Table 1, {len(VARIANTS) * len(TABLE1_MODELS)} efficient variants)")
+          f"of Table 1, {len(VARIANTS) * len(TABLE1_MODELS)} efficient variants), and the {len(TABLE6_ARMS)} of "
+          "Table 6's ablation")
     return 0
 
 

@@ -153,8 +153,8 @@ def test_a_non_finite_refresh_is_skipped_and_the_next_step_refreshes():
 
 
 @pytest.mark.parametrize("name, keys, bad", [
-    ("every_k", {"k": 10}, "sam.k=0"), ("looksam", {"k": 5, "alpha": 0.7}, "sam.k=0"),
-    ("lookgsam", {"k": 5, "alpha": 0.7, "gsam_alpha": 0.01}, "sam.k=0"),
+    ("every_k", {"k": 10}, "sam.k=0"), ("looksam", {"k": 5, "alpha": 0.1}, "sam.k=0"),
+    ("lookgsam", {"k": 5, "alpha": 0.1, "gsam_alpha": 0.01}, "sam.k=0"),
     ("mesa", {"lam": 0.8, "tau": 5.0, "decay": 0.9998, "start_step": 0}, "sam.start_step=-1")])
 def test_shipped_configs_compose_and_build(compose, name, keys, bad):
     cfg = compose(f"sam={name}")

@@ -47,22 +47,65 @@ def test_every_point_takes_its_parents_choice_on_minival():
     assert frontier.bench_spec(*pts["mesa"])["start_step"] == 0  # the KL term is timed, not skipped
 
 
-def test_the_share_of_gsams_gain_is_paired_by_seed_and_the_goal_needs_both_cost_and_share():
-    study, args = _study(), _args()
-    runs = {m: study["runs"][m] for m in frontier.PARENTS}
-    runs["cheap"] = [{"seed": 0, "top1": 78.0}, {"seed": 1, "top1": 77.6}]    # +6.8 of GSAM's +8.0: 85%
-    runs["costly"] = [{"seed": 0, "top1": 80.0}, {"seed": 1, "top1": 78.0}]   # all of it, at 1.5x
-    runs["weak"] = [{"seed": 0, "top1": 73.0}, {"seed": 1, "top1": 74.0}]     # +2.5: 31%
-    cost = {"vanilla": 1.0, "sam": 2.0, "gsam": 2.05, "xsam": 2.3, "cheap": 1.25, "costly": 1.5, "weak": 1.1}
+def test_the_share_is_of_the_parents_gain_paired_by_seed_with_a_bootstrap_interval_and_decides_the_goal():
+    """every_k, LookSAM and MESA against SAM's gain, LookGSAM against GSAM's (docs/analysis.md §6.3), as the ratio of
+    the paired mean gains; the goal is judged on the bootstrap interval of the share."""
+    seeds, base = (0, 1, 2), (70.0, 72.0, 71.0)
+    study, args = _study(seeds, base, gsam=(80.0, 78.0, 79.0)), _args("--boot", "2000")
+    runs = {m: study["runs"][m] for m in frontier.PARENTS}  # SAM 75 at every seed: gains 5, 3, 4
+    def at(parent, shares):  # a fraction of the parent's gain at each seed
+        return [{"seed": s, "top1": b + f * (p - b)} for s, b, p, f in zip(seeds, base, parent, shares)]
+
+    runs["looksam-5"] = at((75.0,) * 3, (0.5,) * 3)            # half of SAM's gain at every seed: 50% every resample
+    runs["lookgsam-5"] = at((80.0, 78.0, 79.0), (0.9,) * 3)    # 90% of GSAM's (gains 10, 6, 8), not of SAM's
+    runs["every_k-2"] = at((75.0,) * 3, (1.2, 0.2, 0.8))       # gains 6, 0.6, 3.2 of 5, 3, 4: 9.8 / 12
+    cost = {"vanilla": 1.0, "sam": 2.0, "gsam": 2.05, "xsam": 2.3, "looksam-5": 1.2, "lookgsam-5": 1.25,
+            "every_k-2": 1.3}
     s = frontier.summarise(runs, cost, args)
-    assert s["gsam_gain"] == pytest.approx(8.0)
-    cheap = s["points"]["cheap"]
-    assert cheap["minus_vanilla"]["mean"] == pytest.approx(6.8) and cheap["share_of_gsam_gain"] == pytest.approx(0.85)
-    assert cheap["ci95"] == pytest.approx(12.706 * np.std([78.0, 77.6], ddof=1) / np.sqrt(2), rel=1e-4)
-    assert [p for p, r in s["points"].items() if r["goal"]] == ["cheap"]
+    look, lookg, every = (s["points"][p]["share_of_parent_gain"] for p in ("looksam-5", "lookgsam-5", "every_k-2"))
+    assert (look["parent"], look["share"], look["ci95"]) == ("sam", pytest.approx(0.5), pytest.approx((0.5, 0.5)))
+    assert (lookg["parent"], lookg["share"], lookg["ci95"]) == ("gsam", pytest.approx(0.9), pytest.approx((0.9, 0.9)))
+    assert every["share"] == pytest.approx(9.8 / 12)  # the ratio of the paired means, not the mean of the ratios
+    assert every["ci95"][0] < 0.8 < every["ci95"][1] and every["n"] == 3 and every["undefined"] == 0
+    assert {p: r["goal"] for p, r in s["points"].items()} == {
+        "vanilla": None, "sam": None, "gsam": None, "xsam": None,
+        "looksam-5": "not reached", "lookgsam-5": "reached", "every_k-2": "undecided"}
+    assert s["parent_gains"]["sam"]["mean"] == pytest.approx(4.0) and s["parent_gains"]["gsam"]["mean"] == 8.0
+    assert frontier.summarise(runs, cost, args) == s  # the bootstrap is seeded
     table = frontier.markdown(s, {}, {}, args)
-    assert "reached by cheap" in table and "| cheap | the study's | 1.25 | 77.80 ± 0.28 |" in table
-    assert table.index("| weak |") < table.index("| cheap |") < table.index("| costly |")  # sorted by cost
+    assert "| 50% [50%, 50%] of SAM's | not reached |" in table and "90% [90%, 90%] of GSAM's | reached |" in table
+    assert "reached by lookgsam-5; undecided for every_k-2" in table
+    assert table.index("| looksam-5 |") < table.index("| lookgsam-5 |") < table.index("| every_k-2 |")  # by cost
+
+
+def test_a_parent_gain_at_or_below_zero_in_a_resample_makes_that_side_unbounded():
+    from gsam.studies.study_runs import paired_share
+
+    rows = lambda xs: [{"seed": i, "top1": x} for i, x in enumerate(xs)]
+    # the variant gains +1, 0 over the base, the parent +2, -1: share (1 + 0) / (2 - 1) = 1; a resample of seed 1
+    # twice (a quarter of them) has no parent gain, one of seed 0 twice a share of 0.5
+    share = paired_share(rows([71.0, 70.0]), rows([72.0, 69.0]), rows([70.0, 70.0]), n_boot=500)
+    assert share["share"] == pytest.approx(1.0) and share["undefined"] > 0
+    assert share["ci95"] == (pytest.approx(0.5), np.inf)
+
+
+def test_the_report_again_from_a_finished_frontier_json(tmp_path, monkeypatch):
+    """--from-json: a finished frontier's runs and cost give the report again (the share against the parent), nothing
+    trained."""
+    seeds, base = (0, 1), (70.0, 72.0)
+    study = _study(seeds, base)
+    runs = {m: study["runs"][m] for m in frontier.PARENTS}
+    runs["mesa"] = [{"seed": s, "top1": b + 2.0} for s, b in zip(seeds, base)]  # SAM's gains 5 and 3: 2 of 4
+    info = {"seeds": list(seeds), "runs": runs, "settings": study["settings"], "selection": {},
+            "cost": {"vanilla": 1.0, "sam": 2.0, "gsam": 2.05, "xsam": 2.3, "mesa": 1.4}}
+    (tmp_path / "frontier.json").write_text(json.dumps(info))
+    monkeypatch.setattr(sys, "argv", ["frontier_study.py", "--from-json", str(tmp_path / "frontier.json"),
+                                      "--boot", "200"])
+    frontier.main()
+    written = json.loads((tmp_path / "frontier.json").read_text())
+    assert written["summary"]["points"]["mesa"]["share_of_parent_gain"]["share"] == pytest.approx(0.5)
+    assert written["runs"] == runs and (tmp_path / "frontier.png").stat().st_size > 0
+    assert "| mesa | the study's | 1.40 |" in (tmp_path / "frontier.md").read_text()
 
 
 @pytest.mark.slow

@@ -305,8 +305,8 @@ def test_e_a_search_stage_on_slurm_then_select_best_prints_the_winner(cluster, t
 
     root = write_demo_dataset(tmp_path / "data", minival=True)  # written once, before 3 jobs read it
     d = tmp_path / "search"
-    cmd = [sys.executable, "scripts/sweep.py", "search=gsam_alpha", "model=demo", f"data.root={root}",
-           "data.write_minival=true", *COMMON[:-2], "train.max_steps=4", "train.progress=false",
+    cmd = [sys.executable, "scripts/sweep.py", "search=gsam_alpha", "model=demo", "grid=0.1,0.2,0.3",  # App. B.1's
+           f"data.root={root}", "data.write_minival=true", *COMMON[:-2], "train.max_steps=4", "train.progress=false",
            "logger.wandb.mode=disabled", f"hydra.sweep.dir={d}", *LAUNCHER]
     out = subprocess.run(cmd, cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -100,7 +100,7 @@ def test_app_b1_search_stages_are_one_command_each(fake_sbatch, capsys):
     cmd = capsys.readouterr().out.split()
     assert cmd[cmd.index("+cluster=slurm") + 1:] == [
         "+experiment=vit_b16_gsam", "data.val_split=minival", "sweep=search_gsam_rho_vit_b16",
-        "sam.rho_max=0.2,0.3,0.4,0.5,0.6", "hydra.launcher.partition=gpu"]
+        "sam.rho_max=0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8", "hydra.launcher.partition=gpu"]
     assert sweep.main(["search=sam_rho", "model=resnet50", "--local", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "hydra.sweep.dir=multirun/search_sam_rho_resnet50" in out and "+cluster" not in out
