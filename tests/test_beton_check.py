@@ -12,7 +12,7 @@ import pytest
 
 from gsam.data.ffcv_loaders import ffcv_available
 from support import ROOT
-from support.cli import run_cli
+from support.inproc import run_main
 from support.images import small_tree
 
 # slow: every test shares a module fixture that runs write_betons.py in a subprocess (~15 s on an idle 2-core VM)
@@ -141,8 +141,8 @@ def test_training_on_a_truncated_beton_exits_in_one_line(demo_root, tmp_path):
     _write_demo_betons(Path(demo_root), betons)
     beton = betons / "train.beton"
     os.truncate(beton, beton.stat().st_size - 100)
-    res = run_cli("train.py", tmp_path / "run", demo_root, "data.loader=ffcv", f"data.betons={betons}",
-                  "train.max_steps=1", timeout=240)
+    res = run_main("train.py", tmp_path / "run", demo_root, "data.loader=ffcv", f"data.betons={betons}",
+                   "train.max_steps=1")
     assert res.returncode == 2, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]
     assert str(beton) in last and "bytes, but" in last and "were written" in last, last

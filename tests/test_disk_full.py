@@ -6,7 +6,8 @@ import resource
 import signal
 import subprocess
 
-from support.cli import ROOT, command, run_cli
+from support.cli import ROOT, command
+from support.inproc import run_main
 from gsam.state.checkpoint import load
 
 RUN = ["data.batch_size=64", "train.checkpoint_every_steps=1", "train.keep_previous=0", "train.keep_top_k=0"]
@@ -19,7 +20,7 @@ def _small_disk():
 
 @pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_keeps_the_previous_one(tmp_path, demo_root):
-    assert run_cli("train.py", tmp_path, demo_root, *RUN, "train.max_steps=2").returncode == 0
+    assert run_main("train.py", tmp_path, demo_root, *RUN, "train.max_steps=2").returncode == 0
     leftover = tmp_path / "checkpoints" / ".last.pt.tmp4242"
     leftover.write_bytes(b"half a checkpoint")  # as a kill -9 mid-write leaves it
     done = subprocess.run(command("train.py", tmp_path, demo_root, *RUN, "train.max_steps=4"), cwd=ROOT,
