@@ -6,6 +6,7 @@ import torch
 from support.analysis_case import measure, setup
 
 
+@pytest.mark.slow  # the session's torchrun fixture (ddp_ranks): ~15 s
 def test_two_ranks_on_half_the_batches_equal_one_process_on_all(ddp_ranks):
     ranks = [r["analysis"] for r in ddp_ranks]
     single = measure(*setup())

@@ -70,6 +70,7 @@ def test_trainer_runs_summaries(tmp_path):
     assert strictly_decreasing([3, 2, 1]) and not strictly_decreasing([3, 3, 1])
 
 
+@pytest.mark.slow  # 4,000 optimizer steps on the 2-D toy: ~10 s
 def test_toy_sgd_falls_into_the_sharp_well_xsam_reaches_the_flat_one_sam_gsam_stall():
     """From a start 0.2 from the sharp minimum (its gradient points into it): SGD converges there, XSAM
     (explicit search of the ascent direction) reaches the flat minimum, and SAM and GSAM stop where

@@ -10,6 +10,7 @@ import pytest
 from support import load_script
 
 
+@pytest.mark.slow  # 400 steps x 8 runs and a figure: ~10 s
 def test_toy_trajectories_writes_its_runs_their_summary_and_the_figure(tmp_path, monkeypatch):
     argv = ["toy_trajectories.py", "--out", str(tmp_path / "toy"), "--steps", "400", "--starts", "2", "--draw", "1"]
     monkeypatch.setattr(sys, "argv", argv)

@@ -1,8 +1,6 @@
 """Real Hydra composition of the shipped configs: the 48 Table 1 experiments carry the paper's numbers, the
 efficient variants beside them their sources' values, and a model added to a copy of configs/ breaks nothing."""
 import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -12,6 +10,7 @@ from gsam.config.keys import check_known_keys
 from gsam.evaluation import tables
 from gsam.evaluation.tables import TABLE1_METHODS, VARIANTS, sam_name
 from support import MODELS, ROOT, load_script
+from support.inproc import run_argv
 
 METHODS = TABLE1_METHODS
 # GSAM paper Table 4 (rho_max, rho_min, alpha), transcribed independently of scripts/make_experiments.py
@@ -156,6 +155,7 @@ def test_experiment_files_are_what_the_generator_writes(tmp_path):
             assert written == make_experiments.experiment(model, method)
 
 
+@pytest.mark.slow  # three full-size Table 1 models built: ~10 s
 def test_every_model_builds_from_its_config(compose):
     """Each timm name exists (or is ours: Mixer-S/8) and the recipe head is applied."""
     import torch
@@ -178,8 +178,7 @@ def test_every_model_builds_from_its_config(compose):
 
 def test_torchrun_command_line_composes():
     """The mission's command, as written, resolves (--cfg job prints the config without running)."""
-    out = subprocess.run([sys.executable, "train.py", "+experiment=vit_b32_gsam", "--cfg", "job", "--resolve"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = run_argv("train.py", ["train.py", "+experiment=vit_b32_gsam", "--cfg", "job", "--resolve"])
     assert out.returncode == 0, out.stderr
     assert "name: vit_b32_gsam" in out.stdout and "alpha: 0.6" in out.stdout
 

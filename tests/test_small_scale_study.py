@@ -48,14 +48,9 @@ def test_study_data_is_noisy_in_train_only_and_a_clean_rewrite_leaves_no_stale_f
 
 
 @pytest.mark.slow
-def test_tiny_study_selects_on_minival_and_reports_on_val(tmp_path, monkeypatch):
-    study = load_script("small_scale_study")
-    out = tmp_path / "study"
-    argv = ["small_scale_study.py", "--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rhos", "0.05", "0.1",
-            "--alphas", "0.1", "0.3", "--gsam-rho-alpha", "0.1", "--override", "schedule.epochs=1",
-            "data.batch_size=512", "analysis.batches=1", "analysis.power_iters=3", f"data.root={tmp_path / 'data'}"]
+def test_tiny_study_selects_on_minival_and_reports_on_val(tiny_study, monkeypatch):
+    study, out, _, argv = tiny_study  # the study's main() with this command line, run once per session
     monkeypatch.setattr(sys, "argv", argv)
-    study.main()
     info = json.loads((out / "study.json").read_text())
     assert set(info["runs"]) == set(study.REPORTED) and all(len(r) == 2 for r in info["runs"].values())
     sel = info["selection"]

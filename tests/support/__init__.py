@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: train.py, evaluate
 # the models of Table 1, by the names of configs/model/*.yaml (gsam.evaluation.tables lists them; test_reports checks
 # them against the paper's Table 1)
 MODELS = table1_models()
+# the tiny study and frontier (tests/conftest.py's tiny_study): one epoch of 2 steps per run, the sharpness monitor
+# at its cheapest that still runs every part of it
+TINY_STUDY_OVERRIDES = ["schedule.epochs=1", "data.batch_size=512", "analysis.batches=1", "analysis.power_iters=3"]
 
 
 def load_script(name: str):
