@@ -70,6 +70,19 @@ def demo_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def demo_betons(demo_root, tmp_path_factory):
+    """The demo data's train and val betons, as data.loader=ffcv writes them on first use, once per session (tests
+    that damage a beton copy it first)."""
+    from pathlib import Path
+
+    from gsam.data.build import _write_demo_betons
+
+    out = tmp_path_factory.mktemp("demo_betons")
+    _write_demo_betons(Path(demo_root), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def ddp_ranks(tmp_path_factory):
     """tests/ddp_worker.py under real torchrun (2 gloo processes on the CPU), once per session: what each rank
     saved (the bucketed all-reduce, the analysis, the optimizer scenarios), for test_distributed and

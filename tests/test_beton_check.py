@@ -130,15 +130,10 @@ def test_a_dead_reader_thread_ends_the_epoch_instead_of_hanging(betons, tmp_path
                                                    "scripts/write_betons.py --verify")
 
 
-def test_training_on_a_truncated_beton_exits_in_one_line(demo_root, tmp_path):
+def test_training_on_a_truncated_beton_exits_in_one_line(demo_root, demo_betons, tmp_path):
     """A train.beton cut short: FFCV's loader thread fails on it and the main thread would wait on its queue for
     ever, so the check before the loader starts must end the run in one line."""
-    from pathlib import Path
-
-    from gsam.data.build import _write_demo_betons
-
-    betons = tmp_path / "betons"
-    _write_demo_betons(Path(demo_root), betons)
+    betons = shutil.copytree(demo_betons, tmp_path / "betons")  # the session's betons, damaged in a copy
     beton = betons / "train.beton"
     os.truncate(beton, beton.stat().st_size - 100)
     res = run_main("train.py", tmp_path / "run", demo_root, "data.loader=ffcv", f"data.betons={betons}",

@@ -215,15 +215,15 @@ def test_train_shards_are_disjoint_and_resume_mid_epoch(raw_betons):
 
 
 @pytest.mark.slow
-def test_trainer_runs_on_ffcv_betons(tmp_path, compose):
+def test_trainer_runs_on_ffcv_betons(tmp_path, compose, demo_root, demo_betons):
     from gsam.run.experiment import run
 
-    cfg = compose("+experiment=demo_gsam", f"output_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'demo'}",
-                  f"data.betons={tmp_path / 'betons'}", "data.loader=ffcv", "data.num_workers=1", "train.max_steps=3",
+    cfg = compose("+experiment=demo_gsam", f"output_dir={tmp_path / 'run'}", f"data.root={demo_root}",
+                  f"data.betons={demo_betons}", "data.loader=ffcv", "data.num_workers=1", "train.max_steps=3",
                   "data.batch_size=32", "train.progress=false", "logger.wandb.mode=disabled")
     results = run(cfg)
     assert results["val"]["images"] == 355
-    assert json.loads((tmp_path / "betons" / "train.json").read_text())["num_images"] == 1442
+    assert json.loads((demo_betons / "train.json").read_text())["num_images"] == 1442
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["step"] == 3 and saved["imagenet"] == results["val"]["top1"]
 
