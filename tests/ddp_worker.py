@@ -1,9 +1,10 @@
 """Run under ``torchrun --nproc_per_node=2`` (gloo, CPU) by the ``ddp_ranks`` fixture (tests/conftest.py), for
-test_distributed.py, test_efficient_ddp.py and test_analysis_ddp.py: one launch for all of them, torchrun's
-start-up being most of the cost.
+test_distributed.py, test_efficient_ddp.py, test_analysis_ddp.py and test_bn_stats.py: one launch for all of them,
+torchrun's start-up being most of the cost.
 
 Each rank runs the bucketed all-reduce on its own tensors, the analysis on its half of the batches, and every
-optimizer scenario on its half of a fixed batch, and saves what the tests compare into OUT/rank{r}.pt.
+optimizer scenario on its half of a fixed batch (test_bn_stats.py: BatchNorm's running statistics of every
+method), and saves what the tests compare into OUT/rank{r}.pt.
 """
 import copy
 import sys
@@ -17,8 +18,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from gsam.run.engine import head_closure, make_closures
 from gsam.optim.comm import all_reduce_mean_
 from support.analysis_case import measure, setup
-from support.ddp_cases import (BUCKET_BYTES, EFFICIENT_SCENARIOS, GROUP_SCENARIOS, GROUPS, SCENARIOS, SEARCH_IMAGES,
-                               SEARCH_SCENARIO, STEPS, comm_inputs, efficient_optimizer, search_plan)
+from support.ddp_cases import (BN_SCENARIOS, BUCKET_BYTES, EFFICIENT_SCENARIOS, GROUP_SCENARIOS, GROUPS, SCENARIOS,
+                               SEARCH_IMAGES, SEARCH_SCENARIO, STEPS, bn_run, comm_inputs, efficient_optimizer,
+                               search_plan)
 from support.nets import Recorder, batch, mlp
 
 
@@ -77,7 +79,8 @@ def main(out: Path) -> None:
     x, y = x.chunk(world)[rank], y.chunk(world)[rank]
     model, batches = setup()
     results = {"comm": bucketed_all_reduce(rank), "analysis": measure(model, batches[rank::world]),
-               "xsam_search": xsam_search(rank, world)}
+               "xsam_search": xsam_search(rank, world),
+               "bn": {name: bn_run(name, x, y, GROUPS, wrap=DDP) for name in BN_SCENARIOS}}
     counts = {"all_reduce_calls": 0, "all_reduce_numel": 0, "ddp_buckets": 0, "broadcasts": 0}
     real_all_reduce, real_broadcast = dist.all_reduce, dist.broadcast
 

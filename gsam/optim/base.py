@@ -13,7 +13,9 @@ Closure convention (the trainer's closure follows it)::
         return loss
 
 The optimizer zeroes the gradients before every pass, so a closure may loop over micro-batches and
-accumulate (``loss / n_micro``) and get the step of the big batch.
+accumulate (``loss / n_micro``) and get the step of the big batch; it runs the i-th micro-batch's forward and
+backward under ``opt.micro_batch(i)``, so that BatchNorm's running statistics are updated once per step whatever
+the number of micro-batches (``micro_batch`` says why).
 
 Perturbation groups (m-sharpness, Foret et al. 2021 Sec. 4.1): ``step([closure_1, ..., closure_G])``
 takes one closure per group of m images. Each group runs its own passes and perturbation and
@@ -217,20 +219,39 @@ class SharpnessAware(torch.optim.Optimizer):
 
         ``track_running_stats=False`` in train mode does exactly that (no update, no
         ``num_batches_tracked`` increment). Unlike the reference codes' momentum=0 it also cannot
-        write NaN into the running statistics when a perturbed pass overflows.
+        write NaN into the running statistics when a perturbed pass overflows. Nests: each layer gets
+        back the setting it had (a micro-batch's freeze inside a frozen pass leaves the pass frozen).
         """
+        before = [m.track_running_stats for m in self._bn]
         for m in self._bn:
             m.track_running_stats = False
         try:
             yield
         finally:
-            for m in self._bn:
-                m.track_running_stats = True
+            for m, tracked in zip(self._bn, before):
+                m.track_running_stats = tracked
+
+    def micro_batch(self, index: int):
+        """The context of the closure's ``index``-th micro-batch (0-based) within a pass: all but the first run
+        with BatchNorm's running statistics frozen.
+
+        With ``_grad_pass`` this updates the running statistics exactly once per step on each process, in every
+        method: from the first micro-batch (model.bn_images images) of group 0's clean pass. Once per
+        forward instead would update them per_rank / bn_images times per step in vanilla (8 at 256 images per
+        GPU in BatchNorm batches of 32, 128 on one GPU), so the moving average's horizon, 1/momentum updates,
+        would span fewer steps on fewer GPUs, and differ between vanilla and the methods whose other passes
+        are perturbed; evaluation reads these statistics. Once per step per process is what the reference
+        trainers do where a process's batch is one forward (timm's and torchvision's train loops; the official
+        GSAM and SAM codes, whose perturbed pass runs at momentum 0; big_vision's ViTs have no BatchNorm), and
+        it costs nothing: every forward still normalises with its own batch statistics, only the moving
+        average skips them."""
+        return self._bn_frozen() if index > 0 and self._bn else contextlib.nullcontext()
 
     def _grad_pass(self, closure: Closure, *, clean: bool) -> torch.Tensor:
         """Zero the grads, run forward+backward. BN statistics are updated once per step, by the clean
-        pass of group 0: every clean pass runs at the same w, so one group's m images are as good a
-        sample as another's, and group 0 is the one a single-closure step has: one group is the ungrouped step."""
+        pass of group 0 (its first micro-batch: ``micro_batch``): every clean pass runs at the same w, so one
+        group's m images are as good a sample as another's, and group 0 is the one a single-closure step has:
+        one group is the ungrouped step."""
         self.base_optimizer.zero_grad(set_to_none=True)
         updates_bn = clean and self._group == 0
         with torch.enable_grad(), self._comm_context(), (contextlib.nullcontext() if updates_bn else self._bn_frozen()):
@@ -350,6 +371,10 @@ class SharpnessAware(torch.optim.Optimizer):
         as d (per-worker perturbation), so that it is the same on every rank: LookSAM's g_v."""
         return []
 
+    def _after_mean(self, active: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """``grads`` (of ``active``) now hold the step's d averaged over every group of every rank, still in the
+        loss scale's units: a method may add a term that must see the whole step (LookSAM's reuse)."""
+
     @staticmethod
     def _closures(closure) -> list[Closure]:
         """``closure`` or ``[closure_1, ..., closure_G]`` -> the list of per-group closures."""
@@ -400,6 +425,7 @@ class SharpnessAware(torch.optim.Optimizer):
         grads = [p.grad for p in active]
         if not self.sync_perturbation:
             all_reduce_mean_(grads + self._reduced_with_d(), self.bucket_bytes)
+        self._after_mean(active, grads)
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.base_optimizer)
         update_norm = self._norm(grads) if grads else torch.zeros(())

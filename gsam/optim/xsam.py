@@ -53,7 +53,8 @@ class XSAM(SharpnessAware):
     """XSAM with ``steps`` ascent steps of rho/steps, probe radius ``rho_probe`` and the alpha* search.
 
     Args:
-        rho: total length of the ascent path (the official ``--rho``; 0.15 for ResNet-18/CIFAR-100).
+        rho: total length of the ascent path (the official ``--rho``; 0.15 for ResNet-18/CIFAR-100): the official
+            ``train.py`` hands its optimizer ``--rho / --steps``, which ``first_step`` moves on each step.
         rho_probe: radius at which the candidate directions are probed (official ``--rho_max``, 2 rho).
         steps: k, the number of ascent steps (k+1 forward-backward passes per step).
         alpha: alpha* used until the first search (1.0 = SAM); after a search, the one found.

@@ -66,7 +66,10 @@ def make_closure(model, opt: SharpnessAware, loss_fn, x, y, accum: int, amp_dtyp
             # under DDP only the last micro-batch synchronises (the accumulated sum). DDP decides at the forward
             # whether the backward all-reduces, so the forward must be inside no_sync too, not just the backward.
             last = i == accum - 1
-            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            # opt.micro_batch: BatchNorm's running statistics from the first micro-batch only, once per step
+            # in every method and on any number of processes (SharpnessAware.micro_batch says why)
+            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync(), \
+                    opt.micro_batch(i):
                 with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     logits = model(xm)
                     loss = loss_fn(logits, ym).float()

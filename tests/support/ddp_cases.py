@@ -70,3 +70,41 @@ def comm_inputs(rank: int) -> list[torch.Tensor]:
     """Rank ``rank``'s tensors: integers and halves, so that the mean of two ranks is exact in any order."""
     g = torch.Generator().manual_seed(100 + rank)
     return [torch.randint(-50, 50, shape, generator=g).to(dtype) / 2 for dtype, shape in COMM_SHAPES]
+
+
+# BatchNorm's running statistics, once per step in every method (gsam.optim.base.SharpnessAware.micro_batch): each
+# method through the trainer's closures on the BatchNorm model, GROUPS perturbation groups of BN_ACCUM micro-batches
+# per rank (vanilla and MESA: one closure of GROUPS * BN_ACCUM micro-batches), micro-batches of 4 images on one
+# process (32 images) and on two (16 each); rank 0's first micro-batch is the single process's
+BN_ACCUM = 2
+BN_SCENARIOS = {
+    # name: (class, kwargs)
+    "vanilla": (gsam.Vanilla, {}),
+    "sam": (gsam.SAM, {}),
+    "gsam": (gsam.GSAM, {"alpha": 0.4}),
+    "xsam": (gsam.XSAM, {"steps": 2, "search_every": 1, "rho_probe": 0.2}),
+    "every_k": (gsam.EveryK, {"k": 2}),
+    "looksam": (gsam.LookSAM, {"k": 2, "alpha": 0.7}),
+    "mesa": (gsam.MESA, {"lam": 0.8, "tau": 5.0, "decay": 0.5}),
+}
+
+
+def bn_run(name: str, x: torch.Tensor, y: torch.Tensor, groups: int, wrap=None) -> dict:
+    """STEPS steps of the scenario from the same start: num_batches_tracked of the BatchNorm layer after each step,
+    the buffers after the first step and at the end. ``wrap``: the DDP wrapper's constructor (None: one process)."""
+    import torch.nn.functional as F
+
+    from gsam.run.engine import make_closures
+    from support.nets import mlp
+
+    cls, kw = BN_SCENARIOS[name]
+    net = mlp(seed=0, bn=True)
+    model = net if wrap is None else wrap(net)
+    opt = cls(net.parameters(), torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), rho=EFFICIENT_RHO,
+              model=model, **kw)
+    counts, first = [], None
+    for _ in range(STEPS):
+        opt.step(make_closures(model, opt, F.cross_entropy, x, y, groups, BN_ACCUM, None))
+        counts.append(int(net[1].num_batches_tracked))
+        first = first or [b.clone() for b in net.buffers()]
+    return {"counts": counts, "first": first, "buffers": [b.clone() for b in net.buffers()]}
