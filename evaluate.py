@@ -2,7 +2,8 @@
 ``python evaluate.py +experiment=vit_b32_gsam data.betons=/data/betons [eval.checkpoint=PATH]``.
 
 Uses the same config as training (model, data, amp) and builds the parts as training does
-(``gsam.run.score.score_checkpoint``); under torchrun every image is counted once.
+(``gsam.run.score.score_checkpoint``); under torchrun every image is counted once. ``eval.checkpoint`` may also be a
+released ViT or Mixer ``.npz`` (gs://vit_models, gs://mixer_models; docs/released.md), scored as the row's model.
 """
 import sys
 

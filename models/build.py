@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import timm
 import torch
-from timm.layers import lecun_normal_
+from timm.layers import get_act_layer, lecun_normal_
 from timm.models.mlp_mixer import MlpMixer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -28,6 +28,11 @@ CUSTOM = {
 
 
 def _create(name: str, kwargs: dict) -> nn.Module:
+    if isinstance(kwargs.get("act_layer"), str):  # timm's ViT resolves a name, its MlpMixer only takes a class
+        try:
+            kwargs = {**kwargs, "act_layer": get_act_layer(kwargs["act_layer"])}
+        except KeyError:
+            raise ValueError(f"model.kwargs.act_layer: unknown activation {kwargs['act_layer']!r}") from None
     if name in CUSTOM:
         return CUSTOM[name](**kwargs)
     if name not in timm.list_models():

@@ -80,19 +80,29 @@ def load_run(path: Path) -> dict:
     return res
 
 
+# A released model's results (evaluate.py eval.checkpoint=<file>.npz write ``released``) are a row of their own
+# beside ours, "gsam (released)", compared with the same paper numbers
+RELEASED = " (released)"
+
+
+def _method(run: dict) -> str:
+    return run["method"] + (RELEASED if run.get("released") else "")
+
+
 def rows(runs: list[dict]) -> list[dict]:
     """One row per (model, method), ours beside the paper's: Table 1's rows in the paper's order, then the runs
     beside it (other models, the efficient variants), each row marked ``table1``."""
     paper = paper_table1()
-    ours = {(r["model"], r["method"]): r for r in runs}
-    order = [(m, k) for m in TABLE1_MODELS for k in TABLE1_METHODS]
+    ours = {(r["model"], _method(r)): r for r in runs}
+    order = [(m, k + s) for m in TABLE1_MODELS for k in TABLE1_METHODS for s in ("", RELEASED)]
     rank = {m: i for i, m in enumerate(TABLE1_METHODS)}
     keys = [k for k in order if k in ours] + sorted((k for k in ours if k not in order),
                                                     key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1]))
     out = []
     for key in keys:
-        ref = paper.get(key, {})
-        row = {"model": key[0], "method": key[1], "name": ours[key].get("name", ""), "table1": is_table1_row(*key)}
+        base = (key[0], key[1].removesuffix(RELEASED))
+        ref = paper.get(base, {})
+        row = {"model": key[0], "method": key[1], "name": ours[key].get("name", ""), "table1": is_table1_row(*base)}
         for col in COLUMNS:
             a, b = ours[key].get(col), ref.get(col)
             row[col] = {"ours": a, "paper": b, "diff": a - b if a is not None and b is not None else None}

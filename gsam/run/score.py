@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gsam import failsafe
 from gsam.run.build import build, start
-from gsam.state.checkpoint import load, load_weights
+from gsam.state import released
+from gsam.state.checkpoint import CheckpointError, load, load_weights
 from gsam.config.checks import ConfigError, batch_plan
 from gsam.evaluation.table1 import results_markdown
 from gsam.evaluation.sets import measure_sets
@@ -34,14 +35,54 @@ def check_same_experiment(saved: dict, current: dict, path: Path) -> None:
                           f"{classes[1]}; evaluate it with its own config")
 
 
-def results_stem(path: Path, out: Path) -> str:
+def results_stem(path: Path, out: Path, is_released: bool = False) -> str:
     """``results`` for this run's own last.pt; any other checkpoint's results are named after it (and after its
-    run folder when it is not this run's), so they never overwrite this run's."""
+    run folder when it is not this run's), so they never overwrite this run's. A released model's are ``results``
+    in a folder that holds no training run (``checkpoints/``), so that make_table reads it as a row."""
     own = out / "checkpoints"
+    if is_released:
+        return f"results-released-{path.stem}" if own.exists() else "results"
     if path.parent.resolve() == own.resolve():
         return "results" if path.name == "last.pt" else f"results-{path.stem}"
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return f"results-{run_dir.name}-{path.stem}"
+
+
+def released_model(cfg: DictConfig, path: Path, npz: released.Released | None, saved: dict, notice=print) -> str | None:
+    """The released file that ``path`` holds (a released ``.npz``, or one of our checkpoints converted from it by
+    scripts/convert_released.py); None for a checkpoint of our own runs. For a released one, ``cfg``'s model
+    becomes the released architecture: the row's model with the released pooling and activation
+    (gsam/state/released.py, ``Released.model_kwargs``)."""
+    if npz is None and "released" not in saved:
+        return None
+    origin = saved.get("released") or {"file": str(path), "family": npz.family, "model_kwargs": npz.model_kwargs}
+    if cfg.model.family != origin["family"]:
+        raise CheckpointError(f"{path} holds a released {origin['family']} model; model.family is "
+                              f"{cfg.model.family} ({cfg.name}): evaluate it with a {origin['family']} row")
+    kwargs = dict(cfg.model.get("kwargs") or {})
+    changed = {k: v for k, v in origin["model_kwargs"].items() if kwargs.get(k) != v}
+    with open_dict(cfg):
+        cfg.model.kwargs = {**kwargs, **origin["model_kwargs"]}
+    if changed:
+        notice(f"[gsam] {path.name}: the released {origin['family']}'s architecture, model.kwargs "
+               + ", ".join(f"{k}={v}" for k, v in changed.items()))
+    return origin["file"]
+
+
+def check_released_model(cfg: DictConfig, path: Path, npz: released.Released | None):
+    """The model ``cfg`` now builds (returned, on the CPU), checked: it takes the released file tensor for tensor
+    (``released.check_fits``) and inputs in [-1, 1], as the released models were trained (big_vision
+    value_range(-1, 1); vision_transformer's input pipeline (im - 127.5) / 127.5)."""
+    from gsam import models
+
+    model = models.build_model(cfg.model, num_classes=int(cfg.data.num_classes))
+    if npz is not None:
+        released.check_fits(model, npz)
+    norm = models.model_data_config(model)
+    if (tuple(norm["mean"]), tuple(norm["std"])) != released.RELEASED_MEAN_STD:
+        raise CheckpointError(f"{path}: this model normalises with mean {norm['mean']} and std {norm['std']}; the "
+                              "released models take inputs in [-1, 1] (mean = std = 0.5)")
+    return model
 
 
 def score_checkpoint(cfg: DictConfig) -> dict:
@@ -62,30 +103,41 @@ def _score(cfg: DictConfig) -> dict:
     path = Path(cfg.eval.checkpoint or Path(cfg.output_dir) / "checkpoints" / "last.pt")
     if not path.exists():
         raise ConfigError(f"eval.checkpoint={str(path)!r}: no such file")
-    saved = load(path)
-    check_same_experiment(saved["config"], OmegaConf.to_container(cfg, resolve=True), path)
+    npz = released.read(path) if path.suffix == ".npz" else None
+    saved = {} if npz else load(path)
+    origin = released_model(cfg, path, npz, saved, notice=print if info.main else lambda *_: None)
+    if npz is None:
+        check_same_experiment(saved["config"], OmegaConf.to_container(cfg, resolve=True), path)
+    if origin:  # refused before the data loaders start: a model built alone is checked against the file
+        check_released_model(cfg, path, npz)
     parts = build(cfg, info, batch_plan(int(cfg.data.batch_size), info.world, cfg.data.max_device_batch))
-    load_weights(parts.model, saved["model"], path)
+    if npz:
+        released.load_into(parts.model, npz)
+    else:
+        load_weights(parts.model, saved["model"], path)
     results = measure_sets(parts.eval_sets, parts.model, info.device, parts.amp, parts.channels_last,
                            progress=info.main and bool(cfg.train.progress))
     if info.main:
-        report_scores(cfg, path, saved, results)
+        report_scores(cfg, path, saved, results, origin)
     if lock is not None:
         lock.close()
     return results
 
 
-def report_scores(cfg: DictConfig, path: Path, saved: dict, results: dict) -> None:
+def report_scores(cfg: DictConfig, path: Path, saved: dict, results: dict, origin: str | None = None) -> None:
     """``<stem>.json`` and ``<stem>.md`` in the run's folder, Table 1's columns in the checkpoint's wandb run's
-    summary, the table printed."""
+    summary, the table printed. A released model's results carry ``released`` (its file): make_table's
+    "<method> (released)" row."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = results_stem(path, out)
-    write_results(out / f"{stem}.json", results, cfg, checkpoint=str(path), step=saved.get("loop", {}).get("step"))
+    stem = results_stem(path, out, is_released=origin is not None)
+    step = None if origin else saved.get("loop", {}).get("step")  # a released file holds no training position
+    write_results(out / f"{stem}.json", results, cfg, checkpoint=str(path), step=step,
+                  **({"released": origin} if origin else {}))
     table = results_markdown(results)
-    (out / f"{stem}.md").write_text(f"# {cfg.name}: {path}\n\n{table}\n")
+    (out / f"{stem}.md").write_text(f"# {cfg.name}{' (released)' if origin else ''}: {path}\n\n{table}\n")
     logger = RunLogger(out, enabled=True, wandb_cfg=cfg.logger.wandb, config=OmegaConf.to_container(cfg, resolve=True),
-                       run_id=saved.get("wandb_id"), name=cfg.name)
+                       run_id=saved.get("wandb_id"), name=f"{cfg.name}_released" if origin else cfg.name)
     logger.set_summary(table1_summary(results))
     logger.close()
     print(table)

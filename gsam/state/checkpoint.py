@@ -168,6 +168,10 @@ class CheckpointManager:
         if not self.last.exists():
             return None
         state = load(self.last)
+        if "released" in state:  # scripts/convert_released.py writes weights alone: nothing of a run to resume
+            raise CheckpointError(f"{self.last} holds a released model's weights ({state['released']['file']}) without "
+                                  "optimizer state; train.py cannot resume it: evaluate it with evaluate.py "
+                                  "eval.checkpoint=<file>, and train in another output_dir")
         for p in self.history():
             if int(p.stem.split("-")[1]) > state["loop"]["step"]:
                 p.unlink()
