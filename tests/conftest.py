@@ -85,8 +85,8 @@ def demo_betons(demo_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def ddp_ranks(tmp_path_factory):
     """tests/ddp_worker.py under real torchrun (2 gloo processes on the CPU), once per session: what each rank
-    saved (the bucketed all-reduce, the analysis, the optimizer scenarios), for test_distributed and
-    test_analysis_ddp."""
+    saved (the bucketed all-reduce, the analysis, the optimizer scenarios, BatchNorm's running statistics), for
+    test_distributed, test_analysis_ddp and test_bn_stats."""
     import os
     import subprocess
     import sys
