@@ -13,6 +13,9 @@
 set -euo pipefail
 DIR=${GSAM_SLURM_DIR:-/tmp/gsam-slurm}
 PORT=${GSAM_SLURM_PORT:-6817}
+# the node's CPUs: the ones this process may use, not nproc's default answer, which is OMP_NUM_THREADS when that is
+# set (the test suite sets it to 1, and a 1-CPU node never starts a 2-task job: it stays pending for ever)
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 PKGS=(slurm-wlm slurmctld slurmd slurm-client munge)
 
 cannot() { echo "slurm_local: cannot start a cluster here: $*" >&2; exit 3; }
@@ -86,7 +89,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=30
 # finished jobs stay visible to scontrol (and so to the sacct stand-in) for 10 minutes
 MinJobAge=600
-NodeName=localhost CPUs=$(nproc) RealMemory=$mem_mb State=UNKNOWN
+NodeName=localhost CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 }
@@ -146,7 +149,7 @@ up() {
         echo "slurm_local: the node did not become idle (logs in $DIR/log)" >&2; down; exit 1
     fi
     printf 'export SLURM_CONF=%q\nexport PATH=%q:"$PATH"\n' "$SLURM_CONF" "$DIR/bin" >"$DIR/env.sh"
-    echo "slurm_local: up (partition debug, $(nproc) CPUs); source $DIR/env.sh" >&2
+    echo "slurm_local: up (partition debug, $CPUS CPUs); source $DIR/env.sh" >&2
 }
 
 stop() {  # stop one of our daemons by its PID and wait until it has exited
