@@ -18,8 +18,9 @@ from gsam.optim.registry import METHODS
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One listed item: its name on the command line, a one-line description, its keys (methods), and its role: ``table1`` (a row, or a model, of the paper's Table 1), ``table6``, ``variant``
-    (an efficient method beside Table 1) or ``other`` (demo, study)."""
+    """One listed item: its name on the command line, a one-line description, its keys (methods), and its role:
+    ``table1`` (a row, or a model, of the paper's Table 1), ``table6``, ``variant`` (an efficient method beside
+    Table 1) or ``other`` (demo, study)."""
 
     name: str
     summary: str
