@@ -18,7 +18,7 @@ import numpy as np
 from ffcv.memory_allocator import MemoryAllocator
 from ffcv.writer import DatasetWriter, handle_sample
 
-from .betons import WriterFailed
+from .beton_errors import WriterFailed
 
 POLL_S = 0.1
 

@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .beton_errors import WriterFailed  # noqa: F401  (callers catch it from here)
+
 SIDECAR_VERSION = 2  # 2: the beton's size and checksums under "beton"
 # The writer options that keep an image as decoded from its source file: no resize, no JPEG re-encoding.
 ORIGINAL_PIXELS = {"max_resolution": None, "write_mode": "raw", "jpeg_quality": 90, "compress_probability": 0.0}
-
-
-class WriterFailed(RuntimeError):
-    """A beton writer's worker failed; the message names its error and the file it was on."""
 
 
 def sidecar_path(beton: Path) -> Path:

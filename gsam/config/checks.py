@@ -57,7 +57,7 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
 
 # the numeric keys outside the methods' sections; every method's numeric keys join them (``numeric_keys``)
 NUMERIC = ("seed", "optimizer.lr", "optimizer.lr_min", "optimizer.weight_decay", "schedule.epochs",
-           "schedule.warmup_steps", "data.batch_size", "data.num_classes", "train.divergence_factor")
+           "schedule.warmup_steps", "data.batch_size", "data.num_classes", "train.divergence_factor", "train.progress_every_s")
 
 
 def numeric_keys() -> tuple[str, ...]:
@@ -121,6 +121,8 @@ def _check_schedule_and_model(cfg: Mapping, need) -> None:
 
 def _check_train(train: Mapping, need) -> None:
     _check_train_counts(train)
+    need("train.progress_every_s", train.get("progress_every_s") is None or float(train["progress_every_s"]) >= 0,
+         "expected seconds >= 0 between progress lines in a log (0: a line every step)")
     need("train.resume", train.get("resume", True) in (True, False, "allow_changes", "restart"),
          "expected true (continue the run in output_dir), false (a fresh run: an empty folder), allow_changes or "
          "restart (move the folder's run into previous-<time>/ and start afresh)")

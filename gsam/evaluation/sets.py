@@ -21,6 +21,7 @@ from gsam.data.folder import eval_loader, eval_transform
 from gsam.data.sources import corruption_folders, folder_samples, real_index, subset_samples, v2_samples
 
 from gsam.config.checks import ConfigError
+from gsam.progress import EvalProgress, Style
 from gsam.evaluation.metrics import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, ClassificationEvaluator, CorruptionEvaluator,
                          SubsetEvaluator)
 
@@ -230,27 +231,27 @@ def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files
     return evaluators
 
 
-def measure_sets(sets: dict, model, device: torch.device, amp_dtype, channels_last: bool, progress: bool,
-                 should_stop=None) -> dict:
+def measure_sets(sets: dict, model, device: torch.device, amp_dtype, channels_last: bool,
+                 progress: Style | bool | None, should_stop=None) -> dict:
     """{set: metrics} of ``model`` on each of ``sets`` ({name: evaluator}). ``progress`` (rank 0 with
-    train.progress, as the training bar): a bar per set counting its batches; it stays when it is the only bar
-    (evaluate.py) and goes when it sits under the training bar (tqdm's leave=None). ``should_stop`` (every rank
-    asks it, before each set): a preemption signal ends the pass there, with the sets measured so far."""
+    train.progress, as the training's; gsam/progress.py): on a terminal a bar per set counting its batches, which
+    stays when it is the only bar (evaluate.py) and goes when it sits under the training bar (tqdm's leave=None);
+    in a log a line per set with its result; True: bars, False: nothing, for a caller that chose. ``should_stop``
+    (every rank asks it, before each set): a preemption signal ends the pass there, with the sets measured so
+    far."""
+    if isinstance(progress, bool):
+        progress = Style(bars=True) if progress else None
     results = {}
     for name, evaluator in sets.items():
         if should_stop is not None and results and should_stop():
             break
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=evaluator.batches, desc=f"eval {name}", unit="batch", dynamic_ncols=True, leave=None)
+        shown = None if progress is None else EvalProgress(progress, name, evaluator.batches)
         try:
             results[name] = evaluator(model, device, amp_dtype, channels_last,
-                                      on_batch=None if bar is None else bar.update)
+                                      on_batch=None if shown is None else shown.update)
         finally:
-            if bar is not None:
-                bar.close()
+            if shown is not None:
+                shown.close(results.get(name))
         check_measured_count(name, results[name], getattr(evaluator, "expected", {}))
     return results
 

@@ -1,6 +1,8 @@
-"""The methods by name: each one's optimizer class, the keys of its ``configs/sam/<name>.yaml`` and its checks,
-declared once. The factory builds from it, the config checks (gsam/config/checks.py) derive from it, and a new
-method is its optimizer module plus one ``register`` call (gsam/optim/methods.py for the shipped ones).
+"""The methods by name: each one's optimizer class, the keys of its ``configs/sam/<name>.yaml`` with their
+defaults, and its checks, declared once. The factory builds from it, the config checks (gsam/config/checks.py)
+derive from it, the files ``configs/sam/*.yaml`` are written from it (gsam/config/sam_files.py, with a drift
+test), and a new method is its optimizer module plus one ``register`` call (gsam/optim/methods.py for the
+shipped ones).
 
 Torch-free on purpose: a check states what it expects through the ``need(key, ok, expected)`` it is given, and
 the caller turns a failed one into its own error (a ConfigError naming the key).
@@ -25,13 +27,23 @@ def is_number(value) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class Same:
+    """A default that is another key's value, e.g. ``rho_min`` = ``rho_max`` (a constant radius); in the YAML
+    file the interpolation ``${sam.<key>}``, so that setting the other key moves this one with it."""
+
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Key:
     """One key of a method's ``configs/sam/<name>.yaml``.
 
     ``arg``: the optimizer's constructor argument it becomes, through ``to`` (None: another part reads it,
     e.g. ``sam.m`` the batch plan). ``ok(value, sam)`` and ``expected``: its range, the message of a value
     outside it. ``numeric``: a finite number whenever it is set, whatever the method (the config's NUMERIC).
-    ``default``: used when a plain mapping leaves it out (a script's dict); ``REQUIRED``: no default."""
+    ``default``: the value of the YAML file, also used when a plain mapping leaves the key out (a script's
+    dict), a ``Same`` for another key's value; ``REQUIRED``: no default. ``note``: the comment beside it in the
+    file (its meaning, the source of its value; lines split at newlines)."""
 
     arg: str | None
     to: Callable = float
@@ -39,9 +51,24 @@ class Key:
     expected: str = ""
     numeric: bool = True
     default: object = None
+    note: str = ""
 
 
 REQUIRED = object()
+
+
+def with_defaults(*parts: Mapping[str, Key], **values) -> dict[str, Key]:
+    """The keys of ``parts`` in their order, each key named in ``values`` given that default: a value, or
+    ``(value, note)`` to say beside it where the value comes from. A method's defaults are written here, next to
+    its keys, so that they have one place (its YAML file is generated from them)."""
+    keys = {name: key for part in parts for name, key in part.items()}
+    unknown = sorted(set(values) - set(keys))
+    if unknown:
+        raise KeyError(f"defaults for keys the method does not have: {unknown}")
+    for name, value in values.items():
+        value, note = value if isinstance(value, tuple) else (value, keys[name].note)
+        keys[name] = dataclasses.replace(keys[name], default=value, note=note)
+    return keys
 
 
 def at_least(arg: str | None, least: float, *, default=REQUIRED, note: str = "") -> Key:
@@ -56,15 +83,17 @@ def integer(arg: str | None, least: int, note: str = "", *, default=REQUIRED) ->
                default=default)
 
 
-def flag(arg: str, default: bool = False) -> Key:
-    return Key(arg, bool, numeric=False, default=default)
+def flag(arg: str, default: bool = False, note: str = "") -> Key:
+    return Key(arg, bool, numeric=False, default=default, note=note)
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     """A method: its name (``sam.name``), its optimizer class, its keys (all of ``configs/sam/<name>.yaml``
     but ``name``), constructor arguments fixed by the method (``fixed``), its check across keys or sections
-    (``check(cfg, need)``), and whether it perturbs (False: perturbation groups and rho do not apply)."""
+    (``check(cfg, need)``), and whether it perturbs (False: perturbation groups and rho do not apply).
+    ``summary``: one line for listings (``python -m gsam.catalog``); ``doc``: the comment that opens its YAML
+    file (what the method computes, where its values come from)."""
 
     name: str
     cls: type
@@ -72,17 +101,24 @@ class Method:
     fixed: Mapping[str, object] = dataclasses.field(default_factory=dict)
     check: Callable[[Mapping, Need], None] | None = None
     perturbs: bool = True
+    summary: str = ""
+    doc: str = ""
+
+    def value(self, name: str, sam: Mapping):
+        """``sam.<name>`` as given, else its default (a ``Same`` followed to the key it names)."""
+        key = self.keys[name]
+        if name not in sam and key.default is REQUIRED:
+            raise KeyError(f"sam.{name} is missing (sam.name={self.name})")
+        value = sam[name] if name in sam else key.default
+        return self.value(value.key, sam) if isinstance(value, Same) else value
 
     def arguments(self, sam: Mapping) -> dict:
         """The constructor's keyword arguments from the ``sam`` section (a Hydra node or a plain dict)."""
         out = dict(self.fixed)
         for name, key in self.keys.items():
-            if key.arg is None:
-                continue
-            if name not in sam and key.default is REQUIRED:
-                raise KeyError(f"sam.{name} is missing (sam.name={self.name})")
-            value = sam[name] if name in sam else key.default
-            out[key.arg] = None if value is None else key.to(value)
+            if key.arg is not None:
+                value = self.value(name, sam)
+                out[key.arg] = None if value is None else key.to(value)
         return out
 
     def validate(self, cfg: Mapping, need: Need) -> None:

@@ -61,7 +61,8 @@ class XSAM(SharpnessAware):
         search_every: search alpha* every that many calls of ``step``, starting with the first, skipped
             steps counted (a loop step is a call); 0 = never. ``search_next`` overrides it for one step.
         search_every_epochs: search alpha* at the first step of every that many epochs, on the counters of
-            ``before_step`` (epoch 0 included); 0 = never.
+            ``before_step`` (epoch 0 included); 0 = never. Default 1: the official ``--is_dynamic`` searches
+            once per epoch, on its first batch (``batch_idx == 1``); without a search XSAM is SAM (alpha 1.0).
         search_images: alpha* on the first that many images of the global batch when the loop offers them
             (``StepClock.head``; None: the whole global batch); without the loop, on the step's group 0.
         alpha_grid: candidate alphas (default 0, 0.1, ..., 2.0: 21 forward passes per search).
@@ -71,7 +72,7 @@ class XSAM(SharpnessAware):
     rho_probe = NonNegative()
 
     def __init__(self, params, base_optimizer, rho: float = 0.05, rho_probe: float = 0.1,
-                 steps: int = 1, alpha: float = 1.0, search_every: int = 0, search_every_epochs: int = 0,
+                 steps: int = 1, alpha: float = 1.0, search_every: int = 0, search_every_epochs: int = 1,
                  search_images: int | None = None, alpha_grid=DEFAULT_ALPHA_GRID, **kwargs):
         super().__init__(params, base_optimizer, rho=rho, **kwargs)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:

@@ -135,7 +135,8 @@ def count_step(state: LoopState, stats, plan: StepPlan, divergence) -> None:
 def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan: StepPlan, state: LoopState,
                     device: torch.device, on_log: Callable, on_checkpoint: Callable, progress=None,
                     should_stop: Callable[[], bool] | None = None, divergence=None) -> None:
-    """Run the rest of ``state.epoch``, or up to ``plan.stop_step``; ``state`` is advanced after every step.
+    """Run the rest of ``state.epoch``, or up to ``plan.stop_step``; ``state`` is advanced after every step and
+    told to ``progress`` (gsam/progress.py: TrainProgress), if any.
     ``should_stop`` is asked after every step (on every rank: it may be collective) and ends the epoch early
     when it says so. ``divergence`` (gsam/state/divergence.py) may stop the run on a finite but exploding loss,
     before that step is checkpointed."""
@@ -159,7 +160,7 @@ def train_one_epoch(model, opt: SharpnessAware, loader: Iterable, loss_fn, plan:
         t_data = time.perf_counter()
         compute += t_data - t_step
         if progress is not None:
-            progress.update(1)
+            progress.update(state.step, state.epoch, x.shape[0], stats)
         if state.step % plan.log_every == 0 or state.step == plan.total_steps:
             elapsed = time.perf_counter() - t_last
             metrics = {**stats.as_dict(), "lr": lr, "epoch": state.epoch, "images_per_s": images / max(elapsed, 1e-9),

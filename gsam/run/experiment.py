@@ -26,6 +26,8 @@ from gsam.state.preemption import Preemption
 from gsam.run.resume import resume_from_last, snapshot
 from gsam.state.run_folder import prepare_folder
 from gsam.state.runlock import lock_for_run
+from gsam.progress import Style, TrainProgress
+from gsam.progress import style as progress_style
 from gsam.runlog import RunLogger
 
 
@@ -125,11 +127,13 @@ def announce(cfg: DictConfig, session: Session, b: BatchPlan) -> None:
           f"{plan.total_steps} steps" + (f", resumed at step {step}" if step > 0 else ""))
 
 
-def evaluate_and_keep_best(session: Session, sets: dict, progress: bool, should_stop=None) -> dict:
+def evaluate_and_keep_best(session: Session, sets: dict, progress: Style | None, should_stop=None) -> dict:
     """{set: metrics} of the training forward on ``sets``, logged (metrics.jsonl, summary.csv), and the weights
     kept as a top-k checkpoint when they are among the best so far. Cut short by ``should_stop`` (a preemption
     signal between two sets): nothing is logged, the caller stops."""
     p, state = session.parts, session.state
+    if progress is not None:
+        progress = dataclasses.replace(progress, at=f"step {state.step} epoch {state.epoch}")
     results = measure_sets(sets, session.training.forward, p.info.device, p.amp, p.channels_last, progress,
                            should_stop)
     if should_stop is not None and should_stop():
@@ -161,26 +165,23 @@ def train_epochs(cfg: DictConfig, session: Session, preemption: Preemption, prog
         if monitor is not None and monitor.due(state.epoch):
             session.logger.log(state.step, {"epoch": state.epoch, **monitor.measure()}, kind="analysis")
         if state.epoch % int(cfg.train.eval_every_epochs) == 0 and state.step < t.plan.stop_step:
-            evaluate_and_keep_best(session, periodic, progress is not None)
+            evaluate_and_keep_best(session, periodic, None if progress is None else progress.how)
 
 
 def train_and_evaluate(cfg: DictConfig, session: Session, preemption: Preemption) -> dict:
-    """The epochs, ``last.pt``, then the final evaluation on every set; a progress bar on rank 0
-    (train.progress). A stop on non-finite or diverging losses says where the good weights are."""
-    progress = None
-    if session.parts.info.main and cfg.train.progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=session.training.plan.stop_step, initial=session.state.step, unit="step",
-                        dynamic_ncols=True)
+    """The epochs, ``last.pt``, then the final evaluation on every set; the progress on rank 0 (train.progress:
+    a bar on a terminal, a line every train.progress_every_s seconds in a log). A stop on non-finite or
+    diverging losses says where the good weights are."""
+    how = progress_style(session.parts.info.main and cfg.train.progress, cfg.train.get("progress_every_s"))
+    progress = None if how is None else TrainProgress(how, session.training.plan.stop_step,
+                                                      initial=session.state.step, world=session.parts.info.world)
     preemption.install()
     try:
         train_epochs(cfg, session, preemption, progress)
         session.save_last()  # before the final evaluation: a rerun of a finished run replays it, recorded once
         # a time limit's signal during the final evaluation stops it between two sets and requeues: the requeued
         # job replays the whole evaluation from last.pt
-        results = evaluate_and_keep_best(session, session.parts.eval_sets, progress is not None,
-                                         preemption.should_stop)
+        results = evaluate_and_keep_best(session, session.parts.eval_sets, how, preemption.should_stop)
         if preemption.triggered:
             p = session.parts
             raise preemption.stop(session.state.step, session.save_last, session.logger.close, p.info.main)

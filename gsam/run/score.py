@@ -14,6 +14,7 @@ from gsam.state.checkpoint import CheckpointError, load, load_weights
 from gsam.config.checks import ConfigError, batch_plan
 from gsam.evaluation.table1 import results_markdown
 from gsam.evaluation.sets import measure_sets
+from gsam.progress import style as progress_style
 from gsam.run.finish import table1_summary, write_results
 from gsam.run.resume import config_changes
 from gsam.state.runlock import lock_for_run
@@ -116,7 +117,8 @@ def _score(cfg: DictConfig) -> dict:
     else:
         load_weights(parts.model, saved["model"], path)
     results = measure_sets(parts.eval_sets, parts.model, info.device, parts.amp, parts.channels_last,
-                           progress=info.main and bool(cfg.train.progress))
+                           progress=progress_style(info.main and bool(cfg.train.progress),
+                                                   cfg.train.get("progress_every_s")))
     if info.main:
         report_scores(cfg, path, saved, results, origin)
     if lock is not None:

@@ -61,7 +61,8 @@ def find_alpha_runs(dirs: Sequence[str | Path]) -> dict[tuple[int, float], Path]
     from omegaconf import OmegaConf
 
     found, reference = {}, None
-    ignored = {"sam.alpha", "seed", "output_dir", "name", "train.progress", "data.num_workers"}
+    ignored = {"sam.alpha", "seed", "output_dir", "name", "train.progress", "train.progress_every_s",
+               "data.num_workers"}
     for d in map(Path, dirs):
         path = d / "config.yaml"
         if not path.exists():
