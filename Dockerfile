@@ -34,6 +34,7 @@ WORKDIR /workspace/gsam
 COPY pyproject.toml README.md ./
 COPY gsam/__init__.py gsam/
 COPY gsam/analysis/__init__.py gsam/analysis/
+COPY gsam/catalog/__init__.py gsam/catalog/
 COPY gsam/config/__init__.py gsam/config/
 COPY gsam/evaluation/__init__.py gsam/evaluation/
 COPY gsam/optim/__init__.py gsam/optim/
