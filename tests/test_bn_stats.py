@@ -44,6 +44,7 @@ def test_one_update_per_step_on_one_process(one_process, name):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.slow  # the session's torchrun fixture (ddp_ranks): ~15 s
 @pytest.mark.parametrize("name", NAMES)
 def test_one_update_per_step_on_each_of_two_processes(ddp_ranks, one_process, name):
     """Both ranks count one update per step; rank 0's statistics (its first micro-batch is the single process's) are
