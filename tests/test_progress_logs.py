@@ -1,6 +1,6 @@
 """Progress fit for logs (gsam/progress.py): with stdout not a terminal (a Slurm log, a pipe, pytest's capture) the
 trainer prints a plain line every train.progress_every_s seconds (step, epoch, img/s, loss, rho_t, ETA) and one
-line per evaluated set, and no carriage-return redraw anywhere; on a terminal, tqdm bars as before."""
+line per evaluated set, and no carriage-return redraw anywhere; on a terminal, tqdm bars."""
 import io
 import re
 

@@ -95,4 +95,4 @@ def test_the_listing_names_every_method_model_and_table1_row(capsys):
     assert out.count("[T1]") == 48 + 1 and "vit_b32_gsam" in out and "demo_gsam" not in out  # 48 rows, the legend
     assert catalog_main([]) == 0
     out = capsys.readouterr().out
-    assert "methods, sam=<name> (11)" in out and "keys: sam.rho_max sam.rho_min sam.alpha" in out
+    assert f"methods, sam=<name> ({len(METHODS)})" in out and "keys: sam.rho_max sam.rho_min sam.alpha" in out

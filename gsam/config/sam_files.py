@@ -15,7 +15,7 @@ from gsam.optim.registry import METHODS, REQUIRED, Method, Same
 
 from .keys import CONFIGS
 
-NOTE_COLUMN = 27  # where a key's comment starts, as in the hand-written files before
+NOTE_COLUMN = 27  # where a key's comment starts: past "sync_perturbation: false", so the notes of a file align
 
 
 def yaml_value(value) -> str:
