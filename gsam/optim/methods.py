@@ -122,7 +122,9 @@ register(Method(
 step of every epoch, as the official code's `batch_idx == 1` (Cccjl219/XSAM train.py, --is_dynamic).
 NAMES: our rho_max is NOT the official --rho_max. Official flag -> our key (docs/optimizers.md, the full table):
   --rho 0.15     -> sam.rho_max 0.15    the total ascent length (k steps of rho/k); rho_max, as every method's
-                                        ascent radius here (rho_min = rho_max: constant)
+                                        ascent radius here (rho_min = rho_max: constant). With --steps k > 1 the
+                                        official train.py passes --rho / --steps to the optimizer (line 49), whose
+                                        first_step moves that on each step: rho in all, as here (test_xsam_ksteps)
   --rho_max 0.3  -> sam.rho_probe 0.3   the radius at which the alpha* candidates are probed, only for the search
 So the official `--rho 0.15 --rho_max 0.3 --is_dynamic` is `sam.rho_max=0.15 sam.rho_probe=0.3` here."""))
 
