@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image
+
+from .write_guard import process_pool
 
 MIN_PAGE = 8 << 20  # FFCV's default page (4 x its 2 MiB minimum): ILSVRC-2012 records mostly fit in it
 MAX_PAGE = 1 << 31  # FFCV's header stores the page size as uint32, and a page is a power of two
@@ -41,7 +42,7 @@ def read_headers(paths: list[str], workers: int) -> np.ndarray:
     """(n, 3) int64: width, height, bytes of each file (-1 where unreadable)."""
     if workers <= 1:
         return np.array([_header(p) for p in paths], dtype=np.int64).reshape(-1, 3)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         return np.array(list(pool.map(_header, paths, chunksize=512)), dtype=np.int64).reshape(-1, 3)
 
 

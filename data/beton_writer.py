@@ -5,6 +5,13 @@ raises (or is killed) never adds its chunk, so that wait is endless, and the wor
 by nothing but multiprocessing. Here each worker records the record it is on in shared memory and reports
 any exception before it touches the file again; the parent polls for reports and dead workers every 0.1 s,
 ends the other workers and raises ``WriterFailed`` naming the worker's error and file.
+
+The workers claim chunks of records from a shared counter; FFCV puts every chunk into a
+``multiprocessing.Queue`` up front instead. Once the workers had stopped, the chunks nobody would read stayed in
+that queue, and at exit Python's queue finaliser waited for its feeder thread to write them into a full pipe:
+the script printed its error and never ended (seen with 20 classes x 1,000 JPEGs; reproduced with 4,000
+images, whose chunks are more than the pipe's 64 KiB). Every worker dies with the main process
+(data/write_guard.py).
 """
 from __future__ import annotations
 
@@ -19,23 +26,35 @@ from ffcv.memory_allocator import MemoryAllocator
 from ffcv.writer import DatasetWriter, handle_sample
 
 from .beton_errors import WriterFailed
+from .write_guard import die_with_parent, raise_if_stopped
 
 POLL_S = 0.1
 
 
-def _worker(slot, current, errors, todo, metadata_sm, metadata_type, fields, allocator, done, allocations, dataset):
-    """One writer process: FFCV's indexed-dataset job (``handle_sample`` on each record of each chunk), with the
-    record in progress published in ``current[slot]`` and any exception sent to the parent. On failure the
-    process exits at once: flushing its page would wait, as FFCV's allocator does, for the pages before it."""
+def _claim(next_chunk) -> int:
+    """The index of the next chunk nobody has taken (past the last one when all are taken)."""
+    with next_chunk.get_lock():
+        k = next_chunk.value
+        next_chunk.value = k + 1
+    return k
+
+
+def _worker(slot, parent, current, errors, next_chunk, chunk, n, metadata_sm, metadata_type, fields, allocator,
+            done, allocations, dataset):
+    """One writer process: FFCV's indexed-dataset job (``handle_sample`` on each record of each chunk it claims;
+    record i goes to row i), with the record in progress published in ``current[slot]`` and any exception sent
+    to the parent. On failure the process exits at once: flushing its page would wait, as FFCV's allocator
+    does, for the pages before it."""
+    die_with_parent(parent)
     metadata = np.frombuffer(metadata_sm.buf, dtype=metadata_type)
     try:
         allocator.__enter__()
-        while (chunk := todo.get()) is not None:
-            for dest_ix, source_ix in chunk:
-                current[slot] = source_ix
-                handle_sample(dataset[source_ix], dest_ix, metadata_type.names, metadata, allocator, fields)
+        while (start := _claim(next_chunk) * chunk) < n:
+            for i in range(start, min(start + chunk, n)):
+                current[slot] = i
+                handle_sample(dataset[i], i, metadata_type.names, metadata, allocator, fields)
             with done.get_lock():
-                done.value += len(chunk)
+                done.value += min(start + chunk, n) - start
         current[slot] = -1
         allocator.__exit__(None, None, None)
     except BaseException as e:  # noqa: BLE001 - whatever it is, the parent must hear of it and stop
@@ -54,27 +73,26 @@ class WatchedWriter(DatasetWriter):
         super().__init__(fname, fields, page_size=page_size, num_workers=num_workers)
         self.name, self.describe, self.progress = name, describe, progress
 
-    def _write_common(self, num_samples, queue_content, work_fn, extra_worker_args):
-        self.num_samples = num_samples
+    def from_indexed_dataset(self, dataset, chunksize: int = 100):
+        """Every record of ``dataset`` in its order (FFCV's ``indices`` and ``shuffle_indices`` are not used)."""
+        self.num_samples = len(dataset)
         self.prepare()
         try:
-            self.finalize(self._run_workers(queue_content, dataset=extra_worker_args[0]))
+            self.finalize(self._run_workers(dataset, chunksize))
         finally:
             self.metadata_sm.close()
             self.metadata_sm.unlink()
 
-    def _run_workers(self, chunks, dataset) -> list:
-        todo, allocations, errors = mp.Queue(), mp.Queue(), mp.Queue()
-        for chunk in chunks:
-            todo.put(chunk)
-        for _ in range(self.num_workers):
-            todo.put(None)
+    def _run_workers(self, dataset, chunk: int) -> list:
+        allocations, errors = mp.Queue(), mp.Queue()  # only the workers put: no feeder thread here to wait on
+        next_chunk = mp.Value(ctypes.c_int64, 0)
         done = mp.Value(ctypes.c_uint64, 0)
         current = mp.Array(ctypes.c_int64, [-1] * self.num_workers, lock=False)
         allocator = MemoryAllocator(self.fname, self.data_region_start, self.page_size)
         procs = [mp.Process(target=_worker, daemon=True,
-                            args=(k, current, errors, todo, self.metadata_sm, self.metadata_type, self.fields,
-                                  allocator, done, allocations, dataset))
+                            args=(k, os.getpid(), current, errors, next_chunk, chunk, self.num_samples,
+                                  self.metadata_sm, self.metadata_type, self.fields, allocator, done, allocations,
+                                  dataset))
                  for k in range(self.num_workers)]
         try:
             for p in procs:
@@ -97,6 +115,7 @@ class WatchedWriter(DatasetWriter):
             bar = tqdm(total=self.num_samples, desc=f"writing {os.path.basename(self.name)}", unit="img")
         try:
             while (n := done.value) < self.num_samples:
+                raise_if_stopped()
                 self._raise_if_failed(procs, errors, current)
                 if bar is not None:
                     bar.update(n - bar.n)
@@ -110,6 +129,7 @@ class WatchedWriter(DatasetWriter):
             try:
                 return allocations.get(timeout=POLL_S)
             except queue.Empty:
+                raise_if_stopped()
                 self._raise_if_failed(procs, errors, current)
 
     def _raise_if_failed(self, procs, errors, current) -> None:
@@ -127,6 +147,7 @@ class WatchedWriter(DatasetWriter):
 
 def _stop(procs) -> None:
     """End every worker still running (TERM, then KILL after 5 s)."""
+    procs = [p for p in procs if p.pid is not None]  # a signal may have come before all had started
     for p in procs:
         if p.is_alive():
             p.terminate()

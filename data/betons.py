@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .beton_errors import WriterFailed  # noqa: F401  (callers catch it from here)
+from .sources import rgb
+from .write_guard import process_pool
 
 SIDECAR_VERSION = 2  # 2: the beton's size and checksums under "beton"
 # The writer options that keep an image as decoded from its source file: no resize, no JPEG re-encoding.
@@ -29,12 +30,32 @@ def sidecar_path(beton: Path) -> Path:
     return Path(beton).with_suffix(".json")
 
 
+# what the readers take from a sidecar, and the JSON type each must have (``beton`` is absent before version 2)
+SIDECAR_FIELDS = {"classes": list, "options": dict, "files": (list, type(None)), "beton": (dict, type(None))}
+
+
 def read_sidecar(beton: Path) -> dict:
+    """The sidecar of ``beton``; ValueError naming it when it is not JSON or not of the shape written here."""
     path = sidecar_path(beton)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; every beton needs the class list written beside it by "
                                 "scripts/write_betons.py")
-    return json.loads(path.read_text())
+    again = f"rewrite it with scripts/write_betons.py --splits {Path(beton).stem}"
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a sidecar, its JSON does not parse ({e}); {again}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a sidecar (a JSON {type(meta).__name__}, not an object); {again}")
+    for key, kind in SIDECAR_FIELDS.items():
+        if not isinstance(meta.get(key), kind):
+            raise ValueError(f"{path}: not a sidecar ({key!r} is {type(meta.get(key)).__name__}); {again}")
+    beton_record = meta.get("beton") or {"bytes": 0, "fingerprint": ""}
+    if (not all(isinstance(c, str) for c in meta["classes"]) or not isinstance(meta["options"].get("write_mode"), str)
+            or not isinstance(beton_record.get("bytes"), int) or not isinstance(beton_record.get("fingerprint"), str)):
+        raise ValueError(f"{path}: not a sidecar (its classes, write_mode, bytes or fingerprint are of the wrong "
+                         f"type); {again}")
+    return meta
 
 
 def _check_image(path: str) -> str | None:
@@ -42,7 +63,7 @@ def _check_image(path: str) -> str | None:
     try:
         with Image.open(path) as im:
             im.draft("RGB", (64, 64))  # JPEG DCT scaling: reads the whole stream, decodes at 1/8 size
-            im.convert("RGB").load()
+            rgb(im).load()
         return None
     except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
         return f"{type(e).__name__}: {e}"
@@ -52,7 +73,7 @@ def scan_images(samples: list[tuple[str, int]], workers: int, progress: bool = T
                 ) -> tuple[list[tuple[str, int]], list[dict]]:
     """(readable samples, [{"path", "error"}] for the others), in the original order."""
     paths = [p for p, _ in samples]
-    with ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
+    with process_pool(workers) as pool:
         results = pool.map(_check_image, paths, chunksize=256)
         if progress:
             from tqdm import tqdm
@@ -76,7 +97,7 @@ class _ImageList:
     def __getitem__(self, i):
         path, label = self.samples[i]
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")), label
+            return np.asarray(rgb(im)), label
 
 
 def write_beton(path: Path, samples: list[tuple[str, int]], classes: list[str], *, max_resolution: int | None,

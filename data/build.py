@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -16,8 +17,9 @@ class DataParts:
 
 
 def build_data(d, *, seed: int, rank: int, world: int, is_main: bool, per_rank_batch: int, device: torch.device,
-               channels_last: bool, mean, std, barrier=lambda: None) -> DataParts:
-    """Raises FileNotFoundError/ValueError/ImportError with the key to fix."""
+               channels_last: bool, mean, std, barrier=lambda: None, allow_partial: bool = False) -> DataParts:
+    """Raises FileNotFoundError/ValueError/ImportError with the key to fix. ``allow_partial``:
+    eval.allow_partial (a folder val without some classes is scored, not refused)."""
     if d.loader not in ("ffcv", "folder"):
         raise ValueError(f"data.loader={d.loader!r}: expected 'ffcv' or 'folder'")
     if d.name == "demo":  # the embedded demo writes itself (and its betons) on first use
@@ -47,16 +49,29 @@ def build_data(d, *, seed: int, rank: int, world: int, is_main: bool, per_rank_b
         raise FileNotFoundError(f"data.root={d.root!r}: no such directory (point it at the dataset folder)")
     return DataParts(*build_folder_loaders(root=d.root, train_split=d.train_split, val_split=d.val_split,
                                            minival_fraction=float(d.minival_fraction), val_labels=d.val_labels,
-                                           **common))
+                                           allow_partial=allow_partial, **common))
 
 
 def _write_demo_betons(root: Path, out: Path) -> None:
+    """The demo's betons in ``out``, a folder of the demo's own (data/demo.py: own_folder; a folder of demo
+    betons written before the marker: each sidecar's source is a demo data folder), one writer at a time."""
     from .betons import ORIGINAL_PIXELS, read_sidecar, write_beton
+    from .demo import own_folder
     from .sources import class_folders, folder_samples
+    from .write_guard import lock_out_folder
 
+    def demo_betons(folder: Path) -> bool:
+        try:
+            sources = [json.loads(p.read_text()).get("source") for p in folder.glob("*.json")]
+        except (ValueError, AttributeError, OSError):  # not JSON, or not an object: not a sidecar of ours
+            return False
+        return bool(sources) and all(isinstance(s, str) and (Path(s) / "demo.json").is_file() for s in sources)
+
+    own_folder(out, "data.betons", legacy=demo_betons)
     if (out / "val.beton").is_file() and read_sidecar(out / "val.beton").get("source") == str(root.resolve()):
         return
     classes = class_folders(root / "train")
-    for split in ("train", "val"):
-        write_beton(out / f"{split}.beton", folder_samples(root / split, classes), classes, **ORIGINAL_PIXELS,
-                    workers=2, keep_files=split == "val", progress=False, source=str(root.resolve()))
+    with lock_out_folder(out, "data.betons"):
+        for split in ("train", "val"):
+            write_beton(out / f"{split}.beton", folder_samples(root / split, classes), classes, **ORIGINAL_PIXELS,
+                        workers=2, keep_files=split == "val", progress=False, source=str(root.resolve()))

@@ -6,6 +6,10 @@ with no download. They are upscaled to ``image_size`` and written as
 ImageFolder loader read for ImageNet; class folders sort in label order (``digit_0`` ... ``digit_9``).
 The train/val split is a fixed stratified one (every 5th image of each class goes to val).
 
+The demo writes only into folders it created (``own_folder``): absent or empty ones, which it marks, or its
+own from before. A ``data.root`` (``data.betons``, ``data.robustness_root``) that holds anything else, a
+user's ImageNet for instance, is refused before anything is written there.
+
 The small-scale study (scripts/small_scale_study.py) writes a copy with two options:
 - ``minival=True`` moves every 5th train image of each class to ``root/minival`` (a clean, stratified 20%
   of train) BEFORE any noise, as a validation split to choose hyper-parameters on, so val can stay the
@@ -25,6 +29,23 @@ import numpy as np
 from PIL import Image
 
 VERSION = 1
+MARKER = ".gsam-demo"  # in every folder the demo created: only there does it write
+
+
+def own_folder(folder: str | Path, key: str, legacy=lambda folder: False) -> Path:
+    """``folder``, made the demo's to write into: created here (absent or empty: marked with MARKER) or marked
+    before (``legacy(folder)``: one written before the marker existed). ValueError naming ``key`` for anything
+    else: the demo never writes into a folder it did not create (it added digit_0..digit_9 to a user's
+    ImageNet train/ and val/ when data.root pointed there)."""
+    folder = Path(folder)
+    if (folder / MARKER).is_file() or (folder.is_dir() and legacy(folder)):
+        return folder
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ValueError(f"{key}={folder}: a folder the demo did not create (no {MARKER} in it); the demo writes "
+                         f"its data only into its own folders: leave {key} at its default or give a new folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("written by the gsam demo (data/demo.py); it writes only into folders holding this\n")
+    return folder
 
 
 def noisy_targets(targets: np.ndarray, fraction: float, seed: int, num_classes: int = 10) -> np.ndarray:
@@ -62,7 +83,7 @@ def _nth(counts: dict, key) -> int:
 def write_demo_dataset(root: str | Path, image_size: int = 32, quality: int = 95, label_noise: float = 0.0,
                        noise_seed: int = 0, minival: bool = False) -> Path:
     """Write the dataset once; a later call with the same parameters returns at once."""
-    root = Path(root)
+    root = own_folder(root, "data.root", legacy=lambda folder: (folder / "demo.json").is_file())
     stamp = root / "demo.json"
     meta = {"version": VERSION, "image_size": image_size, "quality": quality}
     if label_noise or minival:  # absent by default: the stamps of copies written before the options stay valid

@@ -58,7 +58,10 @@ def _corrupt(img: Image.Image, name: str, severity: int, rng: np.random.Generato
 
 def write_demo_eval_sets(demo_root: str | Path, out: str | Path, image_size: int) -> Path:
     """Write v2/, r/ and c/ under ``out`` from ``demo_root``/val once; later calls return at once."""
-    demo_root, out = Path(demo_root), Path(out)
+    from .demo import own_folder
+
+    demo_root = Path(demo_root)
+    out = own_folder(out, "data.robustness_root", legacy=lambda folder: (folder / "demo_eval.json").is_file())
     stamp = out / "demo_eval.json"
     meta = {"version": VERSION, "image_size": image_size, "source": str(demo_root.resolve())}
     if stamp.exists() and json.loads(stamp.read_text()) == meta:

@@ -14,7 +14,8 @@ after ``ToTensor`` on CPU.
 
 Before any of this, each beton is checked against its sidecar (size and fingerprint, data/beton_check.py):
 a truncated copy is refused in one line naming it. A reader thread that dies anyway (a file damaged inside)
-ends the epoch with an error naming the beton instead of leaving the trainer waiting for a batch.
+ends the epoch with an error naming the beton instead of leaving the trainer waiting for a batch. While the
+run reads it, a beton rewritten under the same name stops the run (``BetonWatch``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # numba's tbb layer
 import numpy as np
 import torch
 
-from .beton_check import check_beton
+from gsam.config.checks import ConfigError
+
+from .beton_check import check_beton, fingerprint
 from .betons import read_sidecar
 from .folder import ShardSampler
 
@@ -47,6 +50,46 @@ def _require_ffcv():
                           "libopencv-imgproc-dev libturbojpeg0-dev pkg-config), or use data.loader=folder")
 
 
+class BetonChanged(ConfigError):
+    """A beton was rewritten under the run that reads it."""
+
+
+class BetonWatch:
+    """The beton a loader reads, as it was checked at start: ``check()`` (one ``stat``) raises BetonChanged when
+    the file under that name has changed since. FFCV keeps the index (per-record offsets) it read at start, and
+    reads the pages through the name: in place (``cp other.beton train.beton``) at once, and after a rename over
+    it at the next epoch (``data.os_cache=false`` opens the file again each epoch). Either way the run would
+    train on records cut at the old offsets (a run went from 100% to 33% val, and exited 0). A file whose size
+    or modification time changed but whose fingerprint is the one its sidecar records (``recorded``: a
+    ``touch``, the same beton copied again) is the same beton: the run goes on. Without a record, any change
+    stops it (nothing is read here: a loader built outside ``build_ffcv_loaders`` reads the file as before)."""
+
+    def __init__(self, path: Path, recorded: dict | None):
+        self.path = Path(path)
+        self.seen = self._stat()
+        self.fingerprint = recorded["fingerprint"] if recorded else None
+
+    def _stat(self) -> tuple:
+        st = os.stat(self.path)
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+    def check(self) -> None:
+        try:
+            now = self._stat()
+        except FileNotFoundError:
+            raise BetonChanged(f"{self.path}: removed while this run reads it; put it back and rerun (the run "
+                               "resumes from its last checkpoint)") from None
+        if now == self.seen:
+            return
+        if self.fingerprint is not None and fingerprint(self.path, now[2]) == self.fingerprint:
+            self.seen = now
+            return
+        raise BetonChanged(f"{self.path}: rewritten while this run reads it (another file now has its name); the "
+                           "last batches may have come from the new bytes. Put the beton of this run back (copy it "
+                           "under another name, then rename it over this one) and rerun: the run resumes from its "
+                           "last checkpoint")
+
+
 class FFCVLoader:
     """An FFCV ``Loader`` driven by a ``ShardSampler``; yields normalised float batches (x, y) or, with
     ``with_index``, (x, y, record index). ``raw_only``: every record is raw pixels (the evaluation betons),
@@ -54,8 +97,10 @@ class FFCVLoader:
 
     def __init__(self, beton: Path, *, train: bool, img_size: int, mean, std, batch: int, rank: int, world: int,
                  seed: int, num_workers: int, device: torch.device, channels_last: bool, min_crop_scale: float,
-                 crop_pct: float, os_cache: bool, with_index: bool = False, raw_only: bool = False):
+                 crop_pct: float, os_cache: bool, with_index: bool = False, raw_only: bool = False,
+                 recorded: dict | None = None):
         _require_ffcv()
+        self.watch = BetonWatch(beton, recorded)  # before FFCV reads the file: what it reads is what was checked
         from ffcv.fields.basics import IntDecoder
         from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
         from ffcv.loader import Loader, OrderOption
@@ -95,9 +140,11 @@ class FFCVLoader:
 
     def __iter__(self):
         order = list(self.sampler) if self.with_index else None  # the sampler's permutation, only when needed
+        self.watch.check()  # FFCV opens the file by its name again now
         epoch = iter(self.loader)
         try:
             for b, (x, y) in enumerate(_batches(epoch, self.beton)):
+                self.watch.check()  # one stat a batch: an in-place copy is seen a few batches after it began
                 x = x.float().sub_(self.mean).div_(self.std)
                 if not self.channels_last:
                     x = x.contiguous()
@@ -175,7 +222,7 @@ def build_ffcv_loaders(*, betons: str, img_size: int, mean, std, batch: int, eva
     common = dict(img_size=img_size, mean=mean, std=std, rank=rank, world=world, seed=seed, num_workers=num_workers,
                   device=device, channels_last=channels_last, min_crop_scale=min_crop_scale, crop_pct=crop_pct,
                   os_cache=os_cache)
-    train = FFCVLoader(root / "train.beton", train=True, batch=batch, **common)
+    train = FFCVLoader(root / "train.beton", train=True, batch=batch, recorded=meta.get("beton"), **common)
     evals, files = {}, {}
     for name in ("minival", "val"):
         path = root / f"{name}.beton"
@@ -186,7 +233,8 @@ def build_ffcv_loaders(*, betons: str, img_size: int, mean, std, batch: int, eva
         if meta["classes"] != classes:
             raise ValueError(f"{path}: its class list differs from train.beton's")
         raw_only = meta["options"]["write_mode"] == "raw"  # write_betons stores minival and val raw
-        evals[name] = FFCVLoader(path, train=False, batch=eval_batch, with_index=True, raw_only=raw_only, **common)
+        evals[name] = FFCVLoader(path, train=False, batch=eval_batch, with_index=True, raw_only=raw_only,
+                                 recorded=meta.get("beton"), **common)
         files[name] = meta.get("files")
     return train, evals, classes, files
 

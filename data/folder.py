@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 from torchvision import transforms
 
-from .sources import class_folders, folder_samples, val_samples
+from .sources import class_folders, folder_samples, rgb, val_samples
 
 MINIVAL_SEED = 0
 
@@ -61,7 +61,7 @@ class ImageList(Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as im:
-                return im.convert("RGB"), label
+                return rgb(im), label
         except Exception as e:  # any decoder error (truncated, corrupt, unknown, a decompression bomb): as write_betons
             if path not in self._reported:
                 self._reported.add(path)
@@ -186,11 +186,30 @@ def eval_loader(samples: list[tuple[str, int]], transform, *, batch: int, num_wo
                       generator=private_generator(rank), worker_init_fn=ignore_stop_signals)
 
 
+def check_val_classes(samples: list[tuple[str, int]], classes: list[str], folder: Path, allow_partial: bool,
+                      notice=print) -> None:
+    """Every training class has images in val: top-1 over the classes present only is another number (ImageNet's
+    sets are also checked by their published counts, gsam/evaluation/sets.py; this is for any set). ValueError
+    naming the folder, or with ``allow_partial`` one warning line."""
+    missing = sorted(set(range(len(classes))) - {label for _, label in samples})
+    if not missing:
+        return
+    what = (f"data.root: {folder} has no image of {len(missing)} of the {len(classes)} classes "
+            f"({', '.join(classes[i] for i in missing[:3])}{' ...' if len(missing) > 3 else ''})")
+    if not allow_partial:
+        raise ValueError(f"{what}; val would be scored on the classes present only: complete it, or set "
+                         "eval.allow_partial=true to score it as it is")
+    if notice is not None:
+        notice(f"[gsam] WARNING: {what}; scored on the classes present (eval.allow_partial=true)")
+
+
 def build_folder_loaders(*, root: str, train_split: str, val_split: str | None, img_size: int, mean, std,
                          batch: int, eval_batch: int, num_workers: int, rank: int, world: int, seed: int,
                          minival_fraction: float, crop_pct: float = 224 / 256, min_crop_scale: float = 0.05,
-                         val_labels: str | None = None):
-    """Returns (train loader, {name: eval loader}, classes, {name: files}). ``batch`` is per rank."""
+                         val_labels: str | None = None, allow_partial: bool = False):
+    """Returns (train loader, {name: eval loader}, classes, {name: files}). ``batch`` is per rank.
+    ``allow_partial`` (eval.allow_partial): a val without images of some classes is scored (with a warning)
+    instead of refused."""
     root = Path(root)
     classes = class_folders(root / train_split, "data.root")
     train_samples = folder_samples(root / train_split, classes, "data.root")
@@ -209,6 +228,7 @@ def build_folder_loaders(*, root: str, train_split: str, val_split: str | None, 
         sets["minival"] = [train_samples[i] for i in minival_idx]
     if val_split:
         sets["val"] = val_samples(root / val_split, classes, val_labels)
+        check_val_classes(sets["val"], classes, root / val_split, allow_partial, notice=print if rank == 0 else None)
     eval_tf = eval_transform(img_size, mean, std, crop_pct)
     evals = {name: eval_loader(samples, eval_tf, batch=eval_batch, num_workers=num_workers, rank=rank, world=world)
              for name, samples in sets.items()}

@@ -16,6 +16,19 @@ import os
 import re
 from pathlib import Path
 
+def rgb(image):
+    """A PIL image as 8-bit RGB, as both loaders and the beton writer read every image. PIL's ``convert("RGB")``
+    clips a 16-bit grey image (PNG mode I;16, or I) at 255, which made it pure white: its values are scaled to
+    8 bits here (the high byte, as PIL itself reduces 16-bit colour PNGs)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        import numpy as np
+        from PIL import Image
+
+        grey = (np.asarray(image).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")  # uint8, 2-D: mode L
+    return image.convert("RGB")
+
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from gsam.data.beton_sizes import plan_split, read_headers  # noqa: E402
 from gsam.data.betons import ORIGINAL_PIXELS, WriterFailed, read_sidecar, write_beton  # noqa: E402
 from gsam.data.folder import split_minival  # noqa: E402
 from gsam.data.sources import class_folders, folder_samples, val_samples  # noqa: E402
+from gsam.data.write_guard import lock_out_folder, remove_partial_files, stop_on_signals, stop_signal  # noqa: E402
 
 
 def parse_args(argv):
@@ -116,6 +118,19 @@ def write_all(args, jobs: dict, storage: dict, plans: dict, classes: list[str]) 
               f"{len(meta['skipped'])} skipped, {meta['beton']['bytes'] / 1e9:.2f} GB", flush=True)
 
 
+def write(args, splits: list[str], storage: dict) -> None:
+    """List, plan and write the splits, holding --out's lock (one writer per folder) from the listing on."""
+    classes = class_folders(args.imagenet / "train", "--imagenet train/")
+    if args.estimate_only:
+        plan_all(args, list_splits(args, splits, classes), storage)
+        return
+    with lock_out_folder(args.out):
+        for path in remove_partial_files(args.out):
+            print(f"[write_betons] removed {path}, left by a writer that was killed", flush=True)
+        jobs = list_splits(args, splits, classes)
+        write_all(args, jobs, storage, plan_all(args, jobs, storage), classes)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]
@@ -125,17 +140,20 @@ def main(argv=None) -> int:
     try:
         if args.verify is not None:
             return verify(args.verify)
-        classes = class_folders(args.imagenet / "train", "--imagenet train/")
-        jobs = list_splits(args, splits, classes)
-        plans = plan_all(args, jobs, storage)
-        if not args.estimate_only:
-            write_all(args, jobs, storage, plans, classes)
+        with stop_on_signals():  # SIGTERM/SIGHUP unwind as Ctrl-C does: workers stopped, .tmp removed, lock released
+            write(args, splits, storage)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except WriterFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (WriterFailed, KeyboardInterrupt) as e:  # a worker's failure, or Ctrl-C, SIGTERM, SIGHUP (Stopped)
+        signum = stop_signal() or (signal.SIGINT if isinstance(e, KeyboardInterrupt) else None)
+        if signum is None:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        # the workers got the signal too (a process group's): their deaths are the signal's, not a failure
+        print(f"error: stopped by {signal.Signals(signum).name}; the workers are stopped and no partial beton is "
+              "left", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

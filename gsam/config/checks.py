@@ -89,8 +89,34 @@ def _needing(cfg: Mapping):
     return need
 
 
+def unresolved(cfg) -> str | None:
+    """One line naming the first key whose value does not resolve, or None. An interpolation that reaches into
+    another config group (``+experiment=demo_vanilla data=imagenet``: the demo's eval sets read
+    ``${data.robustness_root}``, a key only data=demo has) or an unset ``${oc.env:VAR}`` otherwise ended in
+    OmegaConf's traceback wherever the key was first read (or in Hydra's own for output_dir). Hydra's own
+    section is Hydra's to resolve."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
+
+    keys = [k for k in cfg if k != "hydra"]
+    try:
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+    except InterpolationResolutionError as e:
+        if "HydraConfig was not set" in str(e):  # ${hydra:...} before Hydra's job starts (its callback): Hydra's to
+            return None                          # resolve; train.py's own check, inside the job, sees the rest
+        reason = str(e).splitlines()[0].replace("KeyError raised while resolving interpolation: ", "").strip('"')
+        advice = (f"set it, or override {e.full_key}" if not isinstance(e, InterpolationKeyError) else
+                  "a key that the config groups chosen do not define: choose the group that defines it, or set it "
+                  "with ++KEY=VALUE")
+        return f"{e.full_key}: {reason}; {advice}"
+    return None
+
+
 def check(cfg: Mapping) -> None:
     """Fail early, in one line, on values that would otherwise fail late or silently."""
+    problem = unresolved(cfg)
+    if problem:
+        raise ConfigError(problem)
     need = _needing(cfg)
     check_numbers(cfg)
     need("sam.name", cfg["sam"]["name"] in METHODS, f"expected one of {tuple(METHODS)}")
@@ -117,6 +143,9 @@ def _check_schedule_and_model(cfg: Mapping, need) -> None:
     need("schedule.decay", cfg["schedule"]["decay"] in ("linear", "cosine", "constant"),
          "expected linear, cosine or constant")
     need("model.loss", cfg["model"]["loss"] in ("softmax", "sigmoid"), "expected softmax or sigmoid")
+    size = (cfg.get("data") or {}).get("img_size")
+    need("data.img_size", size is None or is_int(size) and size >= 1,
+         "expected an integer >= 1 (the side of the square images the model sees)")
 
 
 def _check_train(train: Mapping, need) -> None:
@@ -148,3 +177,9 @@ def _check_train_counts(train: Mapping) -> None:
         value = train.get(name)
         if name in train and not (is_int(value) and value >= least):
             raise ConfigError(f"train.{name}={value!r}: expected an integer >= {least}")
+    # refused rather than read as "no limit" (some frameworks' -1): null already says that, and 0 or -1 ran no
+    # step at all and still wrote results.json and a top-k checkpoint of the initial weights
+    steps = train.get("max_steps")
+    if steps is not None and not (is_int(steps) and steps >= 1):
+        raise ConfigError(f"train.max_steps={steps!r}: expected an integer >= 1 (the step to stop after), or null "
+                          "for the whole schedule")

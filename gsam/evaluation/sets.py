@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from gsam.data.folder import eval_loader, eval_transform
 from gsam.data.sources import corruption_folders, folder_samples, real_index, subset_samples, v2_samples
 
-from gsam.config.checks import ConfigError
+from gsam.config.checks import ConfigError, is_int
 from gsam.progress import EvalProgress, Style
 from gsam.evaluation.metrics import (BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, ClassificationEvaluator, CorruptionEvaluator,
                          SubsetEvaluator)
@@ -71,16 +71,47 @@ def check_set_size(what: str, found: int | None, known: int, cfg: DictConfig) ->
                           "it, or set eval.allow_partial=true to score it as it is")
 
 
-def real_targets(labels_path: Path, files: list[str]) -> torch.Tensor | None:
+def read_real_labels(path: Path, num_classes: int | None = None) -> list:
+    """ReaL's ``real.json``: one list of class indices per val image (entry n-1 for ``ILSVRC2012_val_<n>``; an
+    empty list where the raters kept no label). Anything else is a ConfigError naming the file, where it used to
+    fail with a KeyError, TypeError or RecursionError, or be scored as given (a label of 1.5, -1 or 5000 counted
+    as never matching, and top-1 came out 0.00, 33.33 or nan)."""
+    where = f"eval.real_labels={path}"
+    try:
+        real = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(f"{where}: not JSON ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deep; expected a list of lists of class indices") from None
+    if not isinstance(real, list):
+        raise ConfigError(f"{where}: expected a list holding one list of class indices per val image, got "
+                          f"{type(real).__name__}")
+    odd = next((n for n, r in enumerate(real) if not isinstance(r, list)), None)
+    if odd is not None:
+        raise ConfigError(f"{where}: entry {odd} (ILSVRC2012_val_{odd + 1:08d}) is {type(real[odd]).__name__}, not a "
+                          "list of class indices")
+    for n, labels in enumerate(real):
+        bad = [v for v in labels if not (is_int(v) and 0 <= v < (num_classes or v + 1))]
+        if bad:
+            span = f"in 0..{num_classes - 1}" if num_classes else ">= 0"
+            raise ConfigError(f"{where}: entry {n} (ILSVRC2012_val_{n + 1:08d}) holds {bad[0]!r}, not a class index "
+                              f"{span}")
+    return real
+
+
+def real_targets(labels_path: Path, files: list[str], num_classes: int | None = None) -> torch.Tensor | None:
     """(records, max labels) int tensor, -1 padded: the ReaL labels of each val record, found by its file
-    name (``ILSVRC2012_val_00000001`` is entry 0). None when the files are not named that way."""
-    real = json.loads(Path(labels_path).read_text())
-    rows = []
-    for f in files:
-        i = real_index(f)
-        if i is None or i >= len(real):
-            return None
-        rows.append(real[i])
+    name (``ILSVRC2012_val_00000001`` is entry 0). None when the files are not named that way; a ConfigError
+    when real.json has no entry for one of them."""
+    indices = [real_index(f) for f in files]
+    if any(i is None for i in indices):
+        return None
+    real = read_real_labels(labels_path, num_classes)
+    if indices and max(indices) >= len(real):
+        f = files[indices.index(max(indices))]
+        raise ConfigError(f"eval.real_labels={labels_path}: {len(real):,} entries, but val holds {f} (entry "
+                          f"{max(indices):,}): the labels of another set?")
+    rows = [real[i] for i in indices]
     width = max((len(r) for r in rows), default=1) or 1
     out = torch.full((len(rows), width), -1, dtype=torch.long)
     for k, r in enumerate(rows):
@@ -184,7 +215,8 @@ def set_entries(cfg: DictConfig) -> dict[str, tuple[SetKind, Mapping]]:
     return out
 
 
-def _split_evaluators(cfg: DictConfig, loaders: dict, files: dict, loss_fn, full: bool, notice) -> dict:
+def _split_evaluators(cfg: DictConfig, loaders: dict, files: dict, loss_fn, full: bool, notice,
+                      num_classes: int) -> dict:
     """{name: evaluator} of the data loaders' splits (minival, val); val with ReaL where its labels apply."""
     d = cfg.data
     if full and "val" in loaders:
@@ -196,7 +228,7 @@ def _split_evaluators(cfg: DictConfig, loaders: dict, files: dict, loss_fn, full
         if name == "val" and cfg.eval.get("real_labels"):
             labels = (timm_real_labels() if cfg.eval.real_labels == "timm"
                       else _path("eval.real_labels", cfg.eval.real_labels))
-            targets = real_targets(labels, files["val"]) if files.get("val") else None
+            targets = real_targets(labels, files["val"], num_classes) if files.get("val") else None
             if targets is None:
                 notice("[gsam] eval: real skipped (the val files are not named ILSVRC2012_val_<n>, so they have no "
                        "ReaL labels)")
@@ -212,7 +244,7 @@ def build_eval_sets(cfg: DictConfig, *, classes: list[str], loaders: dict, files
     d = cfg.data
     full = imagenet_1k(classes)
     entries = set_entries(cfg)
-    evaluators = _split_evaluators(cfg, loaders, files, loss_fn, full, notice)
+    evaluators = _split_evaluators(cfg, loaders, files, loss_fn, full, notice, len(classes))
     make = dict(batch=int(d.eval_batch_size), num_workers=int(d.num_workers), rank=rank, world=world)
     size = int(d.img_size)
     ctx = _Context(cfg, classes, full, eval_transform(size, mean, std, float(d.crop_pct)),
@@ -257,16 +289,20 @@ def measure_sets(sets: dict, model, device: torch.device, amp_dtype, channels_la
 
 
 def _counts(images) -> list[tuple[str, int]]:
-    """(where, count) of a set's ``images``: one number, or ImageNet-C's {corruption: {severity: n}}."""
+    """(where, count) of a set's ``images``: one number, ImageNet-C's {corruption: {severity: n}}, or nothing when
+    the set has no such count (``real_images`` of a val scored without ReaL labels)."""
+    if images is None:
+        return []
     if isinstance(images, dict):
-        return [(f"{c}/{s}", n) for c, sev in images.items() for s, n in sev.items()]
+        return [(f"{c}/{s}", n) for c, sev in images.items() for s, n in sev.items() if n is not None]
     return [("", images)]
 
 
 def check_measured_count(name: str, metrics: dict, expected: dict) -> None:
     """Every set's metrics hold its image count. Where the set is a published one (``expected``), a count that
     differs (unreadable images skipped, a partial set allowed) is recorded as ``expected_images`` and said loudly,
-    once, by rank 0: the number is not the published set's."""
+    once, by rank 0: the number is not the published set's. A count the set does not have is not compared
+    (``_counts``): ReaL's is absent when the val files carry no ReaL labels."""
     import torch.distributed as dist
 
     short = []
@@ -275,7 +311,7 @@ def check_measured_count(name: str, metrics: dict, expected: dict) -> None:
                   for where, n in _counts(metrics.get(key)) if n != known]
     if not short:
         return
-    metrics["expected_images"] = {key: known for key, known in expected.items()}
+    metrics["expected_images"] = {key: known for key, known in expected.items() if _counts(metrics.get(key))}
     if not dist.is_initialized() or dist.get_rank() == 0:
         for what, n, known in short:
             print(f"[gsam] WARNING: {what}: {n:,} images scored, the published set has {known:,}; this number is "

@@ -74,7 +74,8 @@ def _build_data(cfg: DictConfig, info: DistInfo, batches: BatchPlan, norm: dict,
     try:
         return build_data(cfg.data, seed=int(cfg.seed), rank=info.rank, world=info.world, is_main=info.main,
                           per_rank_batch=batches.per_rank, device=info.device, channels_last=channels_last,
-                          mean=norm["mean"], std=norm["std"], barrier=barrier)
+                          mean=norm["mean"], std=norm["std"], barrier=barrier,
+                          allow_partial=bool(cfg.eval.get("allow_partial", False)))
     except (FileNotFoundError, ImportError, ValueError) as e:
         raise ConfigError(str(e)) from e
 

@@ -57,11 +57,22 @@ def load_optimizer(opt, saved: dict, changes: Mapping) -> None:
     from it, and the method's own values that were changed, e.g. GSAM's alpha)."""
     groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
     fresh = opt._extra_state()
+    if "sam.name" in changes or "optimizer.name" in changes:
+        saved = carried_over(opt, saved, fresh, changes)
     opt.load_state_dict(saved)
     for group, built in zip(opt.param_groups, groups):
         group.update(built)
     for key in {k.split(".", 1)[1] for k in changes if k.startswith("sam.")} & fresh.keys():
         setattr(opt, key, fresh[key])
+
+
+def carried_over(opt, saved: dict, fresh: dict, changes: Mapping) -> dict:
+    """What a checkpoint of another method (``sam.name``) or base optimizer (``optimizer.name``) gives this one
+    under train.resume=allow_changes: the base optimizer's state (momentum, Adam moments) when it is the same
+    base optimizer, the values both methods keep (rho, the step counters), and this method's own values from
+    the config (loading a SAM checkpoint into GSAM used to fail on the alpha SAM does not have)."""
+    base = saved["base_optimizer"] if "optimizer.name" not in changes else opt.base_optimizer.state_dict()
+    return {"base_optimizer": base, "sharpness": {k: saved["sharpness"].get(k, v) for k, v in fresh.items()}}
 
 
 def restore(resumed: dict, model, opt, scaler, info, changes: Mapping, path=None):

@@ -3,14 +3,19 @@ training builds them (gsam/run/build.py), and its results written next to the ru
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gsam import failsafe
 from gsam.run.build import build, start
 from gsam.state import released
 from gsam.state.checkpoint import CheckpointError, load, load_weights
+from gsam.state.preemption import Preempted, Preemption
 from gsam.config.checks import ConfigError, batch_plan
 from gsam.evaluation.table1 import results_markdown
 from gsam.evaluation.sets import measure_sets
@@ -91,10 +96,37 @@ def score_checkpoint(cfg: DictConfig) -> dict:
 
     Writes ``results.json`` and ``results.md`` in the run's folder (``results-<checkpoint>.*`` for a checkpoint
     other than ``last.pt``), puts Table 1's columns in the wandb summary, and prints the table. Whatever ends it
-    early stops the loader workers and tells the other ranks (gsam/failsafe.py).
+    early stops the loader workers and tells the other ranks (gsam/failsafe.py); a preemption signal ends it in
+    one line (``stopped_by_signals``).
     """
-    with failsafe.guarded():
+    with failsafe.guarded(), stopped_by_signals(cfg.train.preempt_signals):
         return _score(cfg)
+
+
+class _Signalled(BaseException):
+    """Raised by the signal handler; a BaseException, so that no ``except Exception`` on the way holds it."""
+
+
+@contextlib.contextmanager
+def stopped_by_signals(names):
+    """evaluate.py has no step boundary to wait for and nothing to checkpoint: a signal of
+    ``train.preempt_signals`` (Slurm's USR2 or TERM, Ctrl-C) ends it at once, with one line saying that no
+    results were written, and exit status 3 (``Preempted``: rerun the same command). It used to die without a
+    word, which left a user to guess whether results.json was new."""
+    def handler(signum, _frame):
+        raise _Signalled(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in Preemption(names, torch.device("cpu")).signals}
+    try:
+        yield
+    except _Signalled as e:
+        name = signal.Signals(e.args[0]).name
+        message = f"[gsam] evaluate.py: stopped by {name} before its results were written; rerun the same command"
+        print(message, file=sys.stderr, flush=True)
+        raise Preempted(message, requeued=False) from None
+    finally:
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
 
 
 def _score(cfg: DictConfig) -> dict:

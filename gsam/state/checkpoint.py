@@ -11,6 +11,8 @@ so a crafted ``last.pt`` or ``eval.checkpoint=`` file is refused instead of exec
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
 import re
@@ -42,18 +44,22 @@ def _nbytes(obj) -> int:
 def atomic_save(obj, path: Path) -> None:
     """Write to a temporary name, fsync, rename. On failure (disk full, quota) the temporary file is removed,
     the previous ``path`` is untouched, and the error is one line naming the folder and the space needed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses even the removal of a file never made
+            tmp.unlink(missing_ok=True)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         kept = "the previous one is kept" if path.exists() else "there is no previous one"
+        if getattr(e, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise CheckpointError(f"cannot write {path.name} in {path.parent} ({reason}); {kept}. Make the folder "
+                                  "writable (or choose another output_dir) and rerun the same command to resume") from e
         raise CheckpointError(f"cannot write {path.name} in {path.parent} ({reason}): it needs about "
                               f"{_nbytes(obj) / 2**20:.0f} MiB free; {kept}. Free space there and rerun the same "
                               "command to resume") from e

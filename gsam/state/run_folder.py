@@ -5,6 +5,7 @@ deleted at once, the old top-k outranks the new run's, and metrics.jsonl joins t
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import sys
 from pathlib import Path
@@ -56,9 +57,13 @@ def prepare_folder(out: Path, policy) -> str | None:
 
 def output_dir_problem(out: Path) -> str | None:
     """Why ``out`` cannot hold a run, or None: a file, a symbolic link to nothing, or a place nobody can write."""
-    if out.is_symlink() and not out.exists():
-        return f"output_dir={out} is a symbolic link to {os.readlink(out)}, which does not exist"
-    existing = next(p for p in (out, *out.parents) if p.exists() or p.is_symlink())
+    try:
+        if out.is_symlink() and not out.exists():
+            return f"output_dir={out} is a symbolic link to {os.readlink(out)}, which does not exist"
+        existing = next(p for p in (out, *out.parents) if p.exists() or p.is_symlink())
+    except OSError as e:  # ENAMETOOLONG: a component over the file system's 255 bytes; ELOOP: a cycle of links
+        return f"output_dir={out}: {e.strerror}" + (
+            " (a folder name over 255 bytes)" if e.errno == errno.ENAMETOOLONG else "")
     if not existing.is_dir():
         return f"output_dir={out}: {existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -71,7 +76,9 @@ class OutputDirCheck(Callback):
     Hydra's traceback. Registered in config.yaml (``hydra.callbacks``), this runs first: one line, exit 2."""
 
     def on_run_start(self, config, **kwargs) -> None:
-        problem = output_dir_problem(Path(str(config.output_dir)))
+        from gsam.config.checks import unresolved
+
+        problem = unresolved(config) or output_dir_problem(Path(str(config.output_dir)))
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(2)
