@@ -95,9 +95,11 @@ def unresolved(cfg) -> str | None:
     ``${data.robustness_root}``, a key only data=demo has) or an unset ``${oc.env:VAR}`` otherwise ended in
     OmegaConf's traceback wherever the key was first read (or in Hydra's own for output_dir). Hydra's own
     section is Hydra's to resolve."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
+    if not isinstance(cfg, DictConfig):  # a plain mapping (a script's or a test's) has nothing to resolve
+        return None
     keys = [k for k in cfg if k != "hydra"]
     try:
         OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
