@@ -88,9 +88,12 @@ register(Method(
     doc="ASAM (adaptive SAM, the PyTorch references' form): rho ~10x SAM's (GSAM paper App. B.1, Kwon et al. "
         "2021)."))
 
+# GSAM's keys and defaults, shared by its Fig. 6 ablation (gsam_min_f), which changes only the update
+GSAM_KEYS = with_defaults(RADIUS, {"alpha": at_least("alpha", 0)}, ADAPTIVE, GROUPS, rho_max=0.04, rho_min=0.02,
+                          alpha=0.01)
+
 register(Method(
-    "gsam", GSAM, with_defaults(RADIUS, {"alpha": at_least("alpha", 0)}, ADAPTIVE, GROUPS,
-                                rho_max=0.04, rho_min=0.02, alpha=0.01),
+    "gsam", GSAM, GSAM_KEYS,
     check=warn_large_alpha,
     summary="GSAM (Zhuang et al. 2022, Algorithm 1): g_p - alpha g_perp, rho_t following the lr",
     doc="GSAM (Algorithm 1): rho_t from the lr of the same step between rho_min and rho_max; alpha on g_perp."))
@@ -136,8 +139,7 @@ register(Method(
         "rho as GSAM's (from the lr of the same step); the paper searches lam on the grid of alpha."))
 
 register(Method(
-    "gsam_min_f", GSAMMinF, with_defaults(RADIUS, {"alpha": at_least("alpha", 0)}, ADAPTIVE, GROUPS,
-                                          rho_max=0.04, rho_min=0.02, alpha=0.01),
+    "gsam_min_f", GSAMMinF, GSAM_KEYS,
     check=warn_large_alpha,
     summary="Fig. 6 (right)'s ablation: min(f, h) instead of GSAM's min(f_p, h)",
     doc="Fig. 6 (right): min(f, h) instead of GSAM's min(f_p, h): d = g + alpha g_p_perp (big_vision "
