@@ -1,4 +1,4 @@
-"""``data.*`` config -> the train loader, the eval loaders, the class list (``data.loader``: ffcv | folder)."""
+"""``data.*`` config -> the train loader, the eval loaders, the class list (``data.loader``: ffcv | folder | memory)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +20,8 @@ def build_data(d, *, seed: int, rank: int, world: int, is_main: bool, per_rank_b
                channels_last: bool, mean, std, barrier=lambda: None, allow_partial: bool = False) -> DataParts:
     """Raises FileNotFoundError/ValueError/ImportError with the key to fix. ``allow_partial``:
     eval.allow_partial (a folder val without some classes is scored, not refused)."""
-    if d.loader not in ("ffcv", "folder"):
-        raise ValueError(f"data.loader={d.loader!r}: expected 'ffcv' or 'folder'")
+    if d.loader not in ("ffcv", "folder", "memory"):
+        raise ValueError(f"data.loader={d.loader!r}: expected 'ffcv', 'folder' or 'memory'")
     if d.name == "demo":  # the embedded demo writes itself (and its betons) on first use
         from .demo import write_demo_dataset
 
@@ -35,9 +35,19 @@ def build_data(d, *, seed: int, rank: int, world: int, is_main: bool, per_rank_b
 
                 write_demo_eval_sets(d.root, d.robustness_root, int(d.img_size))
         barrier()
+    if d.name == "teacher":  # the powered study's teacher-student task writes itself on first use, as the demo
+        from .teacher import write_task
+
+        if is_main:
+            write_task(d.root, d.teacher, num_classes=int(d.num_classes), image_size=int(d.img_size))
+        barrier()
     common = dict(img_size=int(d.img_size), mean=mean, std=std, eval_batch=int(d.eval_batch_size),
                   num_workers=int(d.num_workers), rank=rank, world=world, seed=seed, crop_pct=float(d.crop_pct),
                   min_crop_scale=float(d.min_crop_scale), batch=per_rank_batch)
+    if d.loader == "memory":  # arrays read whole into memory (data/teacher.py): no PIL decoding per image
+        from .teacher import build_memory_loaders
+
+        return DataParts(*build_memory_loaders(root=d.root, train_split=d.train_split, val_split=d.val_split, **common))
     if d.loader == "ffcv":
         from .ffcv_loaders import build_ffcv_loaders
 

@@ -60,7 +60,8 @@ def test_every_table1_experiment_composes_with_the_papers_numbers(compose, model
 TABLE1 = [f"{m}_{k}" for m in MODELS for k in METHODS]
 VARIANT_EXPERIMENTS = [f"{m}_{v}" for m in MODELS for v in VARIANTS]
 # beside Table 1: the demo (scripts/demo.sh and the tests), its label-noise runs, the small-scale study
-OTHERS = ["demo_gsam", "demo_vanilla", "demo_noisy_gsam", "demo_noisy_vanilla"] + [f"study_{k}" for k in METHODS]
+OTHERS = ["demo_gsam", "demo_vanilla", "demo_noisy_gsam", "demo_noisy_vanilla"] + [f"study_{k}" for k in METHODS] + [
+    "powered_gsam", "powered_vanilla"]  # the powered study (scripts/powered_study.py)
 
 
 RESNET_ROWS = [f"{m}_{k}" for m in MODELS if m.startswith("resnet") for k in METHODS]
