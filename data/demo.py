@@ -10,7 +10,7 @@ The demo writes only into folders it created (``own_folder``): absent or empty o
 own from before. A ``data.root`` (``data.betons``, ``data.robustness_root``) that holds anything else, a
 user's ImageNet for instance, is refused before anything is written there.
 
-The small-scale study (scripts/small_scale_study.py) writes a copy with two options:
+The small-scale study (scripts/studies/small_scale_study.py) writes a copy with two options:
 - ``minival=True`` moves every 5th train image of each class to ``root/minival`` (a clean, stratified 20%
   of train) BEFORE any noise, as a validation split to choose hyper-parameters on, so val can stay the
   test set that is reported and is never used for a choice;

@@ -7,7 +7,7 @@
 # the GUI opencv-python and omits Pillow; its real runtime deps are the `ffcv` extra of pyproject.toml.
 # usage: scripts/install_ffcv.sh [venv]              exit 0 installed (or already), 1 failed, 3 cannot (not root)
 #        scripts/install_ffcv.sh --wheel DIR PYTHON  builds ffcv-1.0.2-<PYTHON's tag>.whl into DIR (not repaired:
-#                                                    scripts/gpu_bundle.sh grafts the system libraries in)
+#                                                    scripts/gpu/gpu_bundle.sh grafts the system libraries in)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--wheel" ]; then

@@ -3,7 +3,7 @@
 # Exact versions from constraints/cpu-dev.txt (torch 2.14.1 / torchvision 0.29.1 from the machine's local wheels
 # where present, else from PyPI). Where a Python 3.12 exists it also prepares the GPU kit's CPU rehearsal
 # (tests/test_gpu_kit.py): a venv standing in for the GPU machine's image (in the user's cache, shared by every
-# checkout: scripts/gpu_rehearsal_env.sh) and .gpu_bundle.
+# checkout: scripts/gpu/gpu_rehearsal_env.sh) and .gpu_bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -35,9 +35,9 @@ if [ ! -f "$stamp" ]; then
     if [ "$rc" = 0 ]; then rm -f "$log"; touch "$stamp"; else echo "setup not marked done: FFCV (exit $rc, log: $log); rerun scripts/setup.sh to retry" >&2; fi
 fi
 # The GPU kit's rehearsal under Python 3.12 (torch 2.11 as on the GPU image, the bundle installed as there)
-if bash scripts/find_python312.sh >/dev/null 2>&1; then
+if bash scripts/gpu/find_python312.sh >/dev/null 2>&1; then
     log=$(mktemp)
-    if ! { bash scripts/gpu_rehearsal_env.sh && bash scripts/gpu_bundle.sh; } >"$log" 2>&1; then
+    if ! { bash scripts/gpu/gpu_rehearsal_env.sh && bash scripts/gpu/gpu_bundle.sh; } >"$log" 2>&1; then
         grep -v 'is ignored' "$log" | tail -n 20 >&2
         echo "warning: preparing the GPU kit's rehearsal failed (log: $log); tests/test_gpu_kit.py will fail" >&2
     else

@@ -140,14 +140,14 @@ def demo_config():
 
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
-    """scripts/small_scale_study.py at a tiny size through the real trainer, once per session: its folder (study.json,
+    """scripts/studies/small_scale_study.py at a tiny size through the real trainer, once per session: its folder (study.json,
     every run) and its data, for test_small_scale_study and for the tiny frontier built on it (test_frontier_study),
     which reuses both rather than writing data and parent numbers of its own."""
     import sys
 
     from support import TINY_STUDY_OVERRIDES, load_script
 
-    study = load_script("small_scale_study")
+    study = load_script("studies/small_scale_study")
     root = tmp_path_factory.mktemp("tiny_study")
     out, data = root / "study", root / "data"
     argv = ["small_scale_study.py", "--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rhos", "0.05", "0.1",

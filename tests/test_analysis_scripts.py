@@ -1,4 +1,4 @@
-"""The analysis scripts as a user runs them (scripts/*.py's main with its command line), on the cheapest one: the
+"""The analysis scripts as a user runs them (scripts/studies/*.py's main with its command line), on the cheapest one: the
 2-D toy of GSAM's Fig. 3. What they share (gsam.studies.cli: the run folder, the JSON with its command, the PNG)
 is checked on the files written."""
 import json
@@ -14,7 +14,7 @@ from support import load_script
 def test_toy_trajectories_writes_its_runs_their_summary_and_the_figure(tmp_path, monkeypatch):
     argv = ["toy_trajectories.py", "--out", str(tmp_path / "toy"), "--steps", "400", "--starts", "2", "--draw", "1"]
     monkeypatch.setattr(sys, "argv", argv)
-    load_script("toy_trajectories").main()
+    load_script("studies/toy_trajectories").main()
     saved = json.loads((tmp_path / "toy" / "toy_trajectories.json").read_text())
     assert saved["meta"]["command"] == " ".join(argv) and saved["steps"] == 400
     runs = saved["runs"]

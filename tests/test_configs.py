@@ -13,7 +13,7 @@ from support import MODELS, ROOT, load_script
 from support.inproc import run_argv
 
 METHODS = TABLE1_METHODS
-# GSAM paper Table 4 (rho_max, rho_min, alpha), transcribed independently of scripts/make_experiments.py
+# GSAM paper Table 4 (rho_max, rho_min, alpha), transcribed independently of scripts/dev/make_experiments.py
 TABLE4 = {"resnet50": (0.04, 0.02, 0.01), "resnet101": (0.04, 0.02, 0.01), "resnet152": (0.04, 0.02, 0.005),
           "vit_s32": (0.6, 0.0, 0.4), "vit_s16": (0.6, 0.0, 1.0), "vit_b32": (0.6, 0.1, 0.6),
           "vit_b16": (0.6, 0.2, 0.4), "mixer_s32": (0.5, 0.0, 0.2), "mixer_s16": (0.5, 0.0, 0.6),
@@ -61,7 +61,7 @@ TABLE1 = [f"{m}_{k}" for m in MODELS for k in METHODS]
 VARIANT_EXPERIMENTS = [f"{m}_{v}" for m in MODELS for v in VARIANTS]
 # beside Table 1: the demo (scripts/demo.sh and the tests), its label-noise runs, the small-scale study
 OTHERS = ["demo_gsam", "demo_vanilla", "demo_noisy_gsam", "demo_noisy_vanilla"] + [f"study_{k}" for k in METHODS] + [
-    "powered_gsam", "powered_vanilla"]  # the powered study (scripts/powered_study.py)
+    "powered_gsam", "powered_vanilla"]  # the powered study (scripts/studies/powered_study.py)
 
 
 RESNET_ROWS = [f"{m}_{k}" for m in MODELS if m.startswith("resnet") for k in METHODS]
@@ -148,7 +148,7 @@ def test_plain_overrides_compose(compose):
 
 
 def test_experiment_files_are_what_the_generator_writes(tmp_path):
-    make_experiments = load_script("make_experiments")
+    make_experiments = load_script("dev/make_experiments")
 
     for model in MODELS:
         for method in METHODS + VARIANTS:
@@ -286,7 +286,7 @@ def test_a_model_beside_table1_in_a_copy_of_configs_breaks_nothing(tmp_path, cap
     (configs / "model" / "convnext_atto.yaml").write_text(CONVNEXT)
     (configs / "experiment" / "convnext_atto_sam.yaml").write_text(CONVNEXT_EXPERIMENT)
     before = {p.name: p.read_text() for p in (configs / "experiment").glob("*.yaml")}
-    assert load_script("make_experiments").main(["--configs", str(configs)]) == 0
+    assert load_script("dev/make_experiments").main(["--configs", str(configs)]) == 0
     assert "96 experiments" in capsys.readouterr().out
     assert {p.name: p.read_text() for p in (configs / "experiment").glob("*.yaml")} == before
     assert tables.table1_models() == MODELS and "convnext_atto" not in MODELS

@@ -1,4 +1,4 @@
-"""The efficient variants' frontier (scripts/frontier_study.py): each point's setting follows from the study's
+"""The efficient variants' frontier (scripts/studies/frontier_study.py): each point's setting follows from the study's
 minival choices, its runs are the real trainer's on val, its cost is bench_train's measured ratio, and the share of
 GSAM's gain is paired seed by seed."""
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from support import TINY_STUDY_OVERRIDES, load_script
 
-frontier = load_script("frontier_study")
+frontier = load_script("studies/frontier_study")
 
 
 def _study(seeds=(0, 1), vanilla=(70.0, 72.0), gsam=(80.0, 78.0)) -> dict:

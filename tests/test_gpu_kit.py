@@ -1,6 +1,6 @@
 """The GPU acceptance kit's CPU rehearsal: ``scripts/gpu_check.sh --device cpu --tiny`` under Python 3.12 with
-torch 2.11 (the venv of ``scripts/gpu_rehearsal_env.sh``, a stand-in for the GPU machine's image) and the bundle
-of ``scripts/gpu_bundle.sh`` installed the way the GPU machine installs it (--no-index --target), so the kit cannot
+torch 2.11 (the venv of ``scripts/gpu/gpu_rehearsal_env.sh``, a stand-in for the GPU machine's image) and the bundle
+of ``scripts/gpu/gpu_bundle.sh`` installed the way the GPU machine installs it (--no-index --target), so the kit cannot
 rot between GPU sessions. ``scripts/setup.sh`` prepares both wherever a Python 3.12 exists.
 """
 import json
@@ -14,11 +14,11 @@ from support import ROOT
 
 
 def _python312_exists() -> bool:
-    return subprocess.run(["bash", str(ROOT / "scripts" / "find_python312.sh")], capture_output=True).returncode == 0
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "find_python312.sh")], capture_output=True).returncode == 0
 
 
 def _rehearsal_python() -> Path:
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_rehearsal_env.sh"), "--path"], capture_output=True,
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "gpu_rehearsal_env.sh"), "--path"], capture_output=True,
                          text=True, check=True).stdout.strip()
     return Path(out) / "bin" / "python"
 

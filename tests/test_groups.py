@@ -199,7 +199,7 @@ def test_check_rejects_a_bad_m(m):
 def test_groups_cost_at_most_one_parameter_sized_buffer_more(cls, kw):
     """Peak memory of a step (the profiler's allocation events), groups against one group, with a
     closure whose forward and backward allocate nothing but the gradients: the running sum of d."""
-    bench_optim = load_script("bench_optim")
+    bench_optim = load_script("bench/bench_optim")
     cheap_closure, peak_bytes = bench_optim.cheap_closure, bench_optim.peak_bytes
 
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The powered study (scripts/powered_study.py, docs/analysis.md §6.4): its teacher-student task (data/teacher.py) is
+"""The powered study (scripts/studies/powered_study.py, docs/analysis.md §6.4): its teacher-student task (data/teacher.py) is
 deterministic, exactly balanced, clean and flip-symmetric, and the memory loader serves it as the folder loader would;
 the selection rules (the edge rule, the equal budgets, the alpha stage) on synthetic numbers; the statistics; and the
 study end to end at a tiny size through the real trainer."""
@@ -18,7 +18,7 @@ TINY = TaskSpec(calibration=2_000)
 
 @pytest.fixture(scope="module")
 def study():
-    return load_script("powered_study")
+    return load_script("studies/powered_study")
 
 
 def _arrays(root):

@@ -10,13 +10,13 @@ from support import ROOT
 
 def _tree(tmp_path: Path, ffcv_status: int) -> Path:
     tree = tmp_path / "tree"
-    (tree / "scripts").mkdir(parents=True)
+    (tree / "scripts" / "gpu").mkdir(parents=True)
     (tree / "constraints").mkdir()
     shutil.copy(ROOT / "scripts" / "setup.sh", tree / "scripts")
     shutil.copy(ROOT / "pyproject.toml", tree)
     shutil.copy(ROOT / "constraints" / "cpu-dev.txt", tree / "constraints")
     (tree / "scripts" / "install_ffcv.sh").write_text(f"echo 'E: Could not get lock /var/lib/dpkg/lock'\nexit {ffcv_status}\n")
-    (tree / "scripts" / "find_python312.sh").write_text("exit 1\n")  # no rehearsal in this test
+    (tree / "scripts" / "gpu" / "find_python312.sh").write_text("exit 1\n")  # no rehearsal in this test
     venv = tree / ".venv" / "bin"
     venv.mkdir(parents=True)
     (venv / "python").write_text("#!/bin/sh\nexit 0\n")  # pip install ... 'succeeds' at once

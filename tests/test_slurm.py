@@ -1,4 +1,4 @@
-"""The cluster layer on a real single-node Slurm cluster brought up on this machine (scripts/slurm_local.sh):
+"""The cluster layer on a real single-node Slurm cluster brought up on this machine (scripts/dev/slurm_local.sh):
 a sweep through the submitit launcher, a 2-task DDP job without torchrun, and preemption (USR2 through the
 launcher, SIGTERM to a DDP job) that requeues and ends with the same weights as an uninterrupted run.
 Skipped with the reason where the cluster cannot be started (not root, no Slurm packages and no apt-get)."""
@@ -74,7 +74,7 @@ def cluster(tmp_path_factory):
 def _cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "GSAM_SLURM_DIR": str(state), "GSAM_SLURM_PORT": str(_free_port_pair())}
-    up = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh"), "up"], env=env, capture_output=True,
+    up = subprocess.run(["bash", str(ROOT / "scripts" / "dev" / "slurm_local.sh"), "up"], env=env, capture_output=True,
                         text=True, timeout=300)
     if up.returncode == 3:
         pytest.skip(up.stderr.strip().splitlines()[-1])
@@ -85,7 +85,7 @@ def _cluster(tmp_path_factory):
                    PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # 1 thread: bit-equal runs, 2 jobs on 2 cores
         yield env
     finally:
-        down = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh"), "down"], env=env,
+        down = subprocess.run(["bash", str(ROOT / "scripts" / "dev" / "slurm_local.sh"), "down"], env=env,
                               capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stderr
         assert pids and not any(_alive(p) for p in pids), "slurmctld/slurmd still running after down"
@@ -327,7 +327,7 @@ def test_up_without_root_is_the_skip_reason(tmp_path):
     if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
         pytest.skip("needs root to drop to an unprivileged user")
     out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash",
-                          str(ROOT / "scripts" / "slurm_local.sh"), "up"], capture_output=True, text=True,
+                          str(ROOT / "scripts" / "dev" / "slurm_local.sh"), "up"], capture_output=True, text=True,
                          env={**os.environ, "GSAM_SLURM_DIR": str(tmp_path / "s")}, timeout=60)
     assert out.returncode == 3
     assert out.stderr.strip() == "slurm_local: cannot start a cluster here: not root (munged and slurmd need root)"

@@ -1,4 +1,4 @@
-"""The small-scale study (scripts/small_scale_study.py) and its data: the label noise of data/demo.py, the clean
+"""The small-scale study (scripts/studies/small_scale_study.py) and its data: the label noise of data/demo.py, the clean
 minival it picks hyper-parameters on, and the study itself at a tiny size through the real trainer."""
 import json
 import sys

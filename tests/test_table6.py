@@ -42,7 +42,7 @@ def test_the_four_arms_compose_in_table1s_recipe_and_differ_only_in_rho_and_the_
 
 
 def test_the_files_are_what_the_generator_writes():
-    make_experiments = load_script("make_experiments")
+    make_experiments = load_script("dev/make_experiments")
     for arm in TABLE6_ARMS:
         path = ROOT / "configs" / "experiment" / f"vit_b32_table6_{arm}.yaml"
         assert path.read_text() == make_experiments.table6_experiment(arm)

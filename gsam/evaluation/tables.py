@@ -1,6 +1,6 @@
 """The GSAM paper's Tables 1, 4 and 6 as data (Zhuang et al., ICLR 2022), the SAM rows' rho, and the efficient
 variants run on Table 1's models beside it. Everything that needs the model list or a row's recipe values reads them
-here: scripts/make_experiments.py (the experiment files), scripts/sweep.py (the Table 1 and Table 6 sweeps and the
+here: scripts/dev/make_experiments.py (the experiment files), scripts/sweep.py (the Table 1 and Table 6 sweeps and the
 searches), the Table 1 and Table 6 reports (gsam/evaluation/table1.py) and the tests.
 
 Table 1 membership is this module's list, not the files of configs/model/: a model YAML added there (another

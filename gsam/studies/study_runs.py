@@ -1,5 +1,5 @@
-"""Many trainer runs of one small task, and their statistics: what scripts/small_scale_study.py and
-scripts/frontier_study.py share. Each run is train.py's Hydra config and the real trainer; a run folder with a
+"""Many trainer runs of one small task, and their statistics: what scripts/studies/small_scale_study.py and
+scripts/studies/frontier_study.py share. Each run is train.py's Hydra config and the real trainer; a run folder with a
 results.json is finished and never trained again, so a stopped study resumes where it stopped."""
 from __future__ import annotations
 

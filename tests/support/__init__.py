@@ -19,11 +19,12 @@ TINY_STUDY_OVERRIDES = ["schedule.epochs=1", "data.batch_size=512", "analysis.ba
 
 
 def load_script(name: str):
-    """scripts/<name>.py as a module, by its path: the scripts are not a package, and putting scripts/ on
-    sys.path would let their names shadow installed modules for the rest of the session."""
+    """scripts/<name>.py as a module, by its path (``name`` relative to scripts/, e.g. "studies/powered_study"):
+    the scripts are not a package, and putting scripts/ on sys.path would let their names shadow installed modules
+    for the rest of the session."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"scripts_{name.replace('/', '_')}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

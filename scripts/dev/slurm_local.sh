@@ -2,7 +2,7 @@
 # A real single-node Slurm cluster on this machine, for the cluster tests and for trying the launcher
 # without a cluster: munged + slurmctld + slurmd as plain background processes (no systemd needed).
 #
-# usage: scripts/slurm_local.sh up | down | status
+# usage: scripts/dev/slurm_local.sh up | down | status
 #   GSAM_SLURM_DIR   state, config, logs, pids (default /tmp/gsam-slurm); `up` writes $GSAM_SLURM_DIR/env.sh,
 #                    source it before sbatch/srun/submitit (SLURM_CONF, and PATH with an `sacct` stand-in)
 #   GSAM_SLURM_PORT  slurmctld's port; slurmd uses the next one (default 6817, Slurm's own default)

@@ -3,7 +3,7 @@ writing (img/s, peak memory of the writer and its workers together) and the FFCV
 and write_betons' estimate against the size written.
 
     python scripts/make_imagenet_tree.py realistic /tmp/real --num 20000 --classes 100
-    nice -n 10 python scripts/bench_betons.py --imagenet /tmp/real --out /tmp/bench_betons --workers 1,2
+    nice -n 10 python scripts/bench/bench_betons.py --imagenet /tmp/real --out /tmp/bench_betons --workers 1,2
 
 The 1.28 M-path figures use a list of synthetic paths (no files): what write_betons holds for ImageNet's
 train folder, and what split_minival and the sidecar cost on it.
@@ -23,7 +23,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
@@ -88,7 +88,7 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
 
 
 def loader_rate(beton: Path, workers: int, batch: int = 64) -> float:
-    spec = importlib.util.spec_from_file_location("bench_data", ROOT / "scripts" / "bench_data.py")
+    spec = importlib.util.spec_from_file_location("bench_data", ROOT / "scripts" / "bench" / "bench_data.py")
     bench_data = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_data)
     return bench_data.bench_ffcv(beton, workers, batch)

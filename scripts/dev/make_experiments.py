@@ -2,8 +2,8 @@
 experiment per efficient variant (every_k, looksam, lookgsam, mesa) on each Table 1 model, and the four ViT-B/32 runs
 of Table 6's ablation (vit_b32_table6_{const_rho,const_rho_ascent,decayed_rho,decayed_rho_ascent}).
 
-    python scripts/make_experiments.py                    # into this repository's configs/
-    python scripts/make_experiments.py --configs DIR      # into another copy of configs/
+    python scripts/dev/make_experiments.py                    # into this repository's configs/
+    python scripts/dev/make_experiments.py --configs DIR      # into another copy of configs/
 
 Each file is a delta: its recipe (configs/recipe/resnet.yaml or vit.yaml: optimizer and schedule of Table 4), its
 method (configs/method/*.yaml: the sam group, perturbation groups, the rationale of the method's choices), its model,
@@ -15,14 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gsam.evaluation.tables import (TABLE1_METHODS, TABLE1_MODELS, TABLE4, TABLE6_ARMS, TABLE6_MODEL,  # noqa: E402
                                     TABLE6_PAPER, TABLE6_TITLES, VARIANTS, sam_rho, table6_values, variant_values)
 
 TITLES = {"vanilla": "vanilla", "sam": "SAM", "gsam": "GSAM", "xsam": "XSAM", "every_k": "SAM every k steps",
           "looksam": "LookSAM", "lookgsam": "LookGSAM (ours)", "mesa": "MESA"}
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _commented(values: list[tuple[str, object, str]]) -> list[str]:

@@ -1,6 +1,6 @@
 """The cost-accuracy frontier of the efficient variants on the small-scale study's task (docs/analysis.md §6.3).
 
-Reads a finished small-scale study (scripts/small_scale_study.py: <study>/<report>.json, each method's setting chosen
+Reads a finished small-scale study (scripts/studies/small_scale_study.py: <study>/<report>.json, each method's setting chosen
 on minival and its runs at every seed) and trains the efficient variants with the same trainer, data, seeds and
 split. Each variant starts from its parent's choice, so a variant is compared with the method it approximates:
   every_k   at each k of --ks: SAM's chosen rho, the SAM step every k steps and AdamW's step between (Composer);
@@ -11,7 +11,7 @@ split. Each variant starts from its parent's choice, so a variant is compared wi
             minival over --mesa-decays (the official 0.9998 averages over 5,000 steps, longer than this whole run).
 Selection runs use the study's --select-seed on minival; every point then runs at every seed of the study on val.
 
-Cost: each point's step time over vanilla's, measured by scripts/bench_train.py on the study's model, batch and image
+Cost: each point's step time over vanilla's, measured by scripts/bench/bench_train.py on the study's model, batch and image
 size in one interleaved run (the trainer's own step, synthetic data; XSAM's search amortised over one epoch, as the
 study's XSAM searches every epoch). Accuracy: test top-1 over seeds (mean, std, 95% interval), the paired difference
 to vanilla, and the share of its PARENT's gain over vanilla it keeps (every_k, LookSAM and MESA approximate SAM;
@@ -19,8 +19,8 @@ LookGSAM approximates GSAM), paired by seed, with a 95% bootstrap interval over 
 <= --goal-cost x vanilla's cost keeping >= --goal-share of its parent's gain, judged on the interval (reached: all of
 it at or above the goal; not reached: all of it below; else undecided). Writes <out>/frontier.md, .json and .png.
 
-    PYTHONPATH=. python scripts/frontier_study.py --study outputs/small_scale_study --jobs 2
-    PYTHONPATH=. python scripts/frontier_study.py --from-json outputs/small_scale_study/frontier/frontier.json
+    PYTHONPATH=. python scripts/studies/frontier_study.py --study outputs/small_scale_study --jobs 2
+    PYTHONPATH=. python scripts/studies/frontier_study.py --from-json outputs/small_scale_study/frontier/frontier.json
         # the report again from a finished frontier's runs and cost, without training (e.g. after a change here)
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gsam.studies.cli import pyplot, save_png  # noqa: E402
@@ -111,9 +111,9 @@ def measure_cost(pts: dict, args) -> dict:
     """Step time over vanilla's of the study's methods and of every point, one interleaved bench_train run."""
     extra = [f"--extra={p}={json.dumps(bench_spec(*pts[p]))}" for p in pts]
     path = Path(args.out) / "cost.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--models", "study_vit", "--device", "cpu",
-           "--amp", "none", "--img-size", str(args.img_size), "--batch", str(args.batch), "--classes", "10",
-           "--steps", str(args.cost_steps), "--rounds", str(args.cost_rounds),
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench" / "bench_train.py"), "--models", "study_vit",
+           "--device", "cpu", "--amp", "none", "--img-size", str(args.img_size), "--batch", str(args.batch),
+           "--classes", "10", "--steps", str(args.cost_steps), "--rounds", str(args.cost_rounds),
            "--search-every", str(args.steps_per_epoch), "--json", str(path), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)

@@ -1,8 +1,8 @@
 """Images/s per CPU core of the training pipeline: FFCV (data.loader=ffcv) vs ImageFolder + PIL (folder),
 on the same JPEGs, in one run. Target: FFCV >= 3x per core.
 
-    python scripts/bench_data.py                       # 1,000 ImageNet-sized JPEGs made from real photos
-    python scripts/bench_data.py --images /data/imagenet/train --limit 5000   # on real ImageNet files
+    python scripts/bench/bench_data.py                       # 1,000 ImageNet-sized JPEGs made from real photos
+    python scripts/bench/bench_data.py --images /data/imagenet/train --limit 5000   # on real ImageNet files
 
 Both pipelines do the recipe's train transform at 224 (random-resized crop, flip, normalise) and deliver
 float batches; FFCV reads a beton written with write_betons.py's defaults (max side 400, 10% JPEG q90).
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -7,8 +7,8 @@ set. With ``--checkpoint``: the trainer checkpoint alone, on a fixed subset of i
 Gradient and g_perp directions have unit norm (the axis is a distance in weight space); the random
 ones have the norm of the weights they cover (the axis is relative to the weights).
 
-    PYTHONPATH=. python scripts/loss_surface.py
-    PYTHONPATH=. python scripts/loss_surface.py --checkpoint outputs/demo_gsam/checkpoints/last.pt
+    PYTHONPATH=. python scripts/studies/loss_surface.py
+    PYTHONPATH=. python scripts/studies/loss_surface.py --checkpoint outputs/demo_gsam/checkpoints/last.pt
 """
 import time
 

@@ -12,10 +12,10 @@ sam.alpha) are summarised instead; their config.yaml gives alpha and seed.
 The JSON says, for every seed, whether h (trainer: its mean over the run, and over the last epoch;
 otherwise: the final h) is strictly decreasing in alpha.
 
-    PYTHONPATH=. python scripts/gap_during_training.py --seeds 0 1 2
-    PYTHONPATH=. python scripts/gap_during_training.py --runs outputs/sweep/*     # existing runs
-    PYTHONPATH=. python scripts/gap_during_training.py --task demo --seeds 0 1 2
-    PYTHONPATH=. python scripts/gap_during_training.py --task synthetic --seeds 0 1 2 3 4 5
+    PYTHONPATH=. python scripts/studies/gap_during_training.py --seeds 0 1 2
+    PYTHONPATH=. python scripts/studies/gap_during_training.py --runs outputs/sweep/*     # existing runs
+    PYTHONPATH=. python scripts/studies/gap_during_training.py --task demo --seeds 0 1 2
+    PYTHONPATH=. python scripts/studies/gap_during_training.py --task synthetic --seeds 0 1 2 3 4 5
 """
 import time
 

@@ -6,7 +6,7 @@ As in the paper, alpha (GSAM, min(f, h)) and lam (weighted sum) are searched on 
 best value of each method is reported; here "best" is chosen on the same validation set that is
 reported (there is no third split at this size), which favours every searched method alike.
 
-    PYTHONPATH=. python scripts/gsam_vs_baselines.py --seeds 0 1 2
+    PYTHONPATH=. python scripts/studies/gsam_vs_baselines.py --seeds 0 1 2
 """
 import time
 

@@ -1,10 +1,10 @@
 """Training throughput (images/s), peak memory and data wait of vanilla, SAM, GSAM, XSAM and the efficient variants
 (every-k, LookSAM, LookGSAM at k = 5; MESA) through the trainer's own step, in one run.
 
-    python scripts/bench_train.py --device cuda --amp bf16 --batch 256                    # GPU
-    python scripts/bench_train.py --device cuda --batch 256 --betons /data/betons          # + FFCV data wait
-    python scripts/bench_train.py --device cuda --batch 256 --m 32    # perturbation groups of 32 (Table 1's sam.m)
-    .venv/bin/python scripts/bench_train.py --models vit_b32 --img-size 64 --batch 8 --steps 2   # CPU
+    python scripts/bench/bench_train.py --device cuda --amp bf16 --batch 256                    # GPU
+    python scripts/bench/bench_train.py --device cuda --batch 256 --betons /data/betons          # + FFCV data wait
+    python scripts/bench/bench_train.py --device cuda --batch 256 --m 32    # perturbation groups of 32 (Table 1's sam.m)
+    .venv/bin/python scripts/bench/bench_train.py --models vit_b32 --img-size 64 --batch 8 --steps 2   # CPU
 
 Speed: synthetic data already on the device (the model and the optimizer, not the loader); the recipe of
 each model (configs/model, configs/optimizer): channels_last for ResNets, the big_vision head and sigmoid
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY_RESNET_LAYERS = (1, 1, 1, 1)  # --tiny-depth's ResNets: every stage (stride, BN, bottleneck), once
 sys.path.insert(0, str(ROOT))
 

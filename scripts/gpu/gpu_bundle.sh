@@ -4,12 +4,12 @@
 # dependencies, submitit, FFCV's pure-Python dependencies) and FFCV built for Python 3.12 with the system
 # libraries it links (OpenCV core/imgproc, libturbojpeg, ...) grafted into the wheel by auditwheel.
 # Prints the bundle's size and the total that travels (tracked tree + bundle), which must stay under 64 MiB.
-# usage: scripts/gpu_bundle.sh   (PYTHON312=/path/to/python3.12; needs PyPI and, for FFCV, apt or its packages)
+# usage: scripts/gpu/gpu_bundle.sh   (PYTHON312=/path/to/python3.12; needs PyPI and, for FFCV, apt or its packages)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON312:-$(bash scripts/find_python312.sh)}
+cd "$(dirname "$0")/../.."
+PY=${PYTHON312:-$(bash scripts/gpu/find_python312.sh)}
 OUT=.gpu_bundle
-key=$( (cat constraints/gpu-bundle.txt scripts/gpu_bundle.sh scripts/install_ffcv.sh; "$PY" -V) | sha256sum | cut -c1-16)
+key=$( (cat constraints/gpu-bundle.txt scripts/gpu/gpu_bundle.sh scripts/install_ffcv.sh; "$PY" -V) | sha256sum | cut -c1-16)
 if [ -f "$OUT/.built-$key" ]; then
     echo "[gpu_bundle] up to date: $OUT ($(du -sm "$OUT/wheels" | cut -f1) MiB)"; exit 0
 fi

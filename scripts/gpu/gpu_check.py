@@ -1,4 +1,4 @@
-"""The GPU acceptance kit's driver: every part of ``scripts/gpu_check_parts.py`` in as few processes as it can.
+"""The GPU acceptance kit's driver: every part of ``scripts/gpu/gpu_check_parts.py`` in as few processes as it can.
 
     bash scripts/gpu_check.sh OUT                      # on the GPU machine (installs .gpu_bundle first)
     bash scripts/gpu_check.sh OUT --device cpu --tiny  # the CPU rehearsal (tests/test_gpu_kit.py)

@@ -1,8 +1,8 @@
 """Step time and memory of SAM, GSAM, XSAM and the efficient variants (every-k, LookSAM, LookGSAM, MESA) relative
 to vanilla training, measured in one run.
 
-    .venv/bin/python scripts/bench_optim.py --model resnet18 --img-size 64 --batch 32          # CPU
-    python scripts/bench_optim.py --device cuda --model vit_base_patch32_224 --batch 256 --amp bf16
+    .venv/bin/python scripts/bench/bench_optim.py --model resnet18 --img-size 64 --batch 32          # CPU
+    python scripts/bench/bench_optim.py --device cuda --model vit_base_patch32_224 --batch 256 --amp bf16
 
 Rounds interleave the methods (vanilla, SAM, GSAM, XSAM without a search, one XSAM search step),
 rotating their order, so that drifting machine load and allocator effects hit all of them alike; the median per-step time of each is reported.
@@ -27,7 +27,7 @@ with a closure of negligible cost (the optimizer's buffers alone) and with the m
 groups' smaller activations count too). On the CPU the peak comes from the profiler's allocation
 events, on CUDA from the allocator's statistics.
 
-    .venv/bin/python scripts/bench_optim.py --model resnet18 --img-size 64 --batch 256 --m 64
+    .venv/bin/python scripts/bench/bench_optim.py --model resnet18 --img-size 64 --batch 256 --m 64
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import gsam  # noqa: E402
 
 

@@ -20,7 +20,7 @@ step, the update is SAM's). Every run is the real trainer (train.py's Hydra conf
      (alpha 0 and every --alphas); paired differences by seed with 95% t-intervals.
 Writes <out>/<report>.md, .json and .png. Finished runs are reused, so a stopped study resumes.
 
-    PYTHONPATH=. python scripts/powered_study.py --jobs 2 --threads 1  # the protocol (§6.4), ~1 h 35 min, 2 free cores
+    PYTHONPATH=. python scripts/studies/powered_study.py --jobs 2 --threads 1  # the protocol (§6.4), ~1 h 35 min, 2 free cores
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gsam.studies.study_runs import (ci95, mean_std, overrides, paired_difference, read_run, tag,  # noqa: E402

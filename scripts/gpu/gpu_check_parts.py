@@ -1,4 +1,4 @@
-"""The parts of the GPU acceptance kit (``scripts/gpu_check.py`` runs them): each returns its figures or raises.
+"""The parts of the GPU acceptance kit (``scripts/gpu/gpu_check.py`` runs them): each returns its figures or raises.
 
 Full size (one GPU): 20 classes x 100 train + 25 val JPEGs of 500x375, betons by ``scripts/write_betons.py``,
 about 50 steps per training run at batch 256. ``--tiny``: 4 classes of 80x60 images, 32 px inputs, two-block
@@ -18,8 +18,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))  # bench_train, the kit's bench parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +115,7 @@ def part_env(ctx: Ctx) -> dict:
         figs["gpu"] = None
     missing = [k for k in ("ffcv", "hydra-core", "wandb", "submitit") if figs[k] is None]
     if missing:
-        raise RuntimeError(f"not installed: {missing} (the bundle of scripts/gpu_bundle.sh)")
+        raise RuntimeError(f"not installed: {missing} (the bundle of scripts/gpu/gpu_bundle.sh)")
     return figs
 
 

@@ -16,9 +16,9 @@ sharpness monitor). Two phases:
 Writes <out>/<report>.md (table), .json (every number) and .png (one plot). Finished runs are reused, so
 a second report with other seeds reuses the selection.
 
-    PYTHONPATH=. python scripts/small_scale_study.py --seeds 0 1 2 3 4 --jobs 2
-    PYTHONPATH=. python scripts/small_scale_study.py --seeds 5 6 7 8 9 --jobs 2 --report study_seeds5to9
-    PYTHONPATH=. python scripts/small_scale_study.py --override train.device=cuda   # on a GPU
+    PYTHONPATH=. python scripts/studies/small_scale_study.py --seeds 0 1 2 3 4 --jobs 2
+    PYTHONPATH=. python scripts/studies/small_scale_study.py --seeds 5 6 7 8 9 --jobs 2 --report study_seeds5to9
+    PYTHONPATH=. python scripts/studies/small_scale_study.py --override train.device=cuda   # on a GPU
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gsam.evaluation.tables import TABLE1_METHODS as METHODS  # noqa: E402  (methods: vanilla, sam, gsam, xsam)

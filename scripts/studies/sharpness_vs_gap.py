@@ -7,8 +7,8 @@
    (on the whole training set), as the three panels of Fig. 4. With ``--checkpoint``, a trainer
    checkpoint is measured instead (sigma_max and 2h/rho^2 for each rho; no training).
 
-    PYTHONPATH=. python scripts/sharpness_vs_gap.py
-    PYTHONPATH=. python scripts/sharpness_vs_gap.py --checkpoint outputs/demo_gsam/checkpoints/last.pt
+    PYTHONPATH=. python scripts/studies/sharpness_vs_gap.py
+    PYTHONPATH=. python scripts/studies/sharpness_vs_gap.py --checkpoint outputs/demo_gsam/checkpoints/last.pt
 """
 import time
 

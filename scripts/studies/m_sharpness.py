@@ -7,7 +7,7 @@ epoch's steps of each group's own h, which depends on m by construction), and at
 with one yardstick for every m (``surrogate_gap``: h = f(w + rho g/||g||) - f(w) with g the gradient
 of the whole training set, eval mode).
 
-    PYTHONPATH=. python scripts/m_sharpness.py --seeds 0 1 2 --m 8 32 128
+    PYTHONPATH=. python scripts/studies/m_sharpness.py --seeds 0 1 2 --m 8 32 128
 """
 import time
 

@@ -7,7 +7,7 @@ library's optimizer (gsam.Vanilla/SAM/GSAM/XSAM through the factory) on a 2-para
 plain SGD (lr 0.01, no momentum) as the base, from starts on a circle of radius 0.2 around the
 sharp minimum. The JSON records where each run ends: the sharp well, the flat one, or neither.
 
-    PYTHONPATH=. python scripts/toy_trajectories.py
+    PYTHONPATH=. python scripts/studies/toy_trajectories.py
 """
 import math
 import time
