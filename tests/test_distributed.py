@@ -11,6 +11,9 @@ from support.ddp_cases import (COMM_BUCKET_NUMELS, COMM_SHAPES, GROUP_SCENARIOS,
                                SEARCH_IMAGES, STEPS, comm_inputs, search_plan)
 from support.nets import Recorder, assert_same_weights, batch, mlp, sgd_for_d
 
+# every test here reads the session's 2-process torchrun (conftest ddp_ranks: 8-19 s of start-ups), so the whole
+# module is in the slow tier; the fast tier exercises the same code on one process (test_optim_*, test_groups)
+pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def ranks(ddp_ranks):
@@ -36,7 +39,6 @@ def n_params():
     return sum(p.numel() for p in mlp().parameters())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCENARIOS) + list(GROUP_SCENARIOS))
 def test_ranks_stay_identical(ranks, name):
     r0, r1 = ranks[0][name], ranks[1][name]

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: train.py, evaluate
 MODELS = table1_models()
 # the tiny study and frontier (tests/conftest.py's tiny_study): one epoch of 2 steps per run, the sharpness monitor
 # at its cheapest that still runs every part of it
-TINY_STUDY_OVERRIDES = ["schedule.epochs=1", "data.batch_size=512", "analysis.batches=1", "analysis.power_iters=3"]
+TINY_STUDY_OVERRIDES = ["schedule.epochs=1", "data.batch_size=512", "analysis.batches=1", "analysis.power_iters=1"]
 
 
 def load_script(name: str):
