@@ -7,7 +7,7 @@
   the main process, which stops them and removes what it wrote.
 - ``process_pool``: a ``ProcessPoolExecutor`` of such workers that, left by an exception (Ctrl-C, SIGTERM), kills
   its processes instead of waiting for every queued task, as the executor's own exit does.
-- ``lock_out_folder``: one writer per output folder, an exclusive ``fcntl`` lock (released by the kernel when
+- ``lock_out_folder``: one writer per output folder, an exclusive lock (gsam.state.lockfile: released by the kernel when
   its holder dies, works over NFS) on ``<folder>/.write_betons.lock``; the file is removed when the writer ends.
 - ``Stopped`` / ``stop_on_signals``: Ctrl-C, SIGTERM and SIGHUP (``timeout``, Slurm, a closed terminal) raised
   in the main process as an exception, so that the write unwinds: workers stopped, temporary file removed,
@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
 import signal
-import socket
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -128,30 +126,15 @@ def lock_out_folder(folder: Path, what: str = "--out"):
 
 
 def _locked(path: Path, what: str):
-    """The open, locked lock file. The holder removes the file when it ends, so a file locked after it was
-    removed (or replaced) is not the lock: open it again."""
-    while True:
-        f = open(path, "a+")
-        try:
-            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "a writer that has not written its name yet"
-            f.close()
-            raise FolderInUse(f"{what} {path.parent}: another beton writer is writing there ({holder}); wait "
-                              "for it to end, or choose another folder") from None
-        try:
-            same = os.path.samestat(os.fstat(f.fileno()), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        f.close()
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
-    f.flush()
-    return f
+    """The open, locked lock file, or FolderInUse naming the folder and the writer that holds it."""
+    from gsam.state.lockfile import LockHeld, hold_lock
+
+    try:
+        return hold_lock(path)
+    except LockHeld as e:
+        holder = e.holder or "a writer that has not written its name yet"
+        raise FolderInUse(f"{what} {path.parent}: another beton writer is writing there ({holder}); wait "
+                          "for it to end, or choose another folder") from None
 
 
 def remove_partial_files(folder: Path, splits=("train", "minival", "val")) -> list[Path]:
