@@ -37,6 +37,9 @@ def rehearsal(tmp_path_factory):
     site = python.parent.parent.with_name(python.parent.parent.name + "-site")
     env = {**os.environ, "PYTHON": str(python), "GSAM_SITE": str(site)}
     env.pop("PYTHONPATH", None)
+    # bytecode kept (the bundle is installed --no-compile, as on the GPU machine): each of the kit's processes
+    # would otherwise compile the bundle's and the repository's sources again, about 2 s a process on 2 cores
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp / "out"), "--device", "cpu", "--tiny",
                            "--work", str(tmp / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)

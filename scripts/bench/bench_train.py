@@ -32,7 +32,11 @@ import torch
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_RESNET_LAYERS = (1, 1, 1, 1)  # --tiny-depth's ResNets: every stage (stride, BN, bottleneck), once
+# --tiny-depth (the GPU kit's CPU rehearsal, scripts/gpu/gpu_check_parts.py): every stage and kind of block once or
+# twice, at widths where a step takes milliseconds and the optimizer's passes over the weights cost nothing
+TINY_RESNET_LAYERS = (1, 1, 1, 1)  # ResNets: every stage (stride, BN, bottleneck), once
+TINY_RESNET_CHANNELS = (8, 16, 32, 64)  # timm's (64, 128, 256, 512) / 8: 256 features, not 2048
+TINY_VIT = {"depth": 2, "embed_dim": 64, "num_heads": 2}  # ViTs: two blocks of width 64 (ViT-B: 12 of 768)
 sys.path.insert(0, str(ROOT))
 
 from gsam.evaluation.tables import FAMILY_RECIPES  # noqa: E402
@@ -70,7 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--betons", type=Path, help="measure the data wait through FFCV on <betons>/train.beton")
     ap.add_argument("--data-steps", type=int, default=40, help="steps per method of the data-wait measurement")
     ap.add_argument("--workers", type=int, default=12, help="FFCV loader threads for the data-wait measurement")
-    ap.add_argument("--tiny-depth", action="store_true", help="two-block ViTs and Mixers, one-bottleneck-per-stage ResNets (CPU rehearsals)")
+    ap.add_argument("--tiny-depth", action="store_true",
+                    help="narrow two-block ViTs and Mixers, narrow one-bottleneck-per-stage ResNets (CPU rehearsals)")
     ap.add_argument("--classes", type=int, default=1000, help="classes of the model's head (ImageNet: 1000)")
     ap.add_argument("--extra", action="append", default=[], metavar="LABEL=JSON",
                     help='one more method to time, e.g. every-2=\'{"name": "every_k", "rho_max": 0.1, "k": 2}\' '
@@ -118,12 +123,13 @@ def _setup(short: str, args, device):
     recipe = OmegaConf.load(ROOT / "configs" / "recipe" / f"{FAMILY_RECIPES[mcfg.family]}.yaml")
     optimizer = next(d["override /optimizer"] for d in recipe.defaults if "override /optimizer" in d)
     ocfg = OmegaConf.load(ROOT / "configs" / "optimizer" / f"{optimizer}.yaml")
-    if mcfg.family == "resnet" and args.tiny_depth:  # one bottleneck per stage (timm's resnet* take layers=)
-        mcfg.kwargs = {**(mcfg.get("kwargs") or {}), "layers": list(TINY_RESNET_LAYERS)}
+    if mcfg.family == "resnet" and args.tiny_depth:  # one narrow bottleneck per stage (timm's resnet* take both)
+        mcfg.kwargs = {**(mcfg.get("kwargs") or {}), "layers": list(TINY_RESNET_LAYERS),
+                       "channels": list(TINY_RESNET_CHANNELS)}
     if mcfg.family != "resnet":
         mcfg.kwargs.img_size = args.img_size
         if args.tiny_depth and mcfg.family == "vit":
-            mcfg.kwargs.depth = 2
+            mcfg.kwargs.update(TINY_VIT)
         elif args.tiny_depth:  # timm's mixer_*_224 fix num_blocks: the generic MlpMixer (models/build.py)
             mcfg.name, mcfg.kwargs = "mlp_mixer", {"img_size": args.img_size, "num_blocks": 2, "embed_dim": 64}
     torch.manual_seed(0)

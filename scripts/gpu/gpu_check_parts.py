@@ -2,8 +2,9 @@
 
 Full size (one GPU): 20 classes x 100 train + 25 val JPEGs of 500x375, betons by ``scripts/write_betons.py``,
 about 50 steps per training run at batch 256. ``--tiny``: 4 classes of 80x60 images, 32 px inputs, two-block
-transformers, a few steps at batch 8, for the CPU rehearsal. The runs go through the shipped experiments
-(Hydra composition, ``gsam.run.experiment.run``), changed only in size and length.
+transformers of width 64 and ResNets of one bottleneck per stage at 1/8 width, a few steps at batch 8, for the CPU
+rehearsal; there write_betons.py and evaluate.py run in the worker's process (``_in_process``). The runs go through
+the shipped experiments (Hydra composition, ``gsam.run.experiment.run``), changed only in size and length.
 """
 from __future__ import annotations
 
@@ -74,18 +75,20 @@ class Ctx:
             ov.append(f"sam.m={s.batch // 2}")
         if s.img_size and experiment.startswith("resnet"):  # BatchNorm over the tiny group, as over m at full size
             ov.append(f"model.bn_images={s.batch // 2}")
-        if s.img_size:  # tiny: 32 px and two blocks (ResNets one bottleneck per stage: all four stages, BN, stride)
+        if s.img_size:  # tiny: 32 px, narrow, two blocks (ResNets one bottleneck per stage: four stages, BN, stride)
+            from bench_train import TINY_RESNET_CHANNELS, TINY_RESNET_LAYERS, TINY_VIT
+
             ov.append(f"data.img_size={s.img_size}")
-            family = experiment.split("_")[0]
+            family = experiment.split("_")[0].rstrip("0123456789")  # vit, mixer, resnet (resnet50_xsam: resnet)
             if family == "vit":
-                ov += [f"++model.kwargs.img_size={s.img_size}", "++model.kwargs.depth=2"]
+                ov += [f"++model.kwargs.img_size={s.img_size}",
+                       *(f"++model.kwargs.{k}={v}" for k, v in TINY_VIT.items())]
             elif family == "mixer":  # timm's mixer_*_224 fix num_blocks: the generic MlpMixer, 2 blocks
                 ov += ["model.name=mlp_mixer", f"++model.kwargs.img_size={s.img_size}", "++model.kwargs.num_blocks=2",
                        "++model.kwargs.patch_size=16", "++model.kwargs.embed_dim=64"]
             elif family == "resnet":
-                from bench_train import TINY_RESNET_LAYERS
-
-                ov.append(f"++model.kwargs.layers={list(TINY_RESNET_LAYERS)}")
+                ov += [f"++model.kwargs.layers={list(TINY_RESNET_LAYERS)}",
+                       f"++model.kwargs.channels={list(TINY_RESNET_CHANNELS)}"]
         return ov
 
 
@@ -127,14 +130,59 @@ def part_data(ctx: Ctx) -> dict:
     n = write_imagenet_like(ctx.images, s.classes, s.train_per_class, s.val_per_class, s.image,
                             workers=os.cpu_count() or 2)
     t_images = time.perf_counter() - t0
-    cmd = [sys.executable, str(ROOT / "scripts" / "write_betons.py"), "--imagenet", str(ctx.images),
-           "--out", str(ctx.betons), "--workers", str(max(s.workers, 2)), "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"write_betons.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    argv = ["--imagenet", str(ctx.images), "--out", str(ctx.betons), "--workers", str(max(s.workers, 2)),
+            "--no-progress"]
+    if ctx.args.tiny:  # the rehearsal: the same main(argv), in this process (see _in_process)
+        returncode, output = _in_process(_script("scripts/write_betons.py").main, argv)
+    else:
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "write_betons.py"), *argv], capture_output=True,
+                              text=True)
+        returncode, output = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if returncode != 0:
+        raise RuntimeError(f"write_betons.py failed ({returncode}):\n{output}")
     sizes_mb = {p.stem: round(p.stat().st_size / 2**20, 1) for p in sorted(ctx.betons.glob("*.beton"))}
     return {"images": n, "image_size": list(s.image), "write_images_s": round(t_images, 1),
             "write_betons_s": round(time.perf_counter() - t0 - t_images, 1), "beton_mb": sizes_mb}
+
+
+def _in_process(main: Callable[[list[str]], int | None], argv: list[str]) -> tuple[int, str]:
+    """(exit status, the tail of what it printed) of a script's ``main`` run in this process. The rehearsal runs
+    write_betons.py and evaluate.py this way: a process of their own would import torch, Hydra, timm and FFCV again
+    (FFCV's import alone compiles a numba typed dict), 7 to 10 s a process on 2 cores, most of a tiny part. The GPU
+    run keeps their processes; kill_resume's two train.py processes stay processes here too (the kill is the point)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                returncode = main(argv) or 0
+            except SystemExit as e:  # argparse's exits, evaluate.py's exit 2
+                returncode = e.code if isinstance(e.code, int) else 1
+    finally:
+        print(out.getvalue(), end="", flush=True)  # into gpu_check.log, as the process's output would be
+    return returncode, out.getvalue()[-6000:]
+
+
+def _script(name: str):
+    """A script of the repository (write_betons.py, evaluate.py) as a module; its ``__main__`` block does not run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"gpu_check_{Path(name).stem}", ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _evaluate_in_process(overrides: list[str]) -> None:
+    """evaluate.py's own ``main`` on the config its command line would compose (Hydra's ``main`` passes a given
+    config straight to the function it decorates)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    _script("evaluate.py").main(cfg)
 
 
 def _train(ctx: Ctx, experiment: str, name: str, extra: list[str], loader: str = "ffcv", micro: int | None = None
@@ -242,11 +290,16 @@ def part_evaluate(ctx: Ctx) -> dict:
     run_dir = ctx.runs / "kill_resume"
     trained = json.loads((run_dir / "results.json").read_text())
     (run_dir / "results.json").rename(run_dir / "results-train.json")
-    cmd = [sys.executable, str(ROOT / "evaluate.py"), *ctx.overrides("vit_s32_gsam", "kill_resume"), "train.amp=bf16"]
+    overrides = [*ctx.overrides("vit_s32_gsam", "kill_resume"), "train.amp=bf16"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_child_env())
-    if proc.returncode != 0:
-        raise RuntimeError(f"evaluate.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    if ctx.args.tiny:  # the rehearsal: evaluate.py's main in this process (see _in_process)
+        returncode, output = _in_process(_evaluate_in_process, overrides)
+    else:
+        proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *overrides], cwd=ROOT, capture_output=True,
+                              text=True, env=_child_env())
+        returncode, output = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if returncode != 0:
+        raise RuntimeError(f"evaluate.py failed ({returncode}):\n{output}")
     evaluated = json.loads((run_dir / "results.json").read_text())
     figs = {"wall_s": round(time.perf_counter() - t0, 1), "val_top1": evaluated.get("imagenet"),
             "val_top1_at_end_of_training": trained.get("imagenet"), "step": evaluated.get("step")}
