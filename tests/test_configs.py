@@ -65,6 +65,20 @@ OTHERS = ["demo_gsam", "demo_vanilla", "demo_noisy_gsam", "demo_noisy_vanilla"] 
 
 
 RESNET_ROWS = [f"{m}_{k}" for m in MODELS if m.startswith("resnet") for k in METHODS]
+# The sweeps below over every model's experiments compose some 200 configs (0.1-0.15 s each): the fast tier takes
+# one model of each family, the slow tier the rest (every Table 1 row is composed in the fast tier anyway, by
+# test_every_table1_experiment_composes_with_the_papers_numbers)
+FAST_MODELS = ("resnet50", "vit_b32", "mixer_b16")
+
+
+def _tiered(values, model_of=lambda v: v):
+    return [v if model_of(v) in FAST_MODELS else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
+def _variant_model(experiment: str) -> str:
+    """The model of a variant experiment; Table 1's rows and the others are composed in the fast tier."""
+    return next((m for m in MODELS if experiment in VARIANT_EXPERIMENTS and experiment.startswith(m + "_")),
+                FAST_MODELS[0])
 
 
 @pytest.mark.parametrize("experiment", RESNET_ROWS)
@@ -98,7 +112,7 @@ def test_the_experiment_list_is_table1_the_variants_the_demo_and_the_study():
     assert sorted(tables.variant_experiments()) == sorted(VARIANT_EXPERIMENTS)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", _tiered(EXPERIMENTS, _variant_model))
 def test_the_derived_name_is_the_experiment_name(compose, experiment):
     """Output folder, wandb run, results.json and the sweep's job dirs use ``name``: it must stay the file's name.
     Table 1's files do not write it (config.yaml derives it; method/vanilla.yaml says vanilla for sam none)."""
@@ -109,7 +123,7 @@ def test_the_derived_name_is_the_experiment_name(compose, experiment):
     check_known_keys(cfg)  # the trainer refuses keys no file defines: the recipe/method groups' keys are known
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", _tiered(MODELS))
 @pytest.mark.parametrize("method", METHODS + VARIANTS)
 def test_an_experiment_is_its_recipe_method_model_and_row(compose, model, method):
     """The groups on the command line give the experiment's config exactly, so the groups are all it shares."""
