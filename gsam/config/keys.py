@@ -47,7 +47,7 @@ def known_keys(configs: Path = CONFIGS) -> set[str]:
     """Dotted paths of the keys the schema declares (a group's file under its group's name). Parsed once per state
     of the files (every check of a sweep's or a test session's configs would otherwise re-read some 50 YAML files):
     the cache key holds each file's path, size and modification time, so an edited or added file is re-read."""
-    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(configs.rglob("*.yaml")))
+    stamp = tuple((str(f), st.st_size, st.st_mtime_ns) for f in sorted(configs.rglob("*.yaml")) for st in [f.stat()])
     return set(_known_keys(configs, stamp))
 
 

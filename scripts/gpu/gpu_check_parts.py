@@ -132,17 +132,23 @@ def part_data(ctx: Ctx) -> dict:
     t_images = time.perf_counter() - t0
     argv = ["--imagenet", str(ctx.images), "--out", str(ctx.betons), "--workers", str(max(s.workers, 2)),
             "--no-progress"]
-    if ctx.args.tiny:  # the rehearsal: the same main(argv), in this process (see _in_process)
-        returncode, output = _in_process(_script("scripts/write_betons.py").main, argv)
-    else:
-        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "write_betons.py"), *argv], capture_output=True,
-                              text=True)
-        returncode, output = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
-    if returncode != 0:
-        raise RuntimeError(f"write_betons.py failed ({returncode}):\n{output}")
+    _run_script(ctx, "scripts/write_betons.py", argv, lambda a: _script("scripts/write_betons.py").main(a))
     sizes_mb = {p.stem: round(p.stat().st_size / 2**20, 1) for p in sorted(ctx.betons.glob("*.beton"))}
     return {"images": n, "image_size": list(s.image), "write_images_s": round(t_images, 1),
             "write_betons_s": round(time.perf_counter() - t0 - t_images, 1), "beton_mb": sizes_mb}
+
+
+def _run_script(ctx: Ctx, script: str, argv: list[str], main: Callable[[list[str]], int | None], **run_kw) -> None:
+    """``script`` (a path under the repository) with ``argv``: its own process on the GPU machine; in the rehearsal
+    (``--tiny``) ``main(argv)`` in this process (see ``_in_process``). RuntimeError with the tail of its output when
+    it fails."""
+    if ctx.args.tiny:
+        returncode, output = _in_process(main, argv)
+    else:
+        proc = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True, **run_kw)
+        returncode, output = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if returncode != 0:
+        raise RuntimeError(f"{Path(script).name} failed ({returncode}):\n{output}")
 
 
 def _in_process(main: Callable[[list[str]], int | None], argv: list[str]) -> tuple[int, str]:
@@ -292,14 +298,7 @@ def part_evaluate(ctx: Ctx) -> dict:
     (run_dir / "results.json").rename(run_dir / "results-train.json")
     overrides = [*ctx.overrides("vit_s32_gsam", "kill_resume"), "train.amp=bf16"]
     t0 = time.perf_counter()
-    if ctx.args.tiny:  # the rehearsal: evaluate.py's main in this process (see _in_process)
-        returncode, output = _in_process(_evaluate_in_process, overrides)
-    else:
-        proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *overrides], cwd=ROOT, capture_output=True,
-                              text=True, env=_child_env())
-        returncode, output = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
-    if returncode != 0:
-        raise RuntimeError(f"evaluate.py failed ({returncode}):\n{output}")
+    _run_script(ctx, "evaluate.py", overrides, _evaluate_in_process, cwd=ROOT, env=_child_env())
     evaluated = json.loads((run_dir / "results.json").read_text())
     figs = {"wall_s": round(time.perf_counter() - t0, 1), "val_top1": evaluated.get("imagenet"),
             "val_top1_at_end_of_training": trained.get("imagenet"), "step": evaluated.get("step")}
