@@ -120,8 +120,17 @@ for batch in loader:
 def test_a_dead_reader_thread_ends_the_epoch_instead_of_hanging(betons, tmp_path):
     """Past the start-up check (a file damaged after it, or a sidecar from before checks): FFCV's reader thread
     fails on the cut file and the loader raises, naming the beton, instead of waiting for a batch for ever."""
-    path, _ = copy(betons, tmp_path, "train")  # records of one size: the cut shows only when a batch is read
-    os.truncate(path, path.stat().st_size - 24)  # the allocation table's last row: one record has no data
+    from ffcv.types import ALLOC_TABLE_TYPE, HeaderType
+
+    path, _ = copy(betons, tmp_path, "train")
+    # Every record's size in the allocation table halved (a damaged table has the same file size, so only a
+    # read shows it): the decoder's reshape fails on the first image. Cutting the table's last row instead
+    # leaves the lookup reading past the end of an array, which succeeds or not with the allocator's layout.
+    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
+    table = np.memmap(path, dtype=ALLOC_TABLE_TYPE, mode="r+", offset=int(header["alloc_table_ptr"]))
+    table["size"] //= 2
+    table.flush()
+    del table
     res = subprocess.run([sys.executable, "-c", READ.format(root=str(ROOT), beton=str(path))], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
