@@ -215,7 +215,7 @@ def test_the_official_xsam_flags_map_as_documented(compose):
 IMAGENET_TRAIN = 1_281_167
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", _tiered(MODELS))
 def test_the_efficient_variants_compose_with_their_sources_values(compose, model):
     """One experiment per variant on each Table 1 model (configs/method/<variant>.yaml gives the sources):
     Composer's every 10 steps at 10 x the SAM row's rho, LookSAM-5 at the SAM row's rho, LookGSAM on Table 4's
