@@ -59,7 +59,14 @@ link_venv() {  # a fresh .venv: the base's site-packages as hard links, its comm
             chmod +x ".venv/bin/$(basename "$f")"
         fi
     done
-    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+    local log
+    log=$(mktemp)
+    if ! .venv/bin/python -m pip install --no-deps --no-build-isolation -e . >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "error: installing the project into .venv failed (full log: $log)" >&2
+        exit 1
+    fi
+    rm -f "$log"
 }
 
 if [ ! -f "$stamp" ]; then
