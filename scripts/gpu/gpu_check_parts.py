@@ -138,24 +138,25 @@ def part_data(ctx: Ctx) -> dict:
             "write_betons_s": round(time.perf_counter() - t0 - t_images, 1), "beton_mb": sizes_mb}
 
 
-def _run_script(ctx: Ctx, script: str, argv: list[str], main: Callable[[list[str]], int | None], **run_kw) -> None:
+def _run_script(ctx: Ctx, script: str, argv: list[str], main: Callable[[list[str]], int | None], **run_kw) -> str:
     """``script`` (a path under the repository) with ``argv``: its own process on the GPU machine; in the rehearsal
-    (``--tiny``) ``main(argv)`` in this process (see ``_in_process``). RuntimeError with the tail of its output when
-    it fails."""
+    (``--tiny``) ``main(argv)`` in this process (see ``_in_process``). Returns what it printed (stdout, then
+    stderr); RuntimeError with the tail of it when it fails."""
     if ctx.args.tiny:
         returncode, output = _in_process(main, argv)
     else:
         proc = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True, **run_kw)
-        returncode, output = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+        returncode, output = proc.returncode, proc.stdout + proc.stderr
     if returncode != 0:
-        raise RuntimeError(f"{Path(script).name} failed ({returncode}):\n{output}")
+        raise RuntimeError(f"{Path(script).name} failed ({returncode}):\n{output[-6000:]}")
+    return output
 
 
 def _in_process(main: Callable[[list[str]], int | None], argv: list[str]) -> tuple[int, str]:
-    """(exit status, the tail of what it printed) of a script's ``main`` run in this process. The rehearsal runs
-    write_betons.py and evaluate.py this way: a process of their own would import torch, Hydra, timm and FFCV again
-    (FFCV's import alone compiles a numba typed dict), 7 to 10 s a process on 2 cores, most of a tiny part. The GPU
-    run keeps their processes; kill_resume's two train.py processes stay processes here too (the kill is the point)."""
+    """(exit status, what it printed) of a script's ``main`` run in this process. The rehearsal runs write_betons.py,
+    evaluate.py and kill_resume's resumed train.py this way: a process of their own would import torch, Hydra, timm
+    and FFCV again (FFCV's import alone compiles a numba typed dict), 7 to 10 s a process on 2 cores, most of a tiny
+    part. The GPU run keeps their processes; the killed train.py stays a process here too (the kill is the point)."""
     import contextlib
     import io
 
@@ -168,7 +169,7 @@ def _in_process(main: Callable[[list[str]], int | None], argv: list[str]) -> tup
                 returncode = e.code if isinstance(e.code, int) else 1
     finally:
         print(out.getvalue(), end="", flush=True)  # into gpu_check.log, as the process's output would be
-    return returncode, out.getvalue()[-6000:]
+    return returncode, out.getvalue()
 
 
 def _script(name: str):
@@ -181,14 +182,14 @@ def _script(name: str):
     return module
 
 
-def _evaluate_in_process(overrides: list[str]) -> None:
-    """evaluate.py's own ``main`` on the config its command line would compose (Hydra's ``main`` passes a given
-    config straight to the function it decorates)."""
+def _hydra_main_in_process(script: str, overrides: list[str]) -> None:
+    """train.py's or evaluate.py's own ``main`` on the config its command line would compose (Hydra's ``main``
+    passes a given config straight to the function it decorates)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    _script("evaluate.py").main(cfg)
+    _script(script).main(cfg)
 
 
 def _train(ctx: Ctx, experiment: str, name: str, extra: list[str], loader: str = "ffcv", micro: int | None = None
@@ -270,10 +271,9 @@ def part_kill_resume(ctx: Ctx) -> dict:
                                  env=_child_env())
     _kill_after_checkpoint(first, run_dir, every)
     killed = train_records(run_dir)  # before the resume cuts the replayed steps from metrics.jsonl
-    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_child_env())
-    if second.returncode != 0:
-        raise RuntimeError(f"the resumed run failed ({second.returncode}):\n" + second.stdout[-3000:] + second.stderr[-3000:])
-    return kill_resume_figures(run_dir, killed, steps, second.stdout + second.stderr, ctx.args.device)
+    output = _run_script(ctx, "train.py", cmd[2:], lambda a: _hydra_main_in_process("train.py", a), cwd=ROOT,
+                         env=_child_env())  # the resumed run
+    return kill_resume_figures(run_dir, killed, steps, output, ctx.args.device)
 
 
 def _kill_after_checkpoint(proc: subprocess.Popen, run_dir: Path, every: int) -> None:
@@ -298,7 +298,8 @@ def part_evaluate(ctx: Ctx) -> dict:
     (run_dir / "results.json").rename(run_dir / "results-train.json")
     overrides = [*ctx.overrides("vit_s32_gsam", "kill_resume"), "train.amp=bf16"]
     t0 = time.perf_counter()
-    _run_script(ctx, "evaluate.py", overrides, _evaluate_in_process, cwd=ROOT, env=_child_env())
+    _run_script(ctx, "evaluate.py", overrides, lambda a: _hydra_main_in_process("evaluate.py", a), cwd=ROOT,
+                env=_child_env())
     evaluated = json.loads((run_dir / "results.json").read_text())
     figs = {"wall_s": round(time.perf_counter() - t0, 1), "val_top1": evaluated.get("imagenet"),
             "val_top1_at_end_of_training": trained.get("imagenet"), "step": evaluated.get("step")}
