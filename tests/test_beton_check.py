@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from gsam.data.ffcv_loaders import ffcv_available
 from support import ROOT
+from support.marks import needs_ffcv
 from support.inproc import run_main
 from support.images import small_tree
 
 # slow: every test shares a module fixture that runs write_betons.py in a subprocess (~15 s on an idle 2-core VM)
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")]
+              needs_ffcv]
 
 
 @pytest.fixture(scope="module")

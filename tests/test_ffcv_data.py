@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gsam.data.ffcv_loaders import ffcv_available
 from support import ROOT
+from support.marks import needs_ffcv
 
-pytestmark = pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")
+pytestmark = needs_ffcv
 WNIDS = ["n01440764", "n01443537", "n02102040"]
 SIZE = 24
 

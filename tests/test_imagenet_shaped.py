@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from gsam.data.ffcv_loaders import ffcv_available
 from support import ROOT, load_script
+from support.marks import needs_ffcv
 from support.inproc import run_argv
 
 pytestmark = [pytest.mark.slow,  # write_betons, two train.py and two evaluate.py runs
-              pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")]
+              needs_ffcv]
 QUIET = ["+experiment=demo_gsam", "data.name=awkward", "data.num_classes=3", "data.batch_size=32",
          "data.eval_batch_size=250", "data.num_workers=1", "data.minival_fraction=0.01", "eval=default",
          "++data.robustness_root=null", "train.progress=false", "logger.wandb.mode=disabled"]

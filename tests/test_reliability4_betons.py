@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from gsam.data.ffcv_loaders import ffcv_available
 from support import ROOT
+from support.marks import needs_ffcv
 from support.cli import run_bounded, tagged_processes
 from support.images import WNIDS, save
 
-pytestmark = [pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)"),
+pytestmark = [needs_ffcv,
               pytest.mark.slow]  # write_betons in subprocesses (torch's import, FFCV's JIT): 5-10 s each
 
 HOOK = """

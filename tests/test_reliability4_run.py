@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from gsam.config.checks import ConfigError
-from gsam.data.ffcv_loaders import ffcv_available
 from gsam.evaluation.sets import _timm_info, build_eval_sets, measure_sets
 from support import ROOT
+from support.marks import needs_ffcv
 from support.cli import run_bounded
 from support.evalsets import eval_config
 from support.inproc import run_argv, run_main
@@ -209,7 +209,6 @@ def test_the_demo_eval_sets_and_betons_stay_out_of_a_users_folders(tmp_path, dem
 
 # -- 4. a beton rewritten under a running job ------------------------------------------------------------------------
 
-needs_ffcv = pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")
 
 
 def write_train_beton(folder: Path, images: Path, seed: int) -> Path:

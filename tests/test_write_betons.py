@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gsam.data.ffcv_loaders import ffcv_available
 from support import ROOT, load_script
+from support.marks import needs_ffcv
 from support.images import WNIDS, large_photo, save, small_tree as tree
 
-needs_ffcv = pytest.mark.skipif(not ffcv_available(), reason="FFCV not installed (bash scripts/install_ffcv.sh)")
 
 
 def write(root, out, *args, timeout=180):
