@@ -45,6 +45,15 @@ build_base() {  # the packages into $base, once per key; returns install_ffcv.sh
     return "$rc"
 }
 
+prune_old_bases() {  # a .venv linked to an older base keeps its files (hard links): only the cache's copy goes
+    local old
+    for old in "$(dirname "$base")"/venv-cpu-*/; do
+        old=${old%/}
+        [ -d "$old" ] && [ "$old" != "$base" ] || continue
+        (exec 8>"$old.lock"; flock -n 8 && rm -rf "$old" "$old.lock") || true  # skipped while a setup uses it
+    done
+}
+
 link_venv() {  # a fresh .venv: the base's site-packages as hard links, its commands pointed at .venv's python
     rm -rf .venv
     "$PY" -m venv --without-pip .venv
@@ -76,6 +85,7 @@ if [ ! -f "$stamp" ]; then
     flock 9
     rc=0; build_base || rc=$?
     flock -u 9
+    [ "$rc" = 0 ] && prune_old_bases
     link_venv
     # done only when everything succeeded: a failed FFCV build (e.g. apt locked by another process) is retried
     # by the next run instead of being skipped for good

@@ -61,7 +61,7 @@ def test_a_successful_setup_is_marked_done_and_then_skipped(tmp_path):
 
 def test_a_second_checkout_links_the_base_instead_of_installing_again(tmp_path):
     """The base is built once; a second clone's .venv holds the same files (hard links, no copy, no install) and
-    the base's commands run with the clone's own python."""
+    the base's commands run with the clone's own python; an older base leaves the cache."""
     first = _tree(tmp_path, ffcv_status=0)
     assert _setup(first).returncode == 0
     (base,) = (p for p in (tmp_path / "cache").glob("venv-cpu-*") if p.is_dir())
@@ -69,8 +69,11 @@ def test_a_second_checkout_links_the_base_instead_of_installing_again(tmp_path):
     installed.parent.mkdir()
     installed.write_text("")
     (base / "bin" / "torchrun").write_text(f"#!{base}/bin/python\nimport sys\n")
+    older = tmp_path / "cache" / "venv-cpu-0123456789abcdef"  # a base of an earlier pyproject.toml
+    (older / "bin").mkdir(parents=True)
     second = _tree(tmp_path, ffcv_status=0, name="clone")
     res = _setup(second)
+    assert not older.exists() and base.exists()  # one base per machine: the cache does not grow with every key
     assert res.returncode == 0 and res.stderr == "", res.stderr
     linked = second / ".venv" / "lib" / "python3.11" / "site-packages" / "torch" / "__init__.py"
     assert linked.stat().st_ino == installed.stat().st_ino
