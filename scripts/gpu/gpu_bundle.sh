@@ -13,6 +13,12 @@ key=$( (cat constraints/gpu-bundle.txt scripts/gpu/gpu_bundle.sh scripts/install
 if [ -f "$OUT/.built-$key" ]; then
     echo "[gpu_bundle] up to date: $OUT ($(du -sm "$OUT/wheels" | cut -f1) MiB)"; exit 0
 fi
+# built once per machine and key (a C build and three pips, 15 s): a fresh clone copies it from the user's cache
+cache="${GSAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gsam-imagenet}/gpu-bundle-$key"
+if [ -f "$cache/.built-$key" ]; then
+    rm -rf "$OUT"; cp -a "$cache" "$OUT"
+    echo "[gpu_bundle] from the cache: $OUT ($(du -sm "$OUT/wheels" | cut -f1) MiB, $cache)"; exit 0
+fi
 rm -rf "$OUT"; mkdir -p "$OUT/wheels"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 log="$tmp/log"
@@ -36,3 +42,5 @@ total=$(( (bundle + tree) / 1048576 ))
 echo "[gpu_bundle] $n wheels, $(( bundle / 1048576 )) MiB in $OUT/wheels; with the tracked tree: $total MiB (limit 64)"
 if [ "$total" -ge 64 ]; then echo "[gpu_bundle] error: over the 64 MiB that may travel to the GPU machine" >&2; exit 1; fi
 touch "$OUT/.built-$key"
+mkdir -p "$(dirname "$cache")"
+rm -rf "$cache.$$"; cp -a "$OUT" "$cache.$$" && { mv -T "$cache.$$" "$cache" 2>/dev/null || rm -rf "$cache.$$"; }
