@@ -59,10 +59,43 @@ def imagenet(tmp_path_factory):
     return root, pixels
 
 
-def write(root, out, *args):
-    return subprocess.run([sys.executable, "scripts/write_betons.py", "--imagenet", str(root), "--out", str(out),
-                           "--workers", "2", "--no-progress", "--val-labels", str(root / "devkit"),
-                           "--minival-fraction", "0.2", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def start_write(root, out, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "scripts/write_betons.py", "--imagenet", str(root), "--out", str(out),
+                             "--workers", "2", "--no-progress", "--val-labels", str(root / "devkit"),
+                             "--minival-fraction", "0.2", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def eval_tree(root):
+    """4 photos of 427 x 640 (larger than the train default --max-side 400) as train and val JPEGs."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    images = [photos[0], photos[1], photos[0][:, ::-1], photos[1][::-1]]
+    for k, img in enumerate(images):
+        for split in ("train", "val"):
+            path = root / split / WNIDS[k % 2] / f"{k}.JPEG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(img)).save(path, quality=85)
+    return root
+
+
+@pytest.fixture(scope="module")
+def writes(imagenet, tmp_path_factory):
+    """The module's three write_betons.py commands, started at once (their interpreters' start-ups and FFCV's
+    compilation overlap on the cores): {name: (its --out, its CompletedProcess)}."""
+    root, _ = imagenet
+    plan = {"raw": (root, tmp_path_factory.mktemp("betons"), ["--write-mode", "raw"]),
+            "jpg": (root, tmp_path_factory.mktemp("jpg"), ["--write-mode", "jpg", "--jpeg-quality", "90",
+                                                            "--splits", "train", "--minival-fraction", "0"]),
+            "eval": (eval_tree(tmp_path_factory.mktemp("photos") / "ilsvrc"), tmp_path_factory.mktemp("eval"),
+                     ["--splits", "minival,val", "--minival-fraction", "0.5"])}
+    procs = {name: start_write(src, out, *args) for name, (src, out, args) in plan.items()}
+    done = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        done[name] = (plan[name][1], subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return done
 
 
 def read_all(beton, img_size=SIZE):
@@ -76,10 +109,8 @@ def read_all(beton, img_size=SIZE):
 
 
 @pytest.fixture(scope="module")
-def raw_betons(imagenet, tmp_path_factory):
-    root, _ = imagenet
-    out = tmp_path_factory.mktemp("betons")
-    res = write(root, out, "--write-mode", "raw")
+def raw_betons(writes):
+    out, res = writes["raw"]
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res.stdout
 
@@ -135,14 +166,13 @@ def test_minival_is_the_folder_loaders_minival(raw_betons, imagenet):
 
 
 @pytest.mark.slow
-def test_a_jpeg_train_beton_is_within_jpeg_tolerance(imagenet, tmp_path):
+def test_a_jpeg_train_beton_is_within_jpeg_tolerance(imagenet, writes):
     from gsam.data.sources import folder_samples
 
     root, pixels = imagenet
-    res = write(root, tmp_path, "--write-mode", "jpg", "--jpeg-quality", "90", "--splits", "train",
-                "--minival-fraction", "0")
+    out, res = writes["jpg"]
     assert res.returncode == 0, res.stderr[-3000:]
-    x, y, _ = read_all(tmp_path / "train.beton")  # no minival: every readable train file, in folder order
+    x, y, _ = read_all(out / "train.beton")  # no minival: every readable train file, in folder order
     files = [f for f, _ in folder_samples(root / "train", WNIDS) if Path(f).name != "broken.JPEG"]
     assert len(files) == len(x)
     for k, f in enumerate(files):
@@ -164,25 +194,15 @@ def read_stored(beton):
 
 
 @pytest.mark.slow
-def test_eval_betons_hold_the_original_pixels(tmp_path):
+def test_eval_betons_hold_the_original_pixels(writes):
     """With the default (train) options, which resize to 400 px and re-encode 10%: minival and val still
     hold every source JPEG's decoded pixels, at full size."""
-    from sklearn.datasets import load_sample_images
-
-    root = tmp_path / "ilsvrc"
-    photos = load_sample_images().images  # 427 x 640: larger than the train default --max-side 400
-    images = [photos[0], photos[1], photos[0][:, ::-1], photos[1][::-1]]
-    for k, img in enumerate(images):
-        for split in ("train", "val"):
-            path = root / split / WNIDS[k % 2] / f"{k}.JPEG"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.ascontiguousarray(img)).save(path, quality=85)
-    res = write(root, tmp_path / "out", "--splits", "minival,val", "--minival-fraction", "0.5")
+    out, res = writes["eval"]
     assert res.returncode == 0, res.stderr[-3000:]
     for split in ("minival", "val"):
-        meta = json.loads((tmp_path / "out" / f"{split}.json").read_text())
+        meta = json.loads((out / f"{split}.json").read_text())
         assert meta["options"]["write_mode"] == "raw" and meta["options"]["max_resolution"] is None
-        stored = read_stored(tmp_path / "out" / f"{split}.beton")
+        stored = read_stored(out / f"{split}.beton")
         assert len(stored) == len(meta["files"]) == (2 if split == "minival" else 4)
         for f, pixels in zip(meta["files"], stored):
             source = np.asarray(Image.open(f).convert("RGB"))
