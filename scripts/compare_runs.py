@@ -38,7 +38,17 @@ def main(runs: list[str]) -> None:
                   f"| {cell(gap, '.4f')} | {cell(sharp, '.2f')} | {res['step']} |")
 
 
+def parse_args(argv: list[str]) -> list[str]:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run folders (each with the results.json a finished run writes)")
+    runs = ap.parse_args(argv).runs
+    missing = [r for r in runs if not (Path(r) / "results.json").is_file()]
+    if missing:
+        ap.exit(2, f"error: {missing[0]}: no results.json there (not a finished run folder)\n")
+    return runs
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    main(sys.argv[1:])
+    main(parse_args(sys.argv[1:]))

@@ -189,3 +189,16 @@ def test_the_bar_chart_has_the_papers_bars_only_where_the_paper_has_numbers(tmp_
     assert plot_runs.bar_series(demo, "imagenet") == {"ours": [86.5, 83.9]}  # no "paper" legend without bars
     paper = rows([load_run(fake_run(tmp_path / "b32", "vit_b32", "gsam", imagenet=75.3))])
     assert plot_runs.bar_series(paper, "imagenet") == {"ours": [75.3], "paper (Table 1)": [76.8]}
+
+
+def test_compare_runs_names_a_folder_that_is_no_finished_run(tmp_path, capsys):
+    """demo.sh's last table: a folder without results.json (a typo, a run still going) is one line naming it,
+    exit 2, not a traceback."""
+    parse_args = load_script("compare_runs").parse_args
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "results.json").write_text("{}")
+    assert parse_args([str(tmp_path / "done")]) == [str(tmp_path / "done")]
+    with pytest.raises(SystemExit) as stop:
+        parse_args([str(tmp_path / "done"), str(tmp_path / "running")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'running'}: no results.json there (not a finished run folder)\n"
