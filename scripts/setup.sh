@@ -63,7 +63,7 @@ link_venv() {  # a fresh .venv: the base's site-packages as hard links, its comm
     cp -al "$src/." "$site/" 2>/dev/null || cp -a "$src/." "$site/"
     for f in "$base"/bin/*; do
         case $(basename "$f") in python*|activate*|Activate.ps1) continue ;; esac
-        if [ "$(head -c 2 "$f")" = "#!" ] && [ "$(head -n 1 "$f")" = "#!$base/bin/python" ]; then
+        if [ "$(head -n 1 "$f")" = "#!$base/bin/python" ]; then  # pip's console scripts
             { echo "#!$PWD/.venv/bin/python"; tail -n +2 "$f"; } > ".venv/bin/$(basename "$f")"
             chmod +x ".venv/bin/$(basename "$f")"
         fi

@@ -13,7 +13,7 @@ import torch
 from gsam.state.checkpoint import CheckpointError, load
 from gsam.config.checks import ConfigError
 from gsam.run.experiment import run
-from support.cli import command, records, torchrun_train, train_beside, train_losses
+from support.cli import records, torchrun_train, train_beside, train_losses
 from support.inproc import run_argv
 from support.nets import assert_same_optimizer_state, assert_same_weights
 
@@ -199,7 +199,7 @@ def test_resnet_recipe_weight_decay_does_not_collapse(tmp_path, demo_root, demo_
                 f"optimizer.weight_decay={wd}", "schedule.epochs=3", "schedule.warmup_steps=6", "data.batch_size=128"]
 
     # Table 4's run trains in a process of its own meanwhile (the same config, composed by train.py)
-    wait = train_beside(*command("train.py", tmp_path / "wd0.3", demo_root, *recipe(0.3))[2:], log=tmp_path / "wd0.3.log")
+    wait = train_beside(tmp_path / "wd0.3", demo_root, *recipe(0.3))
     shipped = run(demo_config(tmp_path / "wd0.0001", demo_root, *recipe(1e-4)))["val"]["top1"]
     wait()
     table4 = json.loads((tmp_path / "wd0.3" / "results.json").read_text())["results"]["val"]["top1"]

@@ -21,12 +21,13 @@ def command(script: str, out, demo_root, *overrides) -> list[str]:
             *overrides]
 
 
-def train_beside(*overrides: str, log: Path, timeout: float = 600):
-    """``train.py`` with exactly ``overrides``, started now in a process of its own, so that it trains while the
-    test process trains another run (one thread each: on 2 cores the two overlap instead of queueing). Returns a
-    function that waits for it; an AssertionError with the tail of its output (``log``) when it failed."""
+def train_beside(out, demo_root, *overrides, timeout: float = 600):
+    """train.py on ``out`` (``command``'s arguments), started now in a process of its own, so that it trains while
+    the test process trains another run (one thread each: on 2 cores the two overlap instead of queueing). Returns
+    a function that waits for it; an AssertionError with the tail of its output (``<out>.log``) when it failed."""
+    log = Path(f"{out}.log")
     with open(log, "w") as f:  # a file: a pipe nobody reads while the test trains could fill and block the run
-        proc = subprocess.Popen([sys.executable, "train.py", *overrides], cwd=ROOT, stdout=f,
+        proc = subprocess.Popen(command("train.py", out, demo_root, *overrides), cwd=ROOT, stdout=f,
                                 stderr=subprocess.STDOUT)
 
     def wait() -> None:
@@ -36,7 +37,7 @@ def train_beside(*overrides: str, log: Path, timeout: float = 600):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert proc.returncode == 0, f"train.py {' '.join(overrides)}: exit {proc.returncode}\n" + log.read_text()[-3000:]
+        assert proc.returncode == 0, f"train.py on {out}: exit {proc.returncode}\n" + log.read_text()[-3000:]
 
     return wait
 
