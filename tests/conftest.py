@@ -23,6 +23,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
 from support import ROOT
+from support.background import JOBS, Lane, job
 from support.cli import QUIET
 
 
@@ -82,24 +83,42 @@ def demo_betons(demo_root, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="session")
-def ddp_ranks(tmp_path_factory):
-    """tests/ddp_worker.py under real torchrun (2 gloo processes on the CPU), once per session: what each rank
-    saved (the bucketed all-reduce, the analysis, the optimizer scenarios, BatchNorm's running statistics), for
-    test_distributed, test_analysis_ddp and test_bn_stats."""
-    import os
+@job("ddp_ranks")
+def _ddp_ranks_run(out, _demo, _lane):
+    """tests/ddp_worker.py under real torchrun (2 gloo processes on the CPU)."""
     import subprocess
     import sys
 
-    import torch
-
-    out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "tests" / "ddp_worker.py"), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def ddp_ranks(background):
+    """What each rank of tests/ddp_worker.py saved, once per session (the bucketed all-reduce, the analysis, the
+    optimizer scenarios, BatchNorm's running statistics), for test_distributed, test_analysis_ddp and test_bn_stats."""
+    out = background.result("ddp_ranks")
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request, tmp_path_factory):
+    """support.background's lane: the programs behind the selected tests' slow fixtures, started now, one after
+    another in the order of their first test (ties: registration order), while the tests run."""
+    lane = Lane(tmp_path_factory.mktemp, lambda: request.getfixturevalue("demo_root"), request.session.items)
+    first: dict[str, int] = {}
+    for i, item in enumerate(request.session.items):
+        for name in JOBS.keys() & set(item.fixturenames):
+            first.setdefault(name, i)
+    order = list(JOBS)
+    for name in sorted(first, key=lambda n: (first[n], order.index(n))):
+        lane.start(name)
+    yield lane
+    lane.close()
 
 
 def _compose(*overrides: str, return_hydra_config: bool = False, configs=None):
@@ -138,24 +157,32 @@ def demo_config():
     return make
 
 
-@pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory):
-    """scripts/studies/small_scale_study.py at a tiny size through the real trainer, once per session: its folder (study.json,
-    every run) and its data, for test_small_scale_study and for the tiny frontier built on it (test_frontier_study),
-    which reuses both rather than writing data and parent numbers of its own."""
+@job("tiny_study")
+def _tiny_study_run(root, _demo, _lane):
+    """scripts/studies/small_scale_study.py at a tiny size through the real trainer, as a user runs it (--jobs 1: every
+    run in the study's process), then once more: the second report must reuse every finished run."""
+    import subprocess
     import sys
 
-    from support import TINY_STUDY_OVERRIDES, load_script
+    from support import TINY_STUDY_OVERRIDES
 
-    study = load_script("studies/small_scale_study")
-    root = tmp_path_factory.mktemp("tiny_study")
     out, data = root / "study", root / "data"
     argv = ["small_scale_study.py", "--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rhos", "0.05", "0.1",
             "--alphas", "0.1", "0.3", "--gsam-rho-alpha", "0.1", "--override", *TINY_STUDY_OVERRIDES, f"data.root={data}"]
-    saved = sys.argv
-    sys.argv = argv
-    try:
-        study.main()
-    finally:
-        sys.argv = saved
-    return study, out, data, argv
+    stamps = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "studies" / argv[0]), *argv[1:]], cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        stamps.append({p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")})
+    return out, data, argv, stamps
+
+
+@pytest.fixture(scope="session")
+def tiny_study(background):
+    """The tiny study's folder (study.json, every run), its data, its command line and the results.json stamps after
+    its first and its second report: for test_small_scale_study and for the tiny frontier built on it
+    (test_frontier_study), which reuses both rather than writing data and parent numbers of its own."""
+    from support import load_script
+
+    return (load_script("studies/small_scale_study"), *background.result("tiny_study"))

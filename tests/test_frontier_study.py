@@ -2,13 +2,15 @@
 minival choices, its runs are the real trainer's on val, its cost is bench_train's measured ratio, and the share of
 GSAM's gain is paired seed by seed."""
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from support import TINY_STUDY_OVERRIDES, load_script
+from support import ROOT, TINY_STUDY_OVERRIDES, load_script
+from support.background import job
 
 frontier = load_script("studies/frontier_study")
 
@@ -108,17 +110,33 @@ def test_the_report_again_from_a_finished_frontier_json(tmp_path, monkeypatch):
     assert "| mesa | the study's | 1.40 |" in (tmp_path / "frontier.md").read_text()
 
 
+@job("tiny_frontier")
+def _tiny_frontier_run(_folder, _demo, lane):
+    """frontier_study.py on the session's tiny study (its choices, its parent runs, its data), as a user runs it after
+    the study, then once more: what the first run wrote, and the results.json stamps after each."""
+    study_dir, data, _, _ = lane.result("tiny_study")
+    argv = ["--study", str(study_dir), "--ks", "2", "--look-alphas", "0.7", "--mesa-decays", "0.99", "--jobs", "1",
+            "--cost-steps", "2", "--cost-rounds", "1", "--override", *TINY_STUDY_OVERRIDES, f"data.root={data}"]
+    out, written, stamps = study_dir / "frontier", None, []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "studies" / "frontier_study.py"), *argv], cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        written = written or {f: (out / f).read_text() for f in ("frontier.json", "frontier.md")}
+        stamps.append({p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")})
+    return out, written, stamps
+
+
+@pytest.fixture(scope="module")
+def tiny_frontier(tiny_study, background):
+    return background.result("tiny_frontier")
+
+
 @pytest.mark.slow
-def test_a_tiny_frontier_trains_every_point_on_val_and_measures_its_cost(tiny_study, monkeypatch):
+def test_a_tiny_frontier_trains_every_point_on_val_and_measures_its_cost(tiny_frontier):
     """On the session's tiny study (its choices, its parent runs, its data), as a user runs it after the study."""
-    _, study_dir, data, _ = tiny_study
-    argv = ["frontier_study.py", "--study", str(study_dir), "--ks", "2", "--look-alphas", "0.7", "--mesa-decays",
-            "0.99", "--jobs", "1", "--cost-steps", "2", "--cost-rounds", "1", "--override", *TINY_STUDY_OVERRIDES,
-            f"data.root={data}"]
-    monkeypatch.setattr(sys, "argv", argv)
-    frontier.main()
-    out = study_dir / "frontier"
-    info = json.loads((out / "frontier.json").read_text())
+    out, written, (stamps, stamps_again) = tiny_frontier
+    info = json.loads(written["frontier.json"])
     assert set(info["runs"]) == {*frontier.PARENTS, "every_k-2", "looksam-2", "lookgsam-2", "mesa"}
     assert all(t["images"] == 285 for c in info["selection"].values() for t in c["tried"])  # chosen on minival
     for p in ("every_k-2", "looksam-2", "lookgsam-2", "mesa"):
@@ -130,7 +148,5 @@ def test_a_tiny_frontier_trains_every_point_on_val_and_measures_its_cost(tiny_st
         # bench_train's measured step time over vanilla's: a measurement, so a loose bound (3.1 was seen under load)
         assert 0.2 < info["cost"][p] < 10.0
     assert info["cost"]["vanilla"] == 1.0 and info["cost"]["sam"] > 1.0
-    assert (out / "frontier.png").stat().st_size > 0 and "| mesa |" in (out / "frontier.md").read_text()
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")}
-    frontier.main()  # a second report reuses every finished run
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")} == stamps
+    assert (out / "frontier.png").stat().st_size > 0 and "| mesa |" in written["frontier.md"]
+    assert len(stamps) == 10 and stamps_again == stamps  # a second report reused every finished run

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT
+from support.background import job
 
 # the kit's parts in its own order (scripts/gpu/gpu_check_parts.py's PARTS, read without importing the kit)
 PARTS = re.findall(r'^    "(\w+)": Part\(', (ROOT / "scripts" / "gpu" / "gpu_check_parts.py").read_text(), re.M)
@@ -30,15 +31,14 @@ def _rehearsal_python() -> Path:
     return Path(out) / "bin" / "python"
 
 
-@pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
+@job("rehearsal")
+def _rehearsal_run(tmp, _demo, _lane):
     if not _python312_exists():
         pytest.skip("no Python 3.12 on this machine (the GPU machine's version): the kit's rehearsal needs one")
     python = _rehearsal_python()
     if not python.exists() or not list((ROOT / ".gpu_bundle" / "wheels").glob("ffcv-*.whl")):
         pytest.fail("the rehearsal is not prepared: run bash scripts/setup.sh (it builds the rehearsal venv and "
                     ".gpu_bundle)")
-    tmp = tmp_path_factory.mktemp("gpu_kit")
     # the bundle installed once per machine beside the rehearsal venv, reinstalled by gpu_check.sh only when the
     # bundle's wheels change (its key): the install is what the GPU machine does once per session, not the rehearsal
     site = python.parent.parent.with_name(python.parent.parent.name + "-site")
@@ -61,6 +61,12 @@ def rehearsal(tmp_path_factory):
         assert summary_path.exists(), outputs[h][-3000:]
         parts.update({p["part"]: p for p in json.loads(summary_path.read_text())["parts"]})
     return {h: proc.returncode for h, proc in procs.items()}, parts, {h: tmp / f"out_{h}" for h in halves}
+
+
+@pytest.fixture(scope="module")
+def rehearsal(background):
+    """The two kits' exit statuses, every part's summary, and their output folders."""
+    return background.result("rehearsal")
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from support import ROOT, load_script
+from support import ROOT
+from support.background import job
 from support.marks import needs_ffcv
 from support.inproc import run_argv
 
@@ -21,7 +22,7 @@ QUIET = ["+experiment=demo_gsam", "data.name=awkward", "data.num_classes=3", "da
 
 def run(script, *args, timeout=600):
     """train.py and evaluate.py in this process (support.inproc: what they print and their exit status is all
-    that is asserted), write_betons.py as the user's separate command."""
+    that is asserted), the scripts as the user's separate commands."""
     if script in ("train.py", "evaluate.py"):
         res = run_argv(script, [script, *args])
     else:
@@ -31,13 +32,19 @@ def run(script, *args, timeout=600):
     return res
 
 
-@pytest.fixture(scope="module")
-def awkward(tmp_path_factory):
-    root = load_script("make_imagenet_tree").awkward(tmp_path_factory.mktemp("ilsvrc"))
-    betons = tmp_path_factory.mktemp("betons")
+@job("awkward")
+def _awkward_run(folder, _demo, _lane):
+    """The awkward tree and its betons, by the user's two commands."""
+    root, betons = folder / "ilsvrc", folder / "betons"
+    run("scripts/make_imagenet_tree.py", "awkward", str(root))
     res = run("scripts/write_betons.py", "--imagenet", str(root), "--out", str(betons), "--workers", "2",
               "--no-progress")
     return root, betons, res.stdout
+
+
+@pytest.fixture(scope="module")
+def awkward(background):
+    return background.result("awkward")
 
 
 def test_betons_hold_every_readable_file_and_skip_the_others(awkward):

@@ -4,6 +4,7 @@ the selection rules (the edge rule, the equal budgets, the alpha stage) on synth
 study end to end at a tiny size through the real trainer."""
 import json
 import math
+import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from gsam.data.teacher import (MemoryLoader, TaskSpec, Teacher, read_split, teacher_input, write_teacher_dataset)
-from support import load_script
+from support import ROOT, load_script
+from support.background import job
 
 TINY = TaskSpec(calibration=2_000)
 
@@ -141,14 +143,28 @@ def test_the_ascent_arm_takes_the_best_alpha_above_zero_and_the_report_pairs_by_
     assert study.verdict({"mean": -1.0, "ci95": 0.5}).startswith("contradicted")
 
 
-@pytest.mark.slow
-def test_a_tiny_study_selects_on_minival_and_reports_on_val_through_the_trainer(tmp_path, study):
+@job("tiny_powered_study")
+def _tiny_powered_study_run(tmp_path, _demo, _lane):
+    """scripts/studies/powered_study.py at a tiny size through the real trainer, as a user runs it."""
     out = tmp_path / "study"
-    study.main(["--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rho-grid", "0.05", "0.1",
-                "--rho-max-grid", "0.1", "0.2", "--budget", "4", "--extensions", "1", "--alphas", "0.3",
-                "--override", "schedule.epochs=1", "schedule.warmup_steps=1", f"data.root={tmp_path / 'data'}",
-                "data.teacher.train=520", "data.teacher.minival=100", "data.teacher.val=200",
-                "data.teacher.calibration=2000"])
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "studies" / "powered_study.py"), "--out", str(out),
+                           "--jobs", "1", "--seeds", "0", "1", "--rho-grid", "0.05", "0.1", "--rho-max-grid", "0.1",
+                           "0.2", "--budget", "4", "--extensions", "1", "--alphas", "0.3", "--override",
+                           "schedule.epochs=1", "schedule.warmup_steps=1", f"data.root={tmp_path / 'data'}",
+                           "data.teacher.train=520", "data.teacher.minival=100", "data.teacher.val=200",
+                           "data.teacher.calibration=2000"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_powered_study(background):
+    return background.result("tiny_powered_study")
+
+
+@pytest.mark.slow
+def test_a_tiny_study_selects_on_minival_and_reports_on_val_through_the_trainer(tiny_powered_study, study):
+    out = tiny_powered_study
     info = json.loads((out / "study.json").read_text())
     sel = info["selection"]
     assert len(sel["constant"]["tried"]) == len(sel["decayed"]["tried"]) == 4

@@ -21,6 +21,7 @@ import pytest
 from gsam.state.checkpoint import load
 
 from support import ROOT
+from support.background import job
 from support.cli import train_steps, wait_until
 from support.nets import assert_same_optimizer_state, assert_same_weights
 STEPS = 24  # long enough to be signalled mid-run, short enough for 2 cores
@@ -68,14 +69,9 @@ def _one_cluster_per_machine(timeout_s: float = 1200):
         yield
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with _one_cluster_per_machine():
-        yield from _cluster(tmp_path_factory)
-
-
-def _cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("slurm")
+@contextlib.contextmanager
+def _cluster(state: Path):
+    """The cluster's environment while it is up, its state in ``state``; down (and checked gone) after."""
     env = {**os.environ, "GSAM_SLURM_DIR": str(state), "GSAM_SLURM_PORT": str(_free_port_pair())}
     up = subprocess.run(["bash", str(ROOT / "scripts" / "dev" / "slurm_local.sh"), "up"], env=env, capture_output=True,
                         text=True, timeout=300)
@@ -151,8 +147,8 @@ def _sbatch_ddp(env, out: Path, demo_root: str, *extra: str) -> str:
                           check=True).stdout.strip()
 
 
-# The runs behind tests a-e, one function each, returning what its test asserts on. The `slurm_runs` fixture starts all of
-# them at once in threads and each test waits for its own: Slurm then keeps both cores busy, where one run after
+# The runs behind tests a-e, one function each, returning what its test asserts on. The background job `slurm` starts
+# all of them at once in threads and each test waits for its own: Slurm then keeps both cores busy, where one run after
 # another left a core idle during each launcher's start-up and 1-task job, and both idle while a requeued job waits
 # out its BeginTime (cred_expire + 1 s, >= 6 s). Every run has its own folder and job, 1 thread per process, so its
 # results (and the bit-equal weights the preemption tests compare) do not depend on what runs beside it.
@@ -257,16 +253,47 @@ _FOLDER = {"sweep": "sweep", "ddp_straight": "ddp", "usr2": "preempt", "sigterm"
            "search": "search"}  # the SIGTERM run beside its reference, as before
 
 
-@pytest.fixture(scope="module")
-def slurm_runs(cluster, demo_root, tmp_path_factory, request):
-    """{run name: Future} of the runs that the selected tests of this module read (so `-k test_d` starts only
-    the cancel job), all started at once; each test calls .result() on its own and so fails on its own error."""
-    here = [item for item in request.session.items if item.path == request.path]
+@job("slurm", demo=True)
+def _slurm_run(folder: Path, demo_root: str, lane):
+    """The cluster up (one per machine), then the runs that the selected tests of this module read (so `-k test_d`
+    starts only the cancel job), all at once: (the cluster's environment, {run name: its Future, done}, a function
+    that takes the cluster down). The cluster stays up for the tests, which ask it about their jobs."""
+    here = [item for item in lane.items if item.path.name == Path(__file__).name]
     wanted = [name for name in _RUN if any(name in _RUNS_OF.get(item.originalname, ()) for item in here)]
-    folders = {f: tmp_path_factory.mktemp(f) for f in {_FOLDER[name] for name in wanted}}  # mktemp: not in threads
+    stack = contextlib.ExitStack()
+    lane.on_close(stack.close)  # down at the session's end if the module's fixture never ran
+    try:
+        stack.enter_context(_one_cluster_per_machine())
+        (folder / "slurm").mkdir()
+        env = stack.enter_context(_cluster(folder / "slurm"))
+    except BaseException:
+        stack.close()
+        raise
+    folders = {f: folder / f for f in {_FOLDER[name] for name in wanted}}
+    for f in folders.values():
+        f.mkdir()
     with ThreadPoolExecutor(max_workers=len(_RUN)) as pool:
-        yield {name: pool.submit(_RUN[name], cluster, demo_root, folders[_FOLDER[name]]) for name in wanted}
-    # leaving the with-block waits for every run, before `cluster` goes down
+        futures = {name: pool.submit(_RUN[name], env, demo_root, folders[_FOLDER[name]]) for name in wanted}
+    return env, futures, stack.close
+
+
+@pytest.fixture(scope="module")
+def slurm(background):
+    """The background job's cluster and runs; the cluster goes down when the module's tests are done."""
+    env, futures, down = background.result("slurm")
+    yield env, futures
+    down()
+
+
+@pytest.fixture(scope="module")
+def cluster(slurm):
+    return slurm[0]
+
+
+@pytest.fixture(scope="module")
+def slurm_runs(slurm):
+    """{run name: Future}: each test calls .result() on its own run and so fails on its own error."""
+    return slurm[1]
 
 
 @pytest.mark.slow

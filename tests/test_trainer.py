@@ -13,6 +13,7 @@ import torch
 from gsam.state.checkpoint import CheckpointError, load
 from gsam.config.checks import ConfigError
 from gsam.run.experiment import run
+from support.background import job
 from support.cli import records, torchrun_train, train_beside, train_losses
 from support.inproc import run_argv
 from support.nets import assert_same_optimizer_state, assert_same_weights
@@ -209,11 +210,23 @@ def test_resnet_recipe_weight_decay_does_not_collapse(tmp_path, demo_root, demo_
     assert table4 < 20.0 and table4 < shipped - 30.0, (shipped, table4)
 
 
+@job("demo_script")
+def _demo_script_run(outputs, _demo, _lane):
+    """scripts/demo.sh (one epoch) writing into ``outputs``: the README's main job, as a user runs it."""
+    env = {**os.environ, "GSAM_OUTPUTS": str(outputs)}
+    return outputs, subprocess.run(["bash", "scripts/demo.sh", "schedule.epochs=1", "data.num_workers=0",
+                                    "train.progress=false", "logger.wandb.mode=disabled"], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_script(background):
+    return background.result("demo_script")
+
+
 @pytest.mark.slow
-def test_demo_script_end_to_end(tmp_path):
-    env = {**os.environ, "GSAM_OUTPUTS": str(tmp_path)}
-    out = subprocess.run(["bash", "scripts/demo.sh", "schedule.epochs=1", "data.num_workers=0", "train.progress=false",
-                          "logger.wandb.mode=disabled"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def test_demo_script_end_to_end(demo_script):
+    tmp_path, out = demo_script
     assert out.returncode == 0, out.stderr[-3000:]
     runs = ("demo_noisy_vanilla", "demo_noisy_gsam")
     table = [l for l in out.stdout.splitlines() if l.startswith(tuple(f"| {r} |" for r in runs))]
