@@ -15,8 +15,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-key=$( (cat pyproject.toml constraints/cpu-dev.txt scripts/install_ffcv.sh; "$PY" -VV; command -v "$PY") \
-       | sha256sum | cut -c1-16)
+# the interpreter by its real path, not by `command -v`: a shim's folder differs by caller (`pyenv exec`, which runs
+# pyenv's pip-installed tools, puts the version's own bin/ first in PATH), and a second key builds a second base and
+# prunes the first
+key=$( (cat pyproject.toml constraints/cpu-dev.txt scripts/install_ffcv.sh; "$PY" -VV
+        "$PY" -c 'import os, sys; print(os.path.realpath(sys.executable))') | sha256sum | cut -c1-16)
 stamp=.venv/.installed-$key
 base="${GSAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gsam-imagenet}/venv-cpu-$key"
 

@@ -39,6 +39,7 @@ def _one_thread():
 FAST_BUDGET_S = 90  # the `--fast` tier's budget (scripts/test.sh --fast)
 UNMARKED_LIMIT_S = 10  # a test over this belongs in the slow tier, or should get cheaper
 _seconds: dict[str, list] = {}  # nodeid -> [seconds of setup + call + teardown, marked slow]
+_LANES: list[Lane] = []  # the session's background lane (the `background` fixture)
 
 
 def pytest_runtest_logreport(report):
@@ -48,9 +49,10 @@ def pytest_runtest_logreport(report):
 
 def pytest_terminal_summary(terminalreporter):
     """A report to read, never a failure (a timing on a shared machine cannot fail a build): each test outside the
-    slow tier that took over UNMARKED_LIMIT_S, one line each, and the fast tier's total against its budget."""
+    slow tier that took over UNMARKED_LIMIT_S, one line each, the fast tier's total against its budget, and the wall
+    time of each background job (support.background), which no test's duration shows."""
     fast = {k: s for k, (s, slow) in _seconds.items() if not slow}
-    if not fast:
+    if not fast and not _LANES:
         return
     write = terminalreporter.write_line
     terminalreporter.section("test time guard")
@@ -60,6 +62,9 @@ def pytest_terminal_summary(terminalreporter):
     total = sum(fast.values())
     write(f"fast tier (not marked slow): {len(fast)} tests, {total:.0f} s of its {FAST_BUDGET_S} s budget"
           + (" - OVER" if total > FAST_BUDGET_S else ""))
+    for lane in _LANES:  # the background jobs' time is no test's: shown here, so that its growth shows too
+        for name, s in lane.seconds.items():
+            write(f"background job {name}: {s:.1f} s (beside the tests)")
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +115,7 @@ def background(request, tmp_path_factory):
     """support.background's lane: the programs behind the selected tests' slow fixtures, started now, one after
     another in the order of their first test (ties: registration order), while the tests run."""
     lane = Lane(tmp_path_factory.mktemp, lambda: request.getfixturevalue("demo_root"), request.session.items)
+    _LANES.append(lane)
     first: dict[str, int] = {}
     for i, item in enumerate(request.session.items):
         for name in JOBS.keys() & set(item.fixturenames):

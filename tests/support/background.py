@@ -16,6 +16,7 @@ fixture ``background`` (tests/conftest.py) starts the jobs of the selected tests
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -44,15 +45,23 @@ class Lane:
         self.items = items  # the session's selected tests: a job may do only what they read
         self._lock = threading.Lock()
         self._cleanups: list[Callable[[], None]] = []
+        self.seconds: dict[str, float] = {}  # each finished job's wall time, for the session's time report
 
     def _args(self, name: str) -> tuple:
         """Made in the test process's thread: tmp_path_factory and fixtures are not for other threads."""
         return self._make_folder(name), self._demo_root() if JOBS[name][1] else None, self
 
+    def _timed(self, name: str, *args):
+        t0 = time.monotonic()
+        try:
+            return JOBS[name][0](*args)
+        finally:
+            self.seconds[name] = time.monotonic() - t0
+
     def start(self, name: str) -> None:
         with self._lock:
             if name not in self._futures:
-                self._futures[name] = self._pool.submit(JOBS[name][0], *self._args(name))
+                self._futures[name] = self._pool.submit(self._timed, name, *self._args(name))
 
     def result(self, name: str):
         """The job's result: waited for when it was started, run here and now when it was not; its exception
@@ -60,7 +69,7 @@ class Lane:
         with self._lock:
             future = self._futures.get(name)
         if future is None:
-            return JOBS[name][0](*self._args(name))
+            return self._timed(name, *self._args(name))
         return future.result()
 
     def on_close(self, cleanup: Callable[[], None]) -> None:
