@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: the demo data and the Hydra composition of the shipped configs.
+"""Fixtures shared by the whole suite: the demo data, the Hydra composition of the shipped configs, and the background
+lane (support.background) that starts the programs behind the selected slow fixtures when the session starts.
 Plain helper code (models, reference computations, train.py as a subprocess) lives in the ``support`` package."""
 from __future__ import annotations
 
