@@ -168,20 +168,16 @@ def demo_config():
 def _tiny_study_run(root, _demo, _lane):
     """scripts/studies/small_scale_study.py at a tiny size through the real trainer, as a user runs it (--jobs 1: every
     run in the study's process), then once more: the second report must reuse every finished run."""
-    import subprocess
-    import sys
-
     from support import TINY_STUDY_OVERRIDES
+    from support.cli import results_stamps, run_script
 
     out, data = root / "study", root / "data"
     argv = ["small_scale_study.py", "--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rhos", "0.05", "0.1",
             "--alphas", "0.1", "0.3", "--gsam-rho-alpha", "0.1", "--override", *TINY_STUDY_OVERRIDES, f"data.root={data}"]
     stamps = []
     for _ in range(2):
-        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "studies" / argv[0]), *argv[1:]], cwd=ROOT,
-                              capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-        stamps.append({p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")})
+        run_script(f"scripts/studies/{argv[0]}", *argv[1:])
+        stamps.append(results_stamps(out))
     return out, data, argv, stamps
 
 

@@ -2,15 +2,15 @@
 minival choices, its runs are the real trainer's on val, its cost is bench_train's measured ratio, and the share of
 GSAM's gain is paired seed by seed."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from support import ROOT, TINY_STUDY_OVERRIDES, load_script
+from support import TINY_STUDY_OVERRIDES, load_script
 from support.background import job
+from support.cli import results_stamps, run_script
 
 frontier = load_script("studies/frontier_study")
 
@@ -119,11 +119,9 @@ def _tiny_frontier_run(_folder, _demo, lane):
             "--cost-steps", "2", "--cost-rounds", "1", "--override", *TINY_STUDY_OVERRIDES, f"data.root={data}"]
     out, written, stamps = study_dir / "frontier", None, []
     for _ in range(2):
-        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "studies" / "frontier_study.py"), *argv], cwd=ROOT,
-                              capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        run_script("scripts/studies/frontier_study.py", *argv)
         written = written or {f: (out / f).read_text() for f in ("frontier.json", "frontier.md")}
-        stamps.append({p: p.stat().st_mtime_ns for p in out.glob("*/*/results.json")})
+        stamps.append(results_stamps(out))
     return out, written, stamps
 
 

@@ -3,13 +3,11 @@ from 20 to 4000 px, 20:1 aspect ratios, CMYK, grayscale, a PNG named .JPEG, a fi
 val with the devkit. write_betons, a few training steps through each loader, evaluate.py through each loader on
 one checkpoint."""
 import json
-import subprocess
-import sys
 
 import pytest
 
-from support import ROOT
 from support.background import job
+from support.cli import run_script
 from support.marks import needs_ffcv
 from support.inproc import run_argv
 
@@ -23,11 +21,9 @@ QUIET = ["+experiment=demo_gsam", "data.name=awkward", "data.num_classes=3", "da
 def run(script, *args, timeout=600):
     """train.py and evaluate.py in this process (support.inproc: what they print and their exit status is all
     that is asserted), the scripts as the user's separate commands."""
-    if script in ("train.py", "evaluate.py"):
-        res = run_argv(script, [script, *args])
-    else:
-        res = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=timeout)
+    if script not in ("train.py", "evaluate.py"):
+        return run_script(script, *args, timeout=timeout)
+    res = run_argv(script, [script, *args])
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 

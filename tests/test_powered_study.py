@@ -4,16 +4,15 @@ the selection rules (the edge rule, the equal budgets, the alpha stage) on synth
 study end to end at a tiny size through the real trainer."""
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from gsam.data.teacher import (MemoryLoader, TaskSpec, Teacher, read_split, teacher_input, write_teacher_dataset)
-from support import ROOT, load_script
+from support import load_script
 from support.background import job
+from support.cli import run_script
 
 TINY = TaskSpec(calibration=2_000)
 
@@ -147,13 +146,11 @@ def test_the_ascent_arm_takes_the_best_alpha_above_zero_and_the_report_pairs_by_
 def _tiny_powered_study_run(tmp_path, _demo, _lane):
     """scripts/studies/powered_study.py at a tiny size through the real trainer, as a user runs it."""
     out = tmp_path / "study"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "studies" / "powered_study.py"), "--out", str(out),
-                           "--jobs", "1", "--seeds", "0", "1", "--rho-grid", "0.05", "0.1", "--rho-max-grid", "0.1",
-                           "0.2", "--budget", "4", "--extensions", "1", "--alphas", "0.3", "--override",
-                           "schedule.epochs=1", "schedule.warmup_steps=1", f"data.root={tmp_path / 'data'}",
-                           "data.teacher.train=520", "data.teacher.minival=100", "data.teacher.val=200",
-                           "data.teacher.calibration=2000"], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    run_script("scripts/studies/powered_study.py", "--out", str(out), "--jobs", "1", "--seeds", "0", "1", "--rho-grid",
+               "0.05", "0.1", "--rho-max-grid", "0.1", "0.2", "--budget", "4", "--extensions", "1", "--alphas", "0.3",
+               "--override", "schedule.epochs=1", "schedule.warmup_steps=1", f"data.root={tmp_path / 'data'}",
+               "data.teacher.train=520", "data.teacher.minival=100", "data.teacher.val=200",
+               "data.teacher.calibration=2000")
     return out
 
 

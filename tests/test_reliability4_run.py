@@ -20,7 +20,7 @@ from support import ROOT
 from support.marks import needs_ffcv
 from support.cli import run_bounded
 from support.evalsets import eval_config
-from support.inproc import run_argv, run_main
+from support.inproc import run_main
 
 IMAGENET = _timm_info("imagenet_synsets.txt").read_text().split()
 
@@ -208,7 +208,6 @@ def test_the_demo_eval_sets_and_betons_stay_out_of_a_users_folders(tmp_path, dem
 
 
 # -- 4. a beton rewritten under a running job ------------------------------------------------------------------------
-
 
 
 def write_train_beton(folder: Path, images: Path, seed: int) -> Path:

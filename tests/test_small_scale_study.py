@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from gsam.data.demo import noisy_targets, write_demo_dataset
-from support import load_script
 
 
 def test_noisy_targets_flips_the_share_asked_and_never_to_the_true_class():

@@ -15,7 +15,6 @@ from support.marks import needs_ffcv
 from support.images import WNIDS, large_photo, save, small_tree as tree
 
 
-
 def write(root, out, *args, timeout=180):
     cmd = [sys.executable, "scripts/write_betons.py", "--imagenet", str(root), "--out", str(out), "--workers", "2",
            "--no-progress", "--minival-fraction", "0", *args]

@@ -3,8 +3,9 @@
 The suite runs one test at a time in one process with one torch thread: on a 2-core machine the other core idles
 whenever no test has a process of its own running. A few slow fixtures are whole programs as a user runs them (the
 GPU kit's rehearsal, the Slurm cluster and its runs, the tiny studies and frontier, demo.sh, write_betons.py on the
-awkward tree, torchrun's ddp_ranks), with nothing of the test process in them: they start here, one after another in one background thread, as soon as the session
-starts, and the fixture waits for its program's result when its tests come. What the tests assert is unchanged; a
+awkward tree, torchrun's ddp_ranks), with nothing of the test process in them: they start here, one after another in
+one background thread, as soon as the session starts, and the fixture waits for its program's result when its tests
+come. What the tests assert is unchanged; a
 job whose tests are not selected (``-k``, ``-m "not slow"``, one file) is not started, and a fixture whose job did not
 start runs it itself, in the foreground.
 

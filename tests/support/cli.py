@@ -42,6 +42,21 @@ def train_beside(out, demo_root, *overrides, timeout: float = 600):
     return wait
 
 
+def run_script(script: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``script`` (a path in the repository) with ``args``, as the user's own command from the repository with this
+    interpreter; an AssertionError with the tail of its output when it fails."""
+    done = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def results_stamps(folder) -> dict:
+    """{results.json: its mtime_ns} of every run of a study's ``folder`` (<stage>/<run>/results.json): the same
+    before and after a command means the command trained none of them again."""
+    return {p: p.stat().st_mtime_ns for p in Path(folder).glob("*/*/results.json")}
+
+
 def run_cli(script: str, out, demo_root, *overrides, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run(command(script, out, demo_root, *overrides), cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
